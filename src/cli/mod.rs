@@ -1,0 +1,106 @@
+//! The `atp` command line: subcommands, logging setup and exit codes.
+
+mod demo;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Configuration or usage problem (BSD `EX_CONFIG`).
+pub const EXIT_CONFIG: u8 = 78;
+/// Internal failure (BSD `EX_SOFTWARE`).
+pub const EXIT_SOFTWARE: u8 = 70;
+/// A required service or component is unavailable (BSD `EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+/// Policy-controlled, audited access to KVM guests through the QEMU Guest Agent.
+#[derive(Debug, Parser)]
+#[command(name = "atp", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "ATP_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC daemon.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "ATP_CONFIG")]
+        config: PathBuf,
+    },
+    /// Boot the embedded demo guest under QEMU and serve it; Ctrl-C tears everything down.
+    Demo(demo::DemoArgs),
+}
+
+/// Logs go to stderr; the filter comes from `ATP_LOG` (e.g. `debug`), default `info`.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_env("ATP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the chosen subcommand.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve::run(&config).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
+}
+
+/// The exit code for a failed subcommand.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err
+        .downcast_ref::<ocloudview_atp::config::ConfigError>()
+        .is_some()
+    {
+        EXIT_CONFIG
+    } else if err
+        .downcast_ref::<ocloudview_atp::testbed::TestbedError>()
+        .is_some()
+    {
+        EXIT_UNAVAILABLE
+    } else {
+        1
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,288 @@
+//! The daemon's configuration: TOML parsed into [`raw::RawConfig`], then validated into
+//! [`Config`], which is passed down explicitly. Errors name the key and the value.
+
+pub mod raw;
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use raw::RawConfig;
+
+use crate::qga::DEFAULT_TIMEOUT;
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, with line and column.
+        message: String,
+    },
+    /// A key has a value we cannot use.
+    #[error("invalid value for {key}: {value:?}: {reason}")]
+    Invalid {
+        /// The key, e.g. `server.listen[1]`.
+        key: String,
+        /// The offending value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listeners, at least one.
+    pub listen: Vec<Listen>,
+    /// libvirt connections, in lookup order.
+    pub hypervisors: Vec<HypervisorConfig>,
+    /// Direct-socket guests.
+    pub guests: Vec<GuestConfig>,
+    /// Deadline of one short agent command.
+    pub agent_timeout: Duration,
+}
+
+/// Where the daemon accepts gRPC connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A UNIX socket (created with mode 0660).
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Unix(p) => write!(f, "unix://{}", p.display()),
+            Listen::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// A validated `[[hypervisors]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HypervisorConfig {
+    /// Name used as the `name/domain` prefix.
+    pub name: String,
+    /// libvirt URI.
+    pub uri: String,
+}
+
+/// A validated `[[guests]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestConfig {
+    /// Name used in requests.
+    pub name: String,
+    /// Agent socket path (absolute).
+    pub socket: PathBuf,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths are taken from the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        Self::validate(raw, base)
+    }
+
+    fn validate(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
+        if raw.server.listen.is_empty() {
+            return Err(invalid(
+                "server.listen",
+                "[]",
+                "at least one listener is needed",
+            ));
+        }
+        let listen = raw
+            .server
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                parse_listen(l, base).map_err(|r| invalid(&format!("server.listen[{i}]"), l, &r))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut names = HashSet::new();
+        let mut hypervisors = Vec::new();
+        for (i, h) in raw.hypervisors.into_iter().enumerate() {
+            check_name(&format!("hypervisors[{i}].name"), &h.name)?;
+            if !names.insert(h.name.clone()) {
+                return Err(invalid(
+                    &format!("hypervisors[{i}].name"),
+                    &h.name,
+                    "duplicate name",
+                ));
+            }
+            if !h.uri.contains(":/") {
+                return Err(invalid(
+                    &format!("hypervisors[{i}].uri"),
+                    &h.uri,
+                    "not a libvirt URI (e.g. qemu:///system)",
+                ));
+            }
+            hypervisors.push(HypervisorConfig {
+                name: h.name,
+                uri: h.uri,
+            });
+        }
+        let mut guest_names = HashSet::new();
+        let mut guests = Vec::new();
+        for (i, g) in raw.guests.into_iter().enumerate() {
+            check_name(&format!("guests[{i}].name"), &g.name)?;
+            if !guest_names.insert(g.name.clone()) {
+                return Err(invalid(
+                    &format!("guests[{i}].name"),
+                    &g.name,
+                    "duplicate name",
+                ));
+            }
+            if g.socket.is_empty() {
+                return Err(invalid(
+                    &format!("guests[{i}].socket"),
+                    &g.socket,
+                    "empty path",
+                ));
+            }
+            guests.push(GuestConfig {
+                name: g.name,
+                socket: base.join(&g.socket),
+            });
+        }
+        let agent_timeout = match raw.agent.timeout_ms {
+            None => DEFAULT_TIMEOUT,
+            Some(0) => return Err(invalid("agent.timeout_ms", "0", "must be at least 1")),
+            Some(ms) => Duration::from_millis(ms),
+        };
+        Ok(Config {
+            listen,
+            hypervisors,
+            guests,
+            agent_timeout,
+        })
+    }
+}
+
+fn parse_listen(s: &str, base: &Path) -> Result<Listen, String> {
+    if let Some(path) = s.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Err("empty socket path".into());
+        }
+        Ok(Listen::Unix(base.join(path)))
+    } else if let Some(addr) = s.strip_prefix("tcp://") {
+        addr.parse()
+            .map(Listen::Tcp)
+            .map_err(|e| format!("not host:port ({e})"))
+    } else {
+        Err("expected unix:///path or tcp://host:port".into())
+    }
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            key,
+            name,
+            "must be non-empty, without '/' or spaces",
+        ));
+    }
+    Ok(())
+}
+
+fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("/etc/atp"))
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            r#"
+            [server]
+            listen = ["unix:///run/atp/atp.sock", "tcp://127.0.0.1:50051", "unix://rel.sock"]
+            [[hypervisors]]
+            name = "local"
+            uri = "qemu:///system"
+            [[guests]]
+            name = "demo"
+            socket = "demo/qga.sock"
+            [agent]
+            timeout_ms = 2500
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen[0], Listen::Unix("/run/atp/atp.sock".into()));
+        assert_eq!(c.listen[1], Listen::Tcp("127.0.0.1:50051".parse().unwrap()));
+        assert_eq!(c.listen[2], Listen::Unix("/etc/atp/rel.sock".into()));
+        assert_eq!(c.guests[0].socket, PathBuf::from("/etc/atp/demo/qga.sock"));
+        assert_eq!(c.agent_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn errors_name_key_and_value() {
+        let e = parse("[server]\nlisten = [\"tcp://nowhere\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.listen[0]") && e.contains("tcp://nowhere"),
+            "{e}"
+        );
+        let e = parse("[server]\nlisten = []").unwrap_err().to_string();
+        assert!(e.contains("server.listen"), "{e}");
+        let e = parse("[server]\nlisten=[\"unix:///a\"]\n[[guests]]\nname=\"a/b\"\nsocket=\"/s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("guests[0].name") && e.contains("a/b"), "{e}");
+        let e = parse("[server]\nlisten=[\"unix:///a\"]\nbogus = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+}

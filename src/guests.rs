@@ -1,0 +1,164 @@
+//! The guest registry: which transport reaches a guest named in a request.
+//!
+//! Names resolve in this order: a configured direct-socket guest; `hypervisor/domain` for a
+//! configured hypervisor; a bare domain name or UUID, tried on each hypervisor in
+//! configuration order. Resolved libvirt domains are cached; a transport that reports the
+//! domain gone is forgotten with [`GuestRegistry::forget`].
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use crate::{
+    config::Config,
+    libvirt::{LibvirtError, LibvirtManager},
+    qga::AgentClient,
+    transport::{libvirt::LibvirtTransport, socket::SocketTransport},
+};
+
+/// Why a guest name could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// No configured guest and no domain on any hypervisor has this name.
+    #[error("unknown guest '{0}'")]
+    Unknown(String),
+    /// The name is empty or malformed.
+    #[error("invalid guest name '{0}'")]
+    InvalidName(String),
+    /// A hypervisor could not be asked.
+    #[error(transparent)]
+    Libvirt(#[from] LibvirtError),
+}
+
+#[derive(Debug)]
+struct Hypervisor {
+    name: String,
+    uri: String,
+    /// Opened on first use and reopened when it dies. Held only for short, non-async
+    /// sections (a clone of the handle is taken out).
+    conn: Mutex<Option<LibvirtManager>>,
+}
+
+/// Maps guest names to agent clients. Shared by all requests as an `Arc`.
+#[derive(Debug)]
+pub struct GuestRegistry {
+    direct: HashMap<String, AgentClient>,
+    hypervisors: Vec<Arc<Hypervisor>>,
+    /// Resolved libvirt guests by canonical `hypervisor/domain` key and by request name.
+    resolved: Mutex<HashMap<String, AgentClient>>,
+    agent_timeout: std::time::Duration,
+}
+
+impl GuestRegistry {
+    /// Builds the registry from a validated config. Must run inside a tokio runtime
+    /// (socket transports start their worker tasks).
+    pub fn from_config(config: &Config) -> Self {
+        let agent_timeout = config.agent_timeout;
+        let direct = config
+            .guests
+            .iter()
+            .map(|g| {
+                let client =
+                    AgentClient::new(SocketTransport::new(&g.socket)).with_timeout(agent_timeout);
+                (g.name.clone(), client)
+            })
+            .collect();
+        let hypervisors = config
+            .hypervisors
+            .iter()
+            .map(|h| {
+                Arc::new(Hypervisor {
+                    name: h.name.clone(),
+                    uri: h.uri.clone(),
+                    conn: Mutex::new(None),
+                })
+            })
+            .collect();
+        Self {
+            direct,
+            hypervisors,
+            resolved: Mutex::new(HashMap::new()),
+            agent_timeout,
+        }
+    }
+
+    /// The names of the configured direct-socket guests.
+    pub fn direct_names(&self) -> impl Iterator<Item = &str> {
+        self.direct.keys().map(String::as_str)
+    }
+
+    /// Finds the agent client for `name`.
+    pub async fn resolve(&self, name: &str) -> Result<AgentClient, GuestError> {
+        if name.is_empty() || name.contains('\0') {
+            return Err(GuestError::InvalidName(name.into()));
+        }
+        if let Some(c) = self.direct.get(name) {
+            return Ok(c.clone());
+        }
+        if let Some(c) = lock(&self.resolved).get(name) {
+            return Ok(c.clone());
+        }
+        let (candidates, domain): (Vec<Arc<Hypervisor>>, &str) = match name.split_once('/') {
+            Some((hv, dom)) => match self.hypervisors.iter().find(|h| h.name == hv) {
+                Some(h) => (vec![Arc::clone(h)], dom),
+                None => return Err(GuestError::Unknown(name.into())),
+            },
+            None => (self.hypervisors.clone(), name),
+        };
+        for hv in candidates {
+            let dom_name = domain.to_owned();
+            let hv2 = Arc::clone(&hv);
+            let found = tokio::task::spawn_blocking(move || hv2.lookup(&dom_name))
+                .await
+                .map_err(|e| LibvirtError::Other(format!("lookup task failed: {e}")))??;
+            if let Some(dom) = found {
+                let client = AgentClient::new(LibvirtTransport::new(dom, domain))
+                    .with_timeout(self.agent_timeout);
+                lock(&self.resolved).insert(name.to_owned(), client.clone());
+                return Ok(client);
+            }
+        }
+        Err(GuestError::Unknown(name.into()))
+    }
+
+    /// Drops a cached resolution (the domain went away or was recreated).
+    pub fn forget(&self, name: &str) {
+        lock(&self.resolved).remove(name);
+    }
+}
+
+impl Hypervisor {
+    /// Blocking: looks `domain` up, reconnecting once if the connection died.
+    fn lookup(&self, domain: &str) -> Result<Option<crate::libvirt::Domain>, LibvirtError> {
+        let mgr = self.manager()?;
+        match mgr.lookup_domain(domain) {
+            Ok(d) => Ok(Some(d)),
+            Err(LibvirtError::DomainNotFound { .. }) => Ok(None),
+            Err(e) if !mgr.is_alive() => {
+                *lock(&self.conn) = None;
+                tracing::warn!(hypervisor = %self.name, error = %e, "libvirt connection lost; reconnecting");
+                match self.manager()?.lookup_domain(domain) {
+                    Ok(d) => Ok(Some(d)),
+                    Err(LibvirtError::DomainNotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn manager(&self) -> Result<LibvirtManager, LibvirtError> {
+        if let Some(m) = lock(&self.conn).as_ref() {
+            return Ok(m.clone());
+        }
+        let m = LibvirtManager::connect_uri(&self.uri)?;
+        *lock(&self.conn) = Some(m.clone());
+        Ok(m)
+    }
+}
+
+/// Locks a mutex that guards plain data; a panic elsewhere cannot leave it inconsistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

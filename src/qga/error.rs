@@ -1,0 +1,46 @@
+//! Errors of the QGA layer.
+
+use crate::transport::TransportError;
+
+/// Why a QGA command did not produce its reply.
+#[derive(Debug, thiserror::Error)]
+pub enum QgaError {
+    /// The agent could not be reached, or did not answer in time.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The agent answered with an error object.
+    #[error("{command}: {desc} ({class})")]
+    Agent {
+        /// The command that failed.
+        command: &'static str,
+        /// QGA error class, e.g. `GenericError`.
+        class: String,
+        /// The agent's description.
+        desc: String,
+    },
+    /// The agent's reply did not have the documented shape.
+    #[error("{command}: unexpected reply: {source}")]
+    Decode {
+        /// The command whose reply was malformed.
+        command: &'static str,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The request could not be encoded (a bug, or arguments that are not JSON-safe).
+    #[error("{command}: cannot encode request: {source}")]
+    Encode {
+        /// The command.
+        command: &'static str,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl QgaError {
+    /// Whether the agent said the command does not exist or is disabled in the guest.
+    pub fn is_command_not_found(&self) -> bool {
+        matches!(self, QgaError::Agent { class, .. } if class == "CommandNotFound")
+    }
+}

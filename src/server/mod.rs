@@ -1,0 +1,138 @@
+//! The gRPC server: binds every configured listener, serves `GuestAgent`, health and
+//! reflection on each, and shuts down gracefully when told to.
+
+mod service;
+pub mod status;
+
+use std::{future::Future, os::unix::fs::PermissionsExt, sync::Arc};
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+pub use service::GuestAgentService;
+
+use crate::{
+    config::{Config, Listen},
+    guests::GuestRegistry,
+    pb::{self, guest_agent_server::GuestAgentServer},
+};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {listen}: {source}")]
+    Bind {
+        /// The listener.
+        listen: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reflection could not be set up (a bad embedded descriptor: a build bug).
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// The transport failed while serving.
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+enum Bound {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// Binds a listener. A stale UNIX socket file is replaced; the new one gets mode 0660.
+async fn bind(listen: &Listen) -> Result<Bound, ServeError> {
+    let err = |source| ServeError::Bind {
+        listen: listen.to_string(),
+        source,
+    };
+    match listen {
+        Listen::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(err)?;
+            }
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+                _ => {}
+            }
+            let l = UnixListener::bind(path).map_err(err)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+            Ok(Bound::Unix(l))
+        }
+        Listen::Tcp(addr) => Ok(Bound::Tcp(TcpListener::bind(addr).await.map_err(err)?)),
+    }
+}
+
+/// Runs the daemon until `shutdown` completes, then stops accepting, reports NOT_SERVING
+/// and waits for the listeners to close.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let guests = Arc::new(GuestRegistry::from_config(&config));
+    let service = GuestAgentService::new(guests);
+
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<GuestAgentServer<GuestAgentService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let mut bound = Vec::new();
+    for l in &config.listen {
+        bound.push((l.to_string(), bind(l).await?));
+    }
+
+    let token = CancellationToken::new();
+    let mut servers = tokio::task::JoinSet::new();
+    for (name, listener) in bound {
+        let router = Server::builder()
+            .add_service(health_svc.clone())
+            .add_service(reflection.clone())
+            .add_service(GuestAgentServer::new(service.clone()));
+        let stop = token.clone().cancelled_owned();
+        tracing::info!(listen = %name, "serving");
+        servers.spawn(async move {
+            match listener {
+                Bound::Unix(l) => {
+                    router
+                        .serve_with_incoming_shutdown(UnixListenerStream::new(l), stop)
+                        .await
+                }
+                Bound::Tcp(l) => {
+                    router
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                        .await
+                }
+            }
+        });
+    }
+
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down"),
+        Some(res) = servers.join_next() => {
+            tracing::error!(?res, "a listener stopped unexpectedly; shutting down");
+        }
+    }
+    health
+        .set_not_serving::<GuestAgentServer<GuestAgentService>>()
+        .await;
+    token.cancel();
+    let mut result = Ok(());
+    while let Some(res) = servers.join_next().await {
+        if let Ok(Err(e)) = res {
+            result = Err(ServeError::Transport(e));
+        }
+    }
+    for l in &config.listen {
+        if let Listen::Unix(p) = l {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    result
+}

@@ -1,0 +1,189 @@
+//! The one place where our errors become gRPC statuses.
+
+use tonic::{Code, Status};
+
+use crate::{guests::GuestError, libvirt::LibvirtError, qga::QgaError, transport::TransportError};
+
+/// Everything an RPC can fail with, before it is mapped to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request itself is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The guest name did not resolve.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// The agent command failed.
+    #[error(transparent)]
+    Qga(#[from] QgaError),
+}
+
+/// Maps an error to the status a client sees. Exhaustive over our own enums, so a new
+/// variant cannot slip through unmapped.
+pub fn to_status(err: &ApiError) -> Status {
+    let code = match err {
+        ApiError::InvalidArgument(_) => Code::InvalidArgument,
+        ApiError::Guest(g) => match g {
+            GuestError::Unknown(_) => Code::NotFound,
+            GuestError::InvalidName(_) => Code::InvalidArgument,
+            GuestError::Libvirt(l) => libvirt_code(l),
+        },
+        ApiError::Qga(q) => match q {
+            QgaError::Transport(t) => transport_code(t),
+            QgaError::Agent { class, desc, .. } => {
+                if class == "CommandNotFound" && desc.contains("disabled") {
+                    Code::FailedPrecondition
+                } else if class == "CommandNotFound" {
+                    Code::Unimplemented
+                } else {
+                    Code::Unknown
+                }
+            }
+            QgaError::Decode { .. } | QgaError::Encode { .. } => Code::Internal,
+        },
+    };
+    Status::new(code, message(err))
+}
+
+fn libvirt_code(e: &LibvirtError) -> Code {
+    match e {
+        LibvirtError::Connect { .. } => Code::Unavailable,
+        LibvirtError::DomainNotFound { .. } => Code::NotFound,
+        LibvirtError::Other(_) => Code::Unavailable,
+    }
+}
+
+fn transport_code(e: &TransportError) -> Code {
+    match e {
+        TransportError::Connect { .. }
+        | TransportError::Io(_)
+        | TransportError::Closed
+        | TransportError::Protocol(_)
+        | TransportError::AgentUnavailable(_)
+        | TransportError::Libvirt { .. }
+        | TransportError::Stopped => Code::Unavailable,
+        TransportError::Timeout(_) => Code::DeadlineExceeded,
+        TransportError::DomainNotRunning(_) => Code::FailedPrecondition,
+        TransportError::DomainNotFound(_) => Code::NotFound,
+    }
+}
+
+/// The client-facing message: our error chain, plus what to do where we know it.
+fn message(err: &ApiError) -> String {
+    match err {
+        ApiError::Qga(QgaError::Agent { class, desc, .. })
+            if class == "CommandNotFound" && desc.contains("disabled") =>
+        {
+            format!(
+                "{err}; the guest agent blocks this command: check qemu-ga's --block-rpcs/--allow-rpcs \
+                 (BLOCK_RPCS/ALLOW_RPCS in /etc/sysconfig/qemu-ga on RHEL-like guests)"
+            )
+        }
+        _ => err.to_string(),
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        to_status(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn agent(class: &str, desc: &str) -> ApiError {
+        ApiError::Qga(QgaError::Agent {
+            command: "guest-exec",
+            class: class.into(),
+            desc: desc.into(),
+        })
+    }
+
+    fn tr(t: TransportError) -> ApiError {
+        ApiError::Qga(QgaError::Transport(t))
+    }
+
+    #[test]
+    fn status_table() {
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases: Vec<(ApiError, Code)> = vec![
+            (ApiError::InvalidArgument("x".into()), Code::InvalidArgument),
+            (GuestError::Unknown("vm".into()).into(), Code::NotFound),
+            (
+                GuestError::InvalidName("".into()).into(),
+                Code::InvalidArgument,
+            ),
+            (
+                GuestError::Libvirt(LibvirtError::Connect {
+                    uri: "u".into(),
+                    message: "m".into(),
+                })
+                .into(),
+                Code::Unavailable,
+            ),
+            (
+                GuestError::Libvirt(LibvirtError::DomainNotFound {
+                    name: "d".into(),
+                    uri: "u".into(),
+                })
+                .into(),
+                Code::NotFound,
+            ),
+            (
+                tr(TransportError::Connect {
+                    path: "/x".into(),
+                    source: io(),
+                }),
+                Code::Unavailable,
+            ),
+            (tr(TransportError::Io(io())), Code::Unavailable),
+            (tr(TransportError::Closed), Code::Unavailable),
+            (tr(TransportError::Protocol("p".into())), Code::Unavailable),
+            (
+                tr(TransportError::AgentUnavailable("a".into())),
+                Code::Unavailable,
+            ),
+            (tr(TransportError::Stopped), Code::Unavailable),
+            (
+                tr(TransportError::Timeout(Duration::from_secs(1))),
+                Code::DeadlineExceeded,
+            ),
+            (
+                tr(TransportError::DomainNotRunning("d".into())),
+                Code::FailedPrecondition,
+            ),
+            (
+                tr(TransportError::DomainNotFound("d".into())),
+                Code::NotFound,
+            ),
+            (
+                agent("CommandNotFound", "Command guest-exec has been disabled"),
+                Code::FailedPrecondition,
+            ),
+            (
+                agent("CommandNotFound", "The command guest-x has not been found"),
+                Code::Unimplemented,
+            ),
+            (agent("GenericError", "boom"), Code::Unknown),
+        ];
+        for (err, want) in cases {
+            let st = to_status(&err);
+            assert_eq!(st.code(), want, "{err}");
+            assert!(!st.message().is_empty());
+        }
+    }
+
+    #[test]
+    fn disabled_command_names_the_guest_setting() {
+        let st = to_status(&agent(
+            "CommandNotFound",
+            "Command guest-exec has been disabled",
+        ));
+        assert!(st.message().contains("--block-rpcs"), "{}", st.message());
+        assert!(st.message().contains("/etc/sysconfig/qemu-ga"));
+    }
+}

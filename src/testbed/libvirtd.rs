@@ -1,0 +1,297 @@
+//! An unprivileged *session* libvirtd whose whole state lives in a temp dir, and transient
+//! domains running the test guest.
+//!
+//! As root, the daemon runs as user `nobody` (a root `qemu:///session` would be the system
+//! daemon); clients reach it as `qemu+unix:///session?socket=DIR/run/libvirt/libvirt-sock`.
+//! Nothing touches the host's libvirt configuration.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use nix::unistd::{Gid, Uid};
+use tempfile::TempDir;
+
+use super::{Flavour, GuestImage, TestbedError, io_err, process::Supervised, wait_for_agent};
+use crate::{libvirt::LibvirtManager, transport::libvirt::LibvirtTransport};
+
+/// The uid/gid the daemon runs as when we are root.
+const NOBODY: u32 = 65534;
+
+/// A running session libvirtd. Dropping it destroys its domains and stops it.
+#[derive(Debug)]
+pub struct LibvirtSession {
+    dir: TempDir,
+    uri: String,
+    process: Supervised,
+    start_time: Duration,
+}
+
+/// A transient domain of a [`LibvirtSession`], destroyed on drop.
+#[derive(Debug)]
+pub struct LibvirtDomain {
+    name: String,
+    domain: crate::libvirt::Domain,
+    direct_socket: PathBuf,
+    console: PathBuf,
+    boot_time: Duration,
+}
+
+impl LibvirtSession {
+    /// Starts the daemon and waits until it accepts connections.
+    pub async fn start() -> Result<Self, TestbedError> {
+        let dir = tempfile::Builder::new()
+            .prefix("atp-libvirt.")
+            .tempdir()
+            .map_err(io_err("creating libvirt directory"))?;
+        let root = dir.path();
+        for sub in ["run", "config/libvirt", "cache", "vm", "images"] {
+            std::fs::create_dir_all(root.join(sub)).map_err(io_err("creating libvirt dirs"))?;
+        }
+        // QEMU's stdio goes to files, so no virtlogd is needed.
+        std::fs::write(
+            root.join("config/libvirt/qemu.conf"),
+            "stdio_handler = \"file\"\n",
+        )
+        .map_err(io_err("writing qemu.conf"))?;
+        let as_root = Uid::effective().is_root();
+        if as_root {
+            chown_tree(root)?;
+        }
+        let mut cmd = if as_root {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "libvirtd",
+            ]);
+            c
+        } else {
+            Command::new("libvirtd")
+        };
+        cmd.env("HOME", root)
+            .env("XDG_RUNTIME_DIR", root.join("run"))
+            .env("XDG_CONFIG_HOME", root.join("config"))
+            .env("XDG_CACHE_HOME", root.join("cache"))
+            .env_remove("LIBVIRT_DEFAULT_URI")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(root.join("libvirtd.stderr"))
+                    .map_err(io_err("creating libvirtd log"))?,
+            );
+        let started = Instant::now();
+        let process = Supervised::spawn("libvirtd", &mut cmd)?;
+        let socket = root.join("run/libvirt/libvirt-sock");
+        let uri = format!("qemu+unix:///session?socket={}", socket.display());
+        let mut session = Self {
+            dir,
+            uri,
+            process,
+            start_time: Duration::ZERO,
+        };
+        let limit = Duration::from_secs(90);
+        loop {
+            let uri = session.uri.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                LibvirtManager::connect_uri(&uri).map(|m| m.list_domains().map(drop))
+            })
+            .await;
+            match res {
+                Ok(Ok(Ok(()))) => break,
+                other => {
+                    if !session.process.is_running() || started.elapsed() > limit {
+                        return Err(TestbedError::NotReady {
+                            what: "session libvirtd".into(),
+                            waited: started.elapsed(),
+                            detail: format!("{other:?}; stderr: {}", session.stderr()),
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        session.start_time = started.elapsed();
+        Ok(session)
+    }
+
+    /// The URI that reaches this daemon.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Time from start to the first successful connection.
+    pub fn start_time(&self) -> Duration {
+        self.start_time
+    }
+
+    /// A new connection to the daemon.
+    pub fn manager(&self) -> Result<LibvirtManager, TestbedError> {
+        LibvirtManager::connect_uri(&self.uri).map_err(|e| TestbedError::Libvirt(e.to_string()))
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("libvirtd.stderr")).unwrap_or_default()
+    }
+
+    /// Starts a transient domain booting the test guest, with agent channels
+    /// `org.qemu.guest_agent.0` (libvirt's) and `org.qemu.guest_agent.direct` (bound to a
+    /// host socket), and waits until the agent answers through libvirt.
+    pub async fn create_domain(
+        &self,
+        name: &str,
+        image: &GuestImage,
+        flavour: Flavour,
+    ) -> Result<LibvirtDomain, TestbedError> {
+        let root = self.dir.path();
+        // The daemon runs as nobody: it gets its own readable copy of the image.
+        let kernel = root.join("images/vmlinuz");
+        let initrd = root.join(format!("images/initrd-{}.img", flavour.as_str()));
+        for (from, to) in [(image.kernel(), &kernel), (image.initrd(flavour), &initrd)] {
+            if !to.exists() {
+                std::fs::copy(&from, to).map_err(io_err(format!("copying {}", from.display())))?;
+            }
+        }
+        let direct_socket = root.join(format!("vm/{name}-direct.sock"));
+        let console = root.join(format!("vm/{name}-console.log"));
+        let xml = domain_xml(name, &kernel, &initrd, &direct_socket, &console);
+        let mgr = self.manager()?;
+        let started = Instant::now();
+        let domain =
+            tokio::task::spawn_blocking(move || mgr.connection().create_domain_xml(&xml, 0))
+                .await
+                .map_err(|e| TestbedError::Libvirt(e.to_string()))?
+                .map_err(|e| {
+                    TestbedError::Libvirt(format!("creating domain {name}: {}", e.message()))
+                })?;
+        let mut dom = LibvirtDomain {
+            name: name.to_owned(),
+            domain,
+            direct_socket,
+            console,
+            boot_time: Duration::ZERO,
+        };
+        let transport = LibvirtTransport::new(dom.domain.clone(), name);
+        match wait_for_agent(transport, "libvirt guest agent", Duration::from_secs(180)).await {
+            Ok(_) => dom.boot_time = started.elapsed(),
+            Err(e) => {
+                return Err(TestbedError::NotReady {
+                    what: format!("domain {name}"),
+                    waited: started.elapsed(),
+                    detail: format!("{e}; console: {}", dom.console()),
+                });
+            }
+        }
+        Ok(dom)
+    }
+}
+
+impl Drop for LibvirtSession {
+    fn drop(&mut self) {
+        if let Ok(mgr) = self.manager() {
+            if let Ok(domains) = mgr.connection().list_all_domains(0) {
+                for d in domains {
+                    let _ = d.destroy();
+                }
+            }
+        }
+        self.process.stop(Duration::from_secs(5));
+    }
+}
+
+impl LibvirtDomain {
+    /// The domain's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The libvirt handle.
+    pub fn domain(&self) -> &crate::libvirt::Domain {
+        &self.domain
+    }
+
+    /// Host socket of the guest's second agent (`org.qemu.guest_agent.direct`).
+    pub fn direct_socket(&self) -> &Path {
+        &self.direct_socket
+    }
+
+    /// Time from `create` to the agent's first answer through libvirt.
+    pub fn boot_time(&self) -> Duration {
+        self.boot_time
+    }
+
+    /// The guest's serial console output.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(&self.console).unwrap_or_default()
+    }
+
+    /// Destroys the domain now (also done on drop).
+    pub fn destroy(&self) {
+        let _ = self.domain.destroy();
+    }
+}
+
+impl Drop for LibvirtDomain {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+fn domain_xml(name: &str, kernel: &Path, initrd: &Path, direct: &Path, console: &Path) -> String {
+    format!(
+        r#"<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>512</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet loglevel=3 no_timer_check</cmdline>
+  </os>
+  <cpu mode='maximum'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <serial type='file'><source path='{console}'/><target port='0'/></serial>
+    <controller type='virtio-serial' index='0'/>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <channel type='unix'>
+      <source mode='bind' path='{direct}'/>
+      <target type='virtio' name='org.qemu.guest_agent.direct'/>
+    </channel>
+    <memballoon model='none'/>
+  </devices>
+</domain>"#,
+        kernel = kernel.display(),
+        initrd = initrd.display(),
+        direct = direct.display(),
+        console = console.display(),
+    )
+}
+
+fn chown_tree(path: &Path) -> Result<(), TestbedError> {
+    nix::unistd::chown(
+        path,
+        Some(Uid::from_raw(NOBODY)),
+        Some(Gid::from_raw(NOBODY)),
+    )
+    .map_err(|e| TestbedError::Io {
+        context: format!("chown {}", path.display()),
+        source: e.into(),
+    })?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(io_err("listing libvirt dir"))? {
+            let entry = entry.map_err(io_err("listing libvirt dir"))?;
+            chown_tree(&entry.path())?;
+        }
+    }
+    Ok(())
+}
