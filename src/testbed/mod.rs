@@ -110,10 +110,15 @@ pub async fn wait_for_agent(
 }
 
 /// Waits for the agent on a UNIX socket; see [`wait_for_agent`].
+///
+/// The connection is closed before returning: the agent serves one client at a time.
 pub async fn wait_for_socket_agent(
     socket: &std::path::Path,
     what: &str,
     limit: Duration,
 ) -> Result<Duration, TestbedError> {
-    wait_for_agent(SocketTransport::new(socket), what, limit).await
+    let transport = SocketTransport::new(socket);
+    let res = wait_for_agent(transport.clone(), what, limit).await;
+    transport.close().await;
+    res
 }

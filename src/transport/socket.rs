@@ -44,10 +44,14 @@ const QUEUE_DEPTH: usize = 64;
 /// Read granularity; replies larger than this are read in several steps.
 const READ_CHUNK: usize = 256 << 10;
 
-struct Job {
-    request: AgentRequest,
-    timeout: Duration,
-    reply: oneshot::Sender<Result<AgentReply, TransportError>>,
+enum Job {
+    Call {
+        request: AgentRequest,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<AgentReply, TransportError>>,
+    },
+    /// Drop the connection (the next call reconnects); acknowledged once closed.
+    Close(oneshot::Sender<()>),
 }
 
 /// A guest agent reached through its UNIX socket.
@@ -87,7 +91,7 @@ impl SocketTransport {
         timeout: Duration,
     ) -> Result<AgentReply, TransportError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job {
+        let job = Job::Call {
             request,
             timeout,
             reply,
@@ -97,6 +101,16 @@ impl SocketTransport {
             .await
             .map_err(|_| TransportError::Stopped)?;
         rx.await.map_err(|_| TransportError::Stopped)?
+    }
+
+    /// Closes the connection after the requests queued before this one, and waits until
+    /// it is closed. The agent serves one client at a time, so this frees it for others;
+    /// a later call reconnects (and resyncs).
+    pub async fn close(&self) {
+        let (ack, rx) = oneshot::channel();
+        if self.jobs.send(Job::Close(ack)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 }
 
@@ -108,20 +122,32 @@ struct Worker {
 impl Worker {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(job) = jobs.recv().await {
-            if job.reply.is_closed() {
+            let (request, timeout, reply) = match job {
+                Job::Call {
+                    request,
+                    timeout,
+                    reply,
+                } => (request, timeout, reply),
+                Job::Close(ack) => {
+                    self.conn = None;
+                    let _ = ack.send(());
+                    continue;
+                }
+            };
+            if reply.is_closed() {
                 // The caller gave up while queued: nothing was sent, nothing to clean up.
                 continue;
             }
-            let deadline = Instant::now() + job.timeout;
-            let result = match tokio::time::timeout_at(deadline, self.execute(&job.request)).await {
+            let deadline = Instant::now() + timeout;
+            let result = match tokio::time::timeout_at(deadline, self.execute(&request)).await {
                 Ok(r) => r,
-                Err(_) => Err(TransportError::Timeout(job.timeout)),
+                Err(_) => Err(TransportError::Timeout(timeout)),
             };
             if result.is_err() {
                 // Whatever is still in flight belongs to no one: start over with a resync.
                 self.conn = None;
             }
-            if job.reply.send(result).is_err() {
+            if reply.send(result).is_err() {
                 tracing::debug!(path = %self.path.display(), "caller left before the agent answered");
             }
         }
