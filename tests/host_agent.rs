@@ -1,5 +1,6 @@
 //! The transport and typed commands against a real qemu-ga running on the host in
 //! `unix-listen` mode (dangerous commands blocked).
+#![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
 mod common;
 

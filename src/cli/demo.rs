@@ -10,6 +10,9 @@ use ocloudview_atp::{
     testbed::{BootOptions, GuestImage, QemuGuest},
 };
 
+/// The config template (`config/demo.toml`), embedded so the demo runs from anywhere.
+const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// TCP address to serve on, besides the UNIX socket in the demo directory.
@@ -18,11 +21,23 @@ pub struct DemoArgs {
     /// Directory for the demo's config and socket (default: a new temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Only build (or find) the guest image, print where it is, and exit.
+    #[arg(long)]
+    prepare: bool,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("atp demo: preparing the guest image (cached after the first build)...");
+    let started = std::time::Instant::now();
     let image = tokio::task::spawn_blocking(GuestImage::ensure).await??;
+    if args.prepare {
+        println!(
+            "guest image ready in {:.1?}: {}",
+            started.elapsed(),
+            image.dir().display()
+        );
+        return Ok(());
+    }
     eprintln!("atp demo: booting the demo guest under QEMU (TCG; about 10 s)...");
     let guest = QemuGuest::boot(&image, BootOptions::default()).await?;
     eprintln!(
@@ -41,13 +56,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let socket = dir.join("atp.sock");
     let config_path = dir.join("atp.toml");
-    let text = format!(
-        "# Written by `atp demo`.\n[server]\nlisten = [\"unix://{}\", \"tcp://{}\"]\n\n\
-         [[guests]]\nname = \"demo\"\nsocket = \"{}\"\n",
-        socket.display(),
-        args.tcp,
-        guest.agent_socket().display()
-    );
+    let text = DEMO_CONFIG
+        .replace("@SOCKET@", &socket.display().to_string())
+        .replace("@TCP@", &args.tcp.to_string())
+        .replace("@AGENT@", &guest.agent_socket().display().to_string());
     std::fs::write(&config_path, &text)?;
     let config = Config::load(&config_path)?;
 

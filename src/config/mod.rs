@@ -57,7 +57,12 @@ pub struct Config {
     pub guests: Vec<GuestConfig>,
     /// Deadline of one short agent command.
     pub agent_timeout: Duration,
+    /// How long shutdown waits for open calls before closing them.
+    pub shutdown_grace: Duration,
 }
+
+/// Default for `server.shutdown_grace_ms`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Where the daemon accepts gRPC connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,11 +195,16 @@ impl Config {
             Some(0) => return Err(invalid("agent.timeout_ms", "0", "must be at least 1")),
             Some(ms) => Duration::from_millis(ms),
         };
+        let shutdown_grace = raw
+            .server
+            .shutdown_grace_ms
+            .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis);
         Ok(Config {
             listen,
             hypervisors,
             guests,
             agent_timeout,
+            shutdown_grace,
         })
     }
 }
@@ -284,5 +294,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        Config::load(&base.join("atp.toml")).unwrap();
+        let demo = include_str!("../../config/demo.toml")
+            .replace("@SOCKET@", "/tmp/a.sock")
+            .replace("@TCP@", "127.0.0.1:1")
+            .replace("@AGENT@", "/tmp/q.sock");
+        Config::parse(&demo, &base).unwrap();
     }
 }

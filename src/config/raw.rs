@@ -27,6 +27,8 @@ pub struct RawServer {
     /// `unix:///path` and `tcp://host:port` entries.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// How long shutdown waits for open calls and connections, in milliseconds.
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 /// `[[hypervisors]]`: one libvirt connection.

@@ -124,10 +124,21 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .await;
     token.cancel();
     let mut result = Ok(());
-    while let Some(res) = servers.join_next().await {
-        if let Ok(Err(e)) = res {
-            result = Err(ServeError::Transport(e));
+    let drain = async {
+        while let Some(res) = servers.join_next().await {
+            if let Ok(Err(e)) = res {
+                result = Err(ServeError::Transport(e));
+            }
         }
+    };
+    if tokio::time::timeout(config.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?config.shutdown_grace, "connections still open after the grace period; closing them");
+        servers.abort_all();
+    } else {
+        tracing::info!("all connections drained");
     }
     for l in &config.listen {
         if let Listen::Unix(p) = l {

@@ -191,11 +191,11 @@ impl LibvirtSession {
 
 impl Drop for LibvirtSession {
     fn drop(&mut self) {
-        if let Ok(mgr) = self.manager() {
-            if let Ok(domains) = mgr.connection().list_all_domains(0) {
-                for d in domains {
-                    let _ = d.destroy();
-                }
+        if let Ok(mgr) = self.manager()
+            && let Ok(domains) = mgr.connection().list_all_domains(0)
+        {
+            for d in domains {
+                let _ = d.destroy();
             }
         }
         self.process.stop(Duration::from_secs(5));

@@ -31,10 +31,7 @@ impl Supervised {
 
     /// Whether the process is still running (it is reaped if it exited).
     pub(crate) fn is_running(&mut self) -> bool {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => true,
-            _ => false,
-        }
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
     /// Sends SIGTERM, waits up to `grace`, then SIGKILL; always reaps.

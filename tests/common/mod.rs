@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests. Every test talks to real processes started
 //! through `ocloudview_atp::testbed`; a missing prerequisite fails the test.
-#![allow(dead_code)]
+// Helpers panic on a failed setup step: that is how a test reports a missing component.
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::{path::Path, sync::Once, time::Duration};
 
@@ -52,4 +53,78 @@ pub async fn grpc_client(socket: &Path) -> GuestAgentClient<Channel> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("daemon never listened on {}", socket.display());
+}
+
+/// `atp serve` running as a real process, with its config and socket in a temp dir.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Daemon {
+    /// Writes `[server] listen` for a UNIX socket (plus `extra_listen`) followed by `body`,
+    /// starts `atp serve --config`, and waits until it answers health checks.
+    pub async fn start(extra_listen: &[String], body: &str) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("atp-daemon.")
+            .tempdir()
+            .unwrap();
+        let socket = dir.path().join("atp.sock");
+        let mut listen = vec![format!("\"unix://{}\"", socket.display())];
+        listen.extend(extra_listen.iter().map(|l| format!("\"{l}\"")));
+        let config = format!("[server]\nlisten = [{}]\n\n{body}", listen.join(", "));
+        let path = dir.path().join("atp.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_atp"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            dir,
+            socket,
+            child: Some(child),
+        };
+        let _ = grpc_client(&d.socket).await;
+        d
+    }
+
+    pub async fn client(&self) -> GuestAgentClient<Channel> {
+        grpc_client(&self.socket).await
+    }
+
+    /// Sends SIGTERM and returns the exit status (bounded wait).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        for _ in 0..200 {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        panic!("daemon did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
