@@ -11,4 +11,7 @@ pub trait Command: Serialize {
     const NAME: &'static str;
     /// What `return` holds on success.
     type Reply: DeserializeOwned;
+    /// False for commands that never answer on success (`guest-shutdown`,
+    /// `guest-suspend-*`: QGA's `success-response: false`).
+    const SUCCESS_RESPONSE: bool = true;
 }
