@@ -1,6 +1,10 @@
 //! The async agent client: typed commands over any transport.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use super::{
     Command, QgaError,
@@ -11,12 +15,47 @@ use crate::transport::{AgentReply, AgentRequest, Transport};
 /// Default deadline for one short agent command (ping, info, a status poll).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs typed QGA commands against one agent. Cheap to clone.
+/// Runs typed QGA commands against one agent. Cheap to clone; clones share the
+/// connection and what is known about the agent.
+///
+/// Before a command other than ping/info, the agent's command table (`guest-info`, fetched
+/// once and kept until the connection fails) is consulted: a command the guest disables
+/// fails here with [`QgaError::CommandDisabled`], without a round trip.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     transport: Transport,
     timeout: Duration,
+    state: Arc<AgentState>,
 }
+
+/// What a client learned about its agent. Each mutex guards plain data and is held only
+/// for a lookup or an insert, never across an `.await`.
+#[derive(Debug, Default)]
+pub(crate) struct AgentState {
+    caps: Mutex<Option<Arc<AgentInfo>>>,
+    os: Mutex<Option<Arc<OsInfo>>>,
+    /// Processes started with captured output redirected to guest files (pid → dir).
+    pub(crate) redirected: Mutex<HashMap<i64, String>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl AgentState {
+    fn forget(&self) {
+        *lock(&self.caps) = None;
+        *lock(&self.os) = None;
+    }
+}
+
+/// Commands that need no capability check (they are how we learn capabilities).
+const UNCHECKED: &[&str] = &[
+    "guest-ping",
+    "guest-info",
+    "guest-sync",
+    "guest-sync-delimited",
+];
 
 impl AgentClient {
     /// A client with [`DEFAULT_TIMEOUT`] per command.
@@ -24,7 +63,12 @@ impl AgentClient {
         Self {
             transport: transport.into(),
             timeout: DEFAULT_TIMEOUT,
+            state: Arc::default(),
         }
+    }
+
+    pub(crate) fn state(&self) -> &AgentState {
+        &self.state
     }
 
     /// The same client with another per-command deadline.
@@ -54,8 +98,26 @@ impl AgentClient {
         cmd: &C,
         timeout: Duration,
     ) -> Result<C::Reply, QgaError> {
+        if !UNCHECKED.contains(&C::NAME) {
+            self.ensure_enabled(C::NAME).await?;
+        }
+        self.send(cmd, timeout).await
+    }
+
+    /// Sends without the capability check.
+    async fn send<C: Command>(&self, cmd: &C, timeout: Duration) -> Result<C::Reply, QgaError> {
         let request = encode(cmd)?;
-        match self.transport.call(request, timeout).await? {
+        let reply = match self.transport.call(request, timeout).await {
+            Ok(r) => r,
+            Err(e) => {
+                if !matches!(e, crate::transport::TransportError::Timeout(_)) {
+                    // The agent may have restarted with other settings.
+                    self.state.forget();
+                }
+                return Err(e.into());
+            }
+        };
+        match reply {
             AgentReply::Return(raw) => {
                 serde_json::from_slice(&raw).map_err(|source| QgaError::Decode {
                     command: C::NAME,
@@ -75,14 +137,44 @@ impl AgentClient {
         self.call(&GuestPing).await.map(drop)
     }
 
-    /// `guest-info`.
+    /// `guest-info`; also refreshes the cached command table.
     pub async fn info(&self) -> Result<AgentInfo, QgaError> {
-        self.call(&GuestInfo).await
+        let info = self.send(&GuestInfo, self.timeout).await?;
+        *lock(&self.state.caps) = Some(Arc::new(info.clone()));
+        Ok(info)
+    }
+
+    /// The agent's command table, from the cache when known.
+    pub async fn capabilities(&self) -> Result<Arc<AgentInfo>, QgaError> {
+        if let Some(c) = lock(&self.state.caps).clone() {
+            return Ok(c);
+        }
+        self.info().await.map(Arc::new)
+    }
+
+    /// Fails with [`QgaError::CommandDisabled`] when the guest disables `command`.
+    /// Commands the agent does not list are let through: the agent answers for them.
+    pub async fn ensure_enabled(&self, command: &'static str) -> Result<(), QgaError> {
+        let caps = self.capabilities().await?;
+        match caps.command(command) {
+            Some(c) if !c.enabled => Err(QgaError::CommandDisabled { command }),
+            _ => Ok(()),
+        }
     }
 
     /// `guest-get-osinfo`.
     pub async fn osinfo(&self) -> Result<OsInfo, QgaError> {
-        self.call(&GuestGetOsinfo).await
+        let os = self.call(&GuestGetOsinfo).await?;
+        *lock(&self.state.os) = Some(Arc::new(os.clone()));
+        Ok(os)
+    }
+
+    /// The guest's OS, from the cache when known (used to pick the shell).
+    pub async fn os(&self) -> Result<Arc<OsInfo>, QgaError> {
+        if let Some(o) = lock(&self.state.os).clone() {
+            return Ok(o);
+        }
+        self.osinfo().await.map(Arc::new)
     }
 }
 
@@ -95,6 +187,7 @@ fn encode<C: Command>(cmd: &C) -> Result<AgentRequest, QgaError> {
     Ok(AgentRequest {
         execute: C::NAME.to_owned(),
         arguments: (args != "null").then_some(args),
+        expects_reply: C::SUCCESS_RESPONSE,
     })
 }
 

@@ -18,6 +18,18 @@ pub enum QgaError {
         /// The agent's description.
         desc: String,
     },
+    /// The guest agent disables this command (its `--block-rpcs`/`--allow-rpcs` settings).
+    #[error(
+        "{command} is disabled in the guest agent: check qemu-ga's --block-rpcs/--allow-rpcs \
+         (BLOCK_RPCS/ALLOW_RPCS in /etc/sysconfig/qemu-ga on RHEL-like guests)"
+    )]
+    CommandDisabled {
+        /// The refused command.
+        command: &'static str,
+    },
+    /// A request argument is out of range or malformed; nothing was sent.
+    #[error("{0}")]
+    InvalidArgument(String),
     /// The agent's reply did not have the documented shape.
     #[error("{command}: unexpected reply: {source}")]
     Decode {
@@ -42,5 +54,6 @@ impl QgaError {
     /// Whether the agent said the command does not exist or is disabled in the guest.
     pub fn is_command_not_found(&self) -> bool {
         matches!(self, QgaError::Agent { class, .. } if class == "CommandNotFound")
+            || matches!(self, QgaError::CommandDisabled { .. })
     }
 }

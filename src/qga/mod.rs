@@ -2,14 +2,22 @@
 //!
 //! - [`Command`]: one type per QGA command, with its reply type;
 //! - [`commands`]: the typed commands and replies;
-//! - [`AgentClient`]: the async client over a [`Transport`](crate::transport::Transport);
+//! - [`AgentClient`]: the async client over a [`Transport`](crate::transport::Transport):
+//!   typed calls, capability checks, exec (collecting or streaming) and chunked files;
+//! - [`QgaClient`]: the seed guide's blocking API on top of it;
 //! - [`QgaError`]: what can go wrong, from the transport to the agent's own refusals.
 
+mod blocking;
 mod client;
 mod command;
 pub mod commands;
 mod error;
+mod exec;
+mod file;
 
+pub use blocking::QgaClient;
 pub use client::{AgentClient, DEFAULT_TIMEOUT};
 pub use command::Command;
 pub use error::QgaError;
+pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand};
+pub use file::{DEFAULT_CHUNK, OpenFile};

@@ -39,6 +39,8 @@ pub fn to_status(err: &ApiError) -> Status {
                     Code::Unknown
                 }
             }
+            QgaError::CommandDisabled { .. } => Code::FailedPrecondition,
+            QgaError::InvalidArgument(_) => Code::InvalidArgument,
             QgaError::Decode { .. } | QgaError::Encode { .. } => Code::Internal,
         },
     };
@@ -169,6 +171,16 @@ mod tests {
                 Code::Unimplemented,
             ),
             (agent("GenericError", "boom"), Code::Unknown),
+            (
+                ApiError::Qga(QgaError::CommandDisabled {
+                    command: "guest-exec",
+                }),
+                Code::FailedPrecondition,
+            ),
+            (
+                ApiError::Qga(QgaError::InvalidArgument("x".into())),
+                Code::InvalidArgument,
+            ),
         ];
         for (err, want) in cases {
             let st = to_status(&err);

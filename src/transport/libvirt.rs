@@ -10,7 +10,9 @@ use std::{sync::Arc, time::Duration};
 
 use virt::{domain::Domain, error::ErrorNumber};
 
-use super::{AgentReply, AgentRequest, ChunkBounds, TransportError, framing::parse_reply};
+use super::{
+    AgentReply, AgentRequest, ChunkBounds, NO_REPLY_WAIT, TransportError, framing::parse_reply,
+};
 
 /// 2 MiB raw is about 2.7 MiB of base64 JSON: inside libvirt's 4 MiB RPC string, and far
 /// from the 10 MiB reply size that poisons the domain's agent.
@@ -55,8 +57,14 @@ impl LibvirtTransport {
         request: AgentRequest,
         timeout: Duration,
     ) -> Result<AgentReply, TransportError> {
+        let request_expects_reply = request.expects_reply;
         let json = String::from_utf8(request.to_json(None))
             .map_err(|e| TransportError::Protocol(format!("request is not UTF-8: {e}")))?;
+        let timeout = if request.expects_reply {
+            timeout
+        } else {
+            timeout.min(NO_REPLY_WAIT)
+        };
         let secs = i32::try_from(timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0))
             .unwrap_or(i32::MAX)
             .max(1);
@@ -72,7 +80,16 @@ impl LibvirtTransport {
             .map_err(|e| TransportError::Protocol(format!("libvirt call panicked: {e}")))?;
         match joined {
             Ok(reply) => Ok(parse_reply(reply.as_bytes())?.reply),
-            Err((err, name)) => classify(&err, &name, timeout),
+            Err((err, name)) => match classify(&err, &name, timeout) {
+                // No reply is the success of a no-reply command; the agent may also vanish
+                // because the guest is going down.
+                Err(TransportError::Timeout(_) | TransportError::AgentUnavailable(_))
+                    if !request_expects_reply =>
+                {
+                    Ok(AgentReply::Return(b"{}".to_vec()))
+                }
+                other => other,
+            },
         }
     }
 }

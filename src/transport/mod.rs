@@ -25,7 +25,13 @@ pub struct AgentRequest {
     pub execute: String,
     /// The `arguments` object as JSON text, or `None` for a command without arguments.
     pub arguments: Option<String>,
+    /// False for commands that send no reply on success (`guest-shutdown`, `guest-suspend-*`):
+    /// the transport then waits only briefly for an error reply.
+    pub expects_reply: bool,
 }
+
+/// How long a no-reply command waits for an error before it counts as accepted.
+pub const NO_REPLY_WAIT: Duration = Duration::from_secs(1);
 
 impl AgentRequest {
     /// Builds the wire form `{"execute":..,"arguments":..[,"id":..]}`.
@@ -136,6 +142,7 @@ mod tests {
         let r = AgentRequest {
             execute: "guest-file-read".into(),
             arguments: Some(r#"{"handle":1000,"count":4096}"#.into()),
+            expects_reply: true,
         };
         assert_eq!(
             String::from_utf8(r.to_json(Some(7))).unwrap(),
@@ -144,6 +151,7 @@ mod tests {
         let p = AgentRequest {
             execute: "guest-ping".into(),
             arguments: None,
+            expects_reply: true,
         };
         assert_eq!(
             String::from_utf8(p.to_json(None)).unwrap(),

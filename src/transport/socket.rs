@@ -27,7 +27,7 @@ use tokio::{
 };
 
 use super::{
-    AgentReply, AgentRequest, ChunkBounds, TransportError,
+    AgentReply, AgentRequest, ChunkBounds, NO_REPLY_WAIT, TransportError,
     framing::{Framer, SENTINEL, parse_reply},
 };
 
@@ -162,7 +162,19 @@ impl Worker {
         };
         let id = random_id();
         conn.stream.write_all(&request.to_json(Some(id))).await?;
-        let line = conn.read_line().await?;
+        let line = if request.expects_reply {
+            conn.read_line().await?
+        } else {
+            match tokio::time::timeout(NO_REPLY_WAIT, conn.read_line()).await {
+                Ok(line) => line?,
+                Err(_) => {
+                    // Accepted: the agent answers these only when they fail. A late error
+                    // must not meet the next caller, so start over with a resync.
+                    self.conn = None;
+                    return Ok(AgentReply::Return(b"{}".to_vec()));
+                }
+            }
+        };
         let parsed = parse_reply(&line)?;
         if parsed.id.as_deref() != Some(id.to_string().as_str()) {
             return Err(TransportError::Protocol(format!(

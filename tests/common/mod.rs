@@ -128,3 +128,14 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Polls `cond` for up to 10 s (the cleanup it waits for runs in the background).
+pub async fn eventually(mut cond: impl FnMut() -> bool, what: &str) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not reached within 10 s: {what}");
+}

@@ -1,0 +1,624 @@
+//! Running programs in the guest: the seed API's `exec` / `exec_status` /
+//! `exec_and_wait` / `exec_shell`, and live streaming exec for the daemon.
+//!
+//! qemu-ga returns output only at exit. For live output, and whenever captured output
+//! would otherwise travel in one `guest-exec-status` reply over libvirt (a reply over
+//! 10 MiB disables libvirt's agent for the domain), the command runs under a small
+//! `/bin/sh` wrapper that redirects stdout/stderr to files in a private guest directory:
+//!
+//! ```text
+//! /bin/sh -c 'd=$1; shift; exec "$@" >"$d/out" 2>"$d/err"' atp-exec DIR PATH ARGS...
+//! ```
+//!
+//! argv travels as positional parameters, never spliced into a string; `exec` makes the
+//! agent's pid the command's own, so its exit code or signal comes exactly from
+//! `guest-exec-status`. The files are read in bounded chunks at saved offsets and the
+//! directory is removed at the end.
+
+use std::time::{Duration, Instant};
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+
+use super::{
+    AgentClient, QgaError,
+    client::lock,
+    commands::{ExecStatus, GuestExec, GuestExecStatus, OsInfo},
+    file::DEFAULT_CHUNK,
+};
+
+/// Captured output kept per stream by collecting helpers, like qemu-ga's own cap.
+pub const MAX_CAPTURE: usize = 16 << 20;
+
+/// Used when a command gives an environment without `PATH` (qemu-ga replaces the whole
+/// environment with the one given).
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+const WRAPPER: &str = r#"d=$1; shift; exec "$@" >"$d/out" 2>"$d/err""#;
+const SETUP: &str = r#"umask 077; mkdir -- "$1" && : >"$1/out" && : >"$1/err""#;
+
+/// Kills a process and all its descendants, found through /proc (no procps needed):
+/// with captured output, qemu-ga reports a process as exited only once every holder
+/// of its output pipes is gone.
+const KILL_TREE: &str = r#"tree() {
+  echo "$1"
+  for st in /proc/[0-9]*/status; do
+    while read -r k v; do
+      if [ "$k" = PPid: ]; then
+        if [ "$v" = "$1" ]; then p=${st#/proc/}; tree "${p%/status}"; fi
+        break
+      fi
+    done 2>/dev/null <"$st"
+  done
+}
+kill -9 $(tree "$1") 2>/dev/null; exit 0"#;
+
+/// A program to run in the guest: argv, environment, stdin and limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestExecCommand {
+    /// Program (looked up in the guest's `PATH` when not absolute).
+    pub path: String,
+    /// Arguments, passed as argv.
+    pub args: Vec<String>,
+    /// `KEY=value` entries.
+    pub env: Vec<String>,
+    /// Bytes for the program's stdin.
+    pub input_data: Option<Vec<u8>>,
+    /// Whether stdout/stderr are captured and returned at exit.
+    pub capture_output: bool,
+    /// Kill the program when it runs longer than this (`exec_and_wait`, streaming).
+    pub timeout: Option<Duration>,
+}
+
+impl GuestExecCommand {
+    /// `path` with `args`, output captured — the seed guide's constructor.
+    pub fn simple(path: impl Into<String>, args: Vec<String>) -> Self {
+        Self {
+            path: path.into(),
+            args,
+            capture_output: true,
+            ..Self::default()
+        }
+    }
+
+    /// The command line `cmdline` run by the guest's shell: `cmd.exe /c` on Windows,
+    /// `/bin/sh -c` elsewhere.
+    pub fn shell(os: &OsInfo, cmdline: &str) -> Self {
+        if os.is_windows() {
+            Self::simple("cmd.exe", vec!["/c".into(), cmdline.into()])
+        } else {
+            Self::simple("/bin/sh", vec!["-c".into(), cmdline.into()])
+        }
+    }
+
+    /// Adds a `KEY=value` environment entry.
+    pub fn env(mut self, entry: impl Into<String>) -> Self {
+        self.env.push(entry.into());
+        self
+    }
+
+    /// Sets stdin.
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.input_data = Some(data.into());
+        self
+    }
+
+    /// Sets the run-time limit.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    fn validate(&self) -> Result<(), QgaError> {
+        let bad = |what: &str| Err(QgaError::InvalidArgument(what.to_owned()));
+        if self.path.is_empty() {
+            return bad("exec: empty program path");
+        }
+        if self.path.contains('\0') || self.args.iter().any(|a| a.contains('\0')) {
+            return bad("exec: NUL byte in program or argument");
+        }
+        if self
+            .env
+            .iter()
+            .any(|e| e.contains('\0') || !e.contains('=') || e.starts_with('='))
+        {
+            return bad("exec: environment entries must be KEY=value without NUL");
+        }
+        Ok(())
+    }
+
+    fn env_with_path(&self) -> Vec<String> {
+        let mut env = self.env.clone();
+        if !env.is_empty() && !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(DEFAULT_PATH.to_owned());
+        }
+        env
+    }
+
+    /// The plain `guest-exec` request.
+    fn direct(&self) -> GuestExec {
+        GuestExec {
+            path: self.path.clone(),
+            arg: self.args.clone(),
+            env: self.env.clone(),
+            input_data: self.input_data.as_ref().map(|d| STANDARD.encode(d)),
+            capture_output: self.capture_output,
+        }
+    }
+
+    /// The same command under the redirecting wrapper, writing into `dir`.
+    fn redirected(&self, dir: &str) -> GuestExec {
+        let mut arg = vec![
+            "-c".to_owned(),
+            WRAPPER.to_owned(),
+            "atp-exec".to_owned(),
+            dir.to_owned(),
+        ];
+        arg.push(self.path.clone());
+        arg.extend(self.args.iter().cloned());
+        GuestExec {
+            path: "/bin/sh".into(),
+            arg,
+            env: self.env_with_path(),
+            input_data: self.input_data.as_ref().map(|d| STANDARD.encode(d)),
+            capture_output: false,
+        }
+    }
+}
+
+/// The outcome of a finished command, with its collected output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecResult {
+    /// Exit code when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal that killed it, if any (then `exit_code` is `None`).
+    pub signal: Option<i32>,
+    /// Collected stdout (at most 16 MiB).
+    pub stdout: Vec<u8>,
+    /// Collected stderr (at most 16 MiB).
+    pub stderr: Vec<u8>,
+    /// stdout was longer than what was kept.
+    pub stdout_truncated: bool,
+    /// stderr was longer than what was kept.
+    pub stderr_truncated: bool,
+    /// It was killed for exceeding its time limit.
+    pub timed_out: bool,
+    /// Wall time from start to exit as seen by the host.
+    pub duration: Duration,
+}
+
+impl ExecResult {
+    /// stdout as text (invalid UTF-8 replaced; bytes stay in `stdout`); `None` when empty.
+    pub fn decode_stdout(&self) -> Option<String> {
+        super::commands::lossy_text(&self.stdout)
+    }
+
+    /// stderr as text (invalid UTF-8 replaced; bytes stay in `stderr`); `None` when empty.
+    pub fn decode_stderr(&self) -> Option<String> {
+        super::commands::lossy_text(&self.stderr)
+    }
+
+    /// True when the command exited with code 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    fn from_status(st: &ExecStatus, timed_out: bool, duration: Duration) -> Self {
+        Self {
+            exit_code: st.exit_code,
+            signal: st.signal,
+            stdout: st.stdout(),
+            stderr: st.stderr(),
+            stdout_truncated: st.out_truncated,
+            stderr_truncated: st.err_truncated,
+            timed_out,
+            duration,
+        }
+    }
+}
+
+/// One step of a streaming exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    /// Bytes the program wrote to stdout.
+    Stdout(Vec<u8>),
+    /// Bytes the program wrote to stderr.
+    Stderr(Vec<u8>),
+    /// The program finished; no more events follow.
+    Exited(ExecExit),
+}
+
+/// How a streamed program ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecExit {
+    /// Exit code when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal that killed it.
+    pub signal: Option<i32>,
+    /// Wall time from start to exit.
+    pub duration: Duration,
+    /// Killed for exceeding its time limit.
+    pub timed_out: bool,
+}
+
+impl AgentClient {
+    /// Starts `cmd` and returns its guest pid. Over libvirt, captured output is redirected
+    /// to guest files and read back in bounded chunks by [`AgentClient::exec_status`].
+    pub async fn exec(&self, cmd: &GuestExecCommand) -> Result<i64, QgaError> {
+        cmd.validate()?;
+        let os = self.os().await?;
+        if cmd.capture_output && self.transport().kind() == "libvirt" && !os.is_windows() {
+            let dir = self.make_exec_dir().await?;
+            let pid = match self.call(&cmd.redirected(&dir)).await {
+                Ok(p) => p.pid,
+                Err(e) => {
+                    self.remove_dir(&dir).await;
+                    return Err(e);
+                }
+            };
+            lock(&self.state().redirected).insert(pid, dir);
+            return Ok(pid);
+        }
+        Ok(self.call(&cmd.direct()).await?.pid)
+    }
+
+    /// `guest-exec-status`. Once it reports `exited`, the agent forgets the pid.
+    pub async fn exec_status(&self, pid: i64) -> Result<ExecStatus, QgaError> {
+        let mut st = self.call(&GuestExecStatus { pid }).await?;
+        if st.exited {
+            let dir = lock(&self.state().redirected).remove(&pid);
+            if let Some(dir) = dir {
+                let out = self
+                    .read_file_capped(&format!("{dir}/out"), MAX_CAPTURE)
+                    .await;
+                let err = self
+                    .read_file_capped(&format!("{dir}/err"), MAX_CAPTURE)
+                    .await;
+                self.remove_dir(&dir).await;
+                let (out, out_trunc) = out?;
+                let (err, err_trunc) = err?;
+                st.out_data = (!out.is_empty()).then(|| STANDARD.encode(&out));
+                st.err_data = (!err.is_empty()).then(|| STANDARD.encode(&err));
+                st.out_truncated = out_trunc;
+                st.err_truncated = err_trunc;
+            }
+        }
+        Ok(st)
+    }
+
+    /// Runs `cmd`, polling every `poll` until it exits; kills it past `cmd.timeout`.
+    pub async fn exec_and_wait(
+        &self,
+        cmd: &GuestExecCommand,
+        poll: Duration,
+    ) -> Result<ExecResult, QgaError> {
+        let started = Instant::now();
+        let pid = self.exec(cmd).await?;
+        let mut timed_out = false;
+        loop {
+            let st = self.exec_status(pid).await?;
+            if st.exited {
+                return Ok(ExecResult::from_status(&st, timed_out, started.elapsed()));
+            }
+            if let Some(limit) = cmd.timeout
+                && !timed_out
+                && started.elapsed() >= limit
+            {
+                self.kill(pid).await?;
+                timed_out = true;
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Runs `cmdline` through the guest's shell (`/bin/sh -c`, or `cmd.exe /c` on
+    /// Windows) and waits for it.
+    pub async fn exec_shell(&self, cmdline: &str) -> Result<ExecResult, QgaError> {
+        let os = self.os().await?;
+        self.exec_and_wait(
+            &GuestExecCommand::shell(&os, cmdline),
+            Duration::from_millis(50),
+        )
+        .await
+    }
+
+    /// Kills guest process `pid` and its descendants (SIGKILL; `taskkill /F /T` on Windows).
+    pub async fn kill(&self, pid: i64) -> Result<(), QgaError> {
+        let os = self.os().await?;
+        let cmd = if os.is_windows() {
+            GuestExec {
+                path: "taskkill.exe".into(),
+                arg: vec!["/F".into(), "/T".into(), "/PID".into(), pid.to_string()],
+                ..GuestExec::default()
+            }
+        } else {
+            GuestExec {
+                path: "/bin/sh".into(),
+                arg: vec![
+                    "-c".into(),
+                    KILL_TREE.into(),
+                    "atp-kill".into(),
+                    pid.to_string(),
+                ],
+                ..GuestExec::default()
+            }
+        };
+        let helper = self.call(&cmd).await?.pid;
+        self.wait_exit(helper).await.map(drop)
+    }
+
+    /// Starts `cmd` for live output; read events with [`ExecSession::next_event`].
+    /// On Windows guests output arrives at exit (captured by the agent).
+    pub async fn exec_stream(&self, cmd: &GuestExecCommand) -> Result<ExecSession, QgaError> {
+        cmd.validate()?;
+        let os = self.os().await?;
+        let started = Instant::now();
+        if os.is_windows() {
+            let mut direct = cmd.direct();
+            direct.capture_output = true;
+            let pid = self.call(&direct).await?.pid;
+            return Ok(ExecSession::new(
+                self.clone(),
+                pid,
+                None,
+                started,
+                cmd.timeout,
+            ));
+        }
+        let dir = self.make_exec_dir().await?;
+        let pid = match self.call(&cmd.redirected(&dir)).await {
+            Ok(p) => p.pid,
+            Err(e) => {
+                self.remove_dir(&dir).await;
+                return Err(e);
+            }
+        };
+        let mut session =
+            ExecSession::new(self.clone(), pid, Some(dir.clone()), started, cmd.timeout);
+        match (
+            self.open(&format!("{dir}/out"), "r").await,
+            self.open(&format!("{dir}/err"), "r").await,
+        ) {
+            (Ok(o), Ok(e)) => {
+                session.out.file = Some(o);
+                session.err.file = Some(e);
+                Ok(session)
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = self.kill(pid).await;
+                let _ = self.wait_exit(pid).await;
+                session.finished = true;
+                self.remove_dir(&dir).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates a private per-exec directory in the guest's /tmp.
+    async fn make_exec_dir(&self) -> Result<String, QgaError> {
+        let dir = format!("/tmp/.atp-exec-{}", uuid::Uuid::new_v4().simple());
+        let setup = GuestExec {
+            path: "/bin/sh".into(),
+            arg: vec!["-c".into(), SETUP.into(), "atp-setup".into(), dir.clone()],
+            ..GuestExec::default()
+        };
+        let pid = self.call(&setup).await?.pid;
+        let st = self.wait_exit(pid).await?;
+        if st.exit_code != Some(0) {
+            return Err(QgaError::Agent {
+                command: "guest-exec",
+                class: "ExecSetupFailed".into(),
+                desc: format!(
+                    "cannot create {dir} in the guest (exit {:?}, signal {:?})",
+                    st.exit_code, st.signal
+                ),
+            });
+        }
+        Ok(dir)
+    }
+
+    /// Removes an exec directory; failures are logged, not returned (cleanup path).
+    pub(crate) async fn remove_dir(&self, dir: &str) {
+        let rm = GuestExec {
+            path: "/bin/rm".into(),
+            arg: vec!["-rf".into(), "--".into(), dir.to_owned()],
+            ..GuestExec::default()
+        };
+        let res = match self.call(&rm).await {
+            Ok(p) => self.wait_exit(p.pid).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            tracing::warn!(dir, error = %e, "could not remove guest exec directory");
+        }
+    }
+}
+
+/// One output file being tailed.
+#[derive(Debug, Default)]
+struct Tail {
+    file: Option<super::OpenFile>,
+    offset: u64,
+}
+
+/// A running streamed exec. Dropping it closes its file handles (the process keeps
+/// running); read it to the end to have the guest directory removed.
+#[derive(Debug)]
+pub struct ExecSession {
+    client: AgentClient,
+    pid: i64,
+    dir: Option<String>,
+    out: Tail,
+    err: Tail,
+    started: Instant,
+    deadline: Option<Instant>,
+    timed_out: bool,
+    exited: Option<ExecStatus>,
+    poll: Duration,
+    finished: bool,
+    /// Windows fallback: captured output not yet emitted.
+    pending: Vec<ExecEvent>,
+}
+
+const POLL_MIN: Duration = Duration::from_millis(20);
+const POLL_MAX: Duration = Duration::from_millis(250);
+
+impl ExecSession {
+    fn new(
+        client: AgentClient,
+        pid: i64,
+        dir: Option<String>,
+        started: Instant,
+        timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            client,
+            pid,
+            dir,
+            out: Tail::default(),
+            err: Tail::default(),
+            started,
+            deadline: timeout.map(|t| started + t),
+            timed_out: false,
+            exited: None,
+            poll: POLL_MIN,
+            finished: false,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The guest pid.
+    pub fn pid(&self) -> i64 {
+        self.pid
+    }
+
+    /// Bytes of stdout and stderr delivered so far.
+    pub fn offsets(&self) -> (u64, u64) {
+        (self.out.offset, self.err.offset)
+    }
+
+    /// Kills the process now; its `Exited` event will follow.
+    pub async fn kill(&mut self) -> Result<(), QgaError> {
+        if self.exited.is_none() && !self.finished {
+            self.client.kill(self.pid).await?;
+        }
+        Ok(())
+    }
+
+    /// The next event, or `None` after `Exited` was returned.
+    pub async fn next_event(&mut self) -> Result<Option<ExecEvent>, QgaError> {
+        if !self.pending.is_empty() {
+            return Ok(Some(self.pending.remove(0)));
+        }
+        if self.finished {
+            return Ok(None);
+        }
+        if self.dir.is_none() {
+            return self.next_captured().await;
+        }
+        loop {
+            if let Some(ev) = self.read_tail(true).await? {
+                return Ok(Some(ev));
+            }
+            if let Some(ev) = self.read_tail(false).await? {
+                return Ok(Some(ev));
+            }
+            if let Some(st) = &self.exited {
+                // Both files drained after exit: done.
+                let exit = self.exit_of(st);
+                self.cleanup().await;
+                return Ok(Some(ExecEvent::Exited(exit)));
+            }
+            self.check_deadline().await?;
+            let st = self.client.call(&GuestExecStatus { pid: self.pid }).await?;
+            if st.exited {
+                self.exited = Some(st);
+                continue;
+            }
+            tokio::time::sleep(self.poll).await;
+            self.poll = (self.poll * 2).min(POLL_MAX);
+        }
+    }
+
+    async fn read_tail(&mut self, stdout: bool) -> Result<Option<ExecEvent>, QgaError> {
+        let tail = if stdout { &mut self.out } else { &mut self.err };
+        let Some(file) = &tail.file else {
+            return Ok(None);
+        };
+        let r = self
+            .client
+            .file_read(file.handle(), Some(DEFAULT_CHUNK))
+            .await?;
+        let data = r.data().map_err(|e| QgaError::Agent {
+            command: "guest-file-read",
+            class: "InvalidReply".into(),
+            desc: format!("bad base64 from agent: {e}"),
+        })?;
+        if data.is_empty() {
+            return Ok(None);
+        }
+        tail.offset += data.len() as u64;
+        self.poll = POLL_MIN;
+        Ok(Some(if stdout {
+            ExecEvent::Stdout(data)
+        } else {
+            ExecEvent::Stderr(data)
+        }))
+    }
+
+    async fn check_deadline(&mut self) -> Result<(), QgaError> {
+        if let Some(d) = self.deadline
+            && !self.timed_out
+            && Instant::now() >= d
+        {
+            self.client.kill(self.pid).await?;
+            self.timed_out = true;
+        }
+        Ok(())
+    }
+
+    fn exit_of(&self, st: &ExecStatus) -> ExecExit {
+        ExecExit {
+            exit_code: st.exit_code,
+            signal: st.signal,
+            duration: self.started.elapsed(),
+            timed_out: self.timed_out,
+        }
+    }
+
+    /// Windows fallback: wait for exit, then emit the captured output.
+    async fn next_captured(&mut self) -> Result<Option<ExecEvent>, QgaError> {
+        loop {
+            self.check_deadline().await?;
+            let st = self.client.call(&GuestExecStatus { pid: self.pid }).await?;
+            if st.exited {
+                self.finished = true;
+                let exit = self.exit_of(&st);
+                let (out, err) = (st.stdout(), st.stderr());
+                if !out.is_empty() {
+                    self.pending.push(ExecEvent::Stdout(out));
+                }
+                if !err.is_empty() {
+                    self.pending.push(ExecEvent::Stderr(err));
+                }
+                self.pending.push(ExecEvent::Exited(exit));
+                return Ok(Some(self.pending.remove(0)));
+            }
+            tokio::time::sleep(self.poll).await;
+            self.poll = (self.poll * 2).min(POLL_MAX);
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        self.finished = true;
+        for tail in [&mut self.out, &mut self.err] {
+            if let Some(f) = tail.file.take()
+                && let Err(e) = f.close().await
+            {
+                tracing::warn!(error = %e, "closing exec output handle failed");
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            self.client.remove_dir(&dir).await;
+        }
+    }
+}
