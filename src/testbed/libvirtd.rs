@@ -33,6 +33,7 @@ pub struct LibvirtSession {
 #[derive(Debug)]
 pub struct LibvirtDomain {
     name: String,
+    persistent: bool,
     domain: crate::libvirt::Domain,
     direct_socket: PathBuf,
     console: PathBuf,
@@ -146,6 +147,28 @@ impl LibvirtSession {
         image: &GuestImage,
         flavour: Flavour,
     ) -> Result<LibvirtDomain, TestbedError> {
+        self.start_domain(name, image, flavour, false).await
+    }
+
+    /// Like [`LibvirtSession::create_domain`], but the domain is defined (persistent), so
+    /// after [`LibvirtDomain::destroy`] it stays known to libvirt, shut off. It is
+    /// undefined on drop.
+    pub async fn define_domain(
+        &self,
+        name: &str,
+        image: &GuestImage,
+        flavour: Flavour,
+    ) -> Result<LibvirtDomain, TestbedError> {
+        self.start_domain(name, image, flavour, true).await
+    }
+
+    async fn start_domain(
+        &self,
+        name: &str,
+        image: &GuestImage,
+        flavour: Flavour,
+        persistent: bool,
+    ) -> Result<LibvirtDomain, TestbedError> {
         let root = self.dir.path();
         // The daemon runs as nobody: it gets its own readable copy of the image.
         let kernel = root.join("images/vmlinuz");
@@ -160,15 +183,20 @@ impl LibvirtSession {
         let xml = domain_xml(name, &kernel, &initrd, &direct_socket, &console);
         let mgr = self.manager()?;
         let started = Instant::now();
-        let domain =
-            tokio::task::spawn_blocking(move || mgr.connection().create_domain_xml(&xml, 0))
-                .await
-                .map_err(|e| TestbedError::Libvirt(e.to_string()))?
-                .map_err(|e| {
-                    TestbedError::Libvirt(format!("creating domain {name}: {}", e.message()))
-                })?;
+        let domain = tokio::task::spawn_blocking(move || {
+            if persistent {
+                let d = mgr.connection().define_domain_xml(&xml)?;
+                d.create().map(|()| d)
+            } else {
+                mgr.connection().create_domain_xml(&xml, 0)
+            }
+        })
+        .await
+        .map_err(|e| TestbedError::Libvirt(e.to_string()))?
+        .map_err(|e| TestbedError::Libvirt(format!("creating domain {name}: {}", e.message())))?;
         let mut dom = LibvirtDomain {
             name: name.to_owned(),
+            persistent,
             domain,
             direct_socket,
             console,
@@ -196,6 +224,7 @@ impl Drop for LibvirtSession {
         {
             for d in domains {
                 let _ = d.destroy();
+                let _ = d.undefine();
             }
         }
         self.process.stop(Duration::from_secs(5));
@@ -237,6 +266,9 @@ impl LibvirtDomain {
 impl Drop for LibvirtDomain {
     fn drop(&mut self) {
         self.destroy();
+        if self.persistent {
+            let _ = self.domain.undefine();
+        }
     }
 }
 

@@ -125,9 +125,9 @@ fn classify(
             TransportError::AgentUnavailable(format!("{domain}: {msg}"))
         }
     } else if code.is(ErrorNumber::OperationInvalid) && msg.contains("not running") {
-        TransportError::DomainNotRunning(domain.to_owned())
+        TransportError::DomainNotRunning(format!("{domain}: {msg}"))
     } else if code.is(ErrorNumber::NoDomain) {
-        TransportError::DomainNotFound(domain.to_owned())
+        TransportError::DomainNotFound(format!("{domain}: {msg}"))
     } else if code.is(ErrorNumber::AgentUnsynced) {
         TransportError::AgentUnavailable(format!("{domain}: {msg}"))
     } else {
