@@ -44,6 +44,16 @@ pub struct DomainSummary {
 }
 
 /// One libvirt connection. Cheap to clone (libvirt reference-counts it).
+///
+/// ```no_run
+/// use ocloudview_atp::libvirt::LibvirtManager;
+/// let libvirt = LibvirtManager::connect_uri("qemu:///system")?;
+/// for d in libvirt.list_domains()? {
+///     println!("{} running={}", d.name, d.active);
+/// }
+/// let domain = libvirt.lookup_domain_by_name("test-vm")?;
+/// # Ok::<(), ocloudview_atp::libvirt::LibvirtError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct LibvirtManager {
     conn: Connect,

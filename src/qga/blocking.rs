@@ -30,6 +30,40 @@ fn runtime() -> &'static Runtime {
 }
 
 /// A blocking guest-agent client for one guest, over libvirt or a direct agent socket.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ocloudview_atp::libvirt::LibvirtManager;
+/// use ocloudview_atp::qga::{GuestExecCommand, QgaClient};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let libvirt = LibvirtManager::connect()?;
+/// let domain = libvirt.lookup_domain_by_name("test-vm")?;
+/// let qga = QgaClient::new(&domain).with_timeout(30);
+/// qga.ping()?;
+///
+/// let result = qga.exec_shell("ls -la /tmp")?;
+/// println!("{:?} {:?}", result.exit_code, result.decode_stdout());
+///
+/// let cmd = GuestExecCommand::simple("/bin/sleep", vec!["1".to_string()]);
+/// let done = qga.exec_and_wait(cmd, Duration::from_millis(500))?;
+/// assert!(done.success());
+///
+/// qga.write_file("/tmp/test.txt", "Hello from QGA")?;
+/// let hostname = qga.read_file("/etc/hostname")?;
+/// println!("{}", hostname.trim());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A guest reached through its agent socket (plain QEMU, no libvirt):
+///
+/// ```no_run
+/// # use ocloudview_atp::qga::QgaClient;
+/// let qga = QgaClient::from_socket("/run/qemu/vm1/qga.sock");
+/// println!("{:?}", qga.get_osinfo()?.pretty_name);
+/// # Ok::<(), ocloudview_atp::qga::QgaError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct QgaClient {
     inner: AgentClient,

@@ -21,6 +21,26 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Before a command other than ping/info, the agent's command table (`guest-info`, fetched
 /// once and kept until the connection fails) is consulted: a command the guest disables
 /// fails here with [`QgaError::CommandDisabled`], without a round trip.
+///
+/// ```no_run
+/// use ocloudview_atp::qga::{AgentClient, ExecEvent, GuestExecCommand};
+/// use ocloudview_atp::transport::socket::SocketTransport;
+///
+/// # async fn demo() -> Result<(), ocloudview_atp::qga::QgaError> {
+/// let agent = AgentClient::new(SocketTransport::new("/run/qemu/vm1/qga.sock"));
+/// agent.ping().await?;
+/// let cmd = GuestExecCommand::simple("/bin/sh", vec!["-c".into(), "for i in 1 2 3; do echo $i; sleep 1; done".into()]);
+/// let mut run = agent.exec_stream(&cmd).await?;
+/// while let Some(event) = run.next_event().await? {
+///     match event {
+///         ExecEvent::Stdout(bytes) => print!("{}", String::from_utf8_lossy(&bytes)),
+///         ExecEvent::Stderr(bytes) => eprint!("{}", String::from_utf8_lossy(&bytes)),
+///         ExecEvent::Exited(exit) => println!("exit {:?}", exit.exit_code),
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     transport: Transport,
