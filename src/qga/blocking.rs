@@ -73,6 +73,7 @@ impl QgaClient {
     /// A client for a libvirt domain (through `virDomainQemuAgentCommand`).
     pub fn new(domain: &Domain) -> Self {
         let name = domain.name().unwrap_or_else(|_| "domain".into());
+        let _guard = runtime().enter();
         Self {
             inner: AgentClient::new(LibvirtTransport::new(domain.clone(), name)),
         }

@@ -6,8 +6,15 @@
 //! 4 MiB RPC cap: a reply over 10 MiB would disable the domain's agent until it restarts.
 //! See <https://libvirt.org/html/libvirt-libvirt-qemu.html#virDomainQemuAgentCommand>.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
+use tokio::sync::{mpsc, oneshot};
 use virt::{domain::Domain, error::ErrorNumber};
 
 use super::{
@@ -25,20 +32,56 @@ pub const CHUNK_BOUNDS: ChunkBounds = ChunkBounds {
 /// allows for it so libvirt, not tokio, reports the agent's timeout.
 const SYNC_ALLOWANCE: Duration = Duration::from_secs(6);
 
-/// A libvirt domain's agent channel.
+/// Requests that may wait for the domain's worker; senders wait beyond this.
+const QUEUE_DEPTH: usize = 64;
+
+type Job = (
+    AgentRequest,
+    Duration,
+    oneshot::Sender<Result<AgentReply, TransportError>>,
+);
+
+/// A libvirt domain's agent channel, with its own serial queue: libvirt runs one agent
+/// job per domain and makes others wait up to 30 s for its job lock, so requests queue
+/// here, in order, instead.
 #[derive(Debug, Clone)]
 pub struct LibvirtTransport {
     domain: Arc<Domain>,
     name: Arc<str>,
+    jobs: mpsc::Sender<Job>,
+    depth: Arc<AtomicUsize>,
 }
 
 impl LibvirtTransport {
-    /// Wraps a domain handle; `name` is used in error messages.
+    /// Wraps a domain handle; `name` is used in error messages. Must be called inside a
+    /// tokio runtime (the queue's worker is a task).
     pub fn new(domain: Domain, name: impl Into<Arc<str>>) -> Self {
+        let domain = Arc::new(domain);
+        let name: Arc<str> = name.into();
+        let depth = Arc::new(AtomicUsize::new(0));
+        let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        let (d, n, q) = (Arc::clone(&domain), Arc::clone(&name), Arc::clone(&depth));
+        tokio::spawn(async move {
+            while let Some((request, timeout, reply)) = rx.recv().await {
+                q.fetch_sub(1, Ordering::Relaxed);
+                if reply.is_closed() {
+                    continue;
+                }
+                let res = execute(&d, &n, request, timeout).await;
+                let _ = reply.send(res);
+            }
+        });
         Self {
-            domain: Arc::new(domain),
-            name: name.into(),
+            domain,
+            name,
+            jobs,
+            depth,
         }
+    }
+
+    /// Requests waiting for this domain's worker.
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
     }
 
     /// The domain's name as given at construction.
@@ -51,46 +94,63 @@ impl LibvirtTransport {
         &self.domain
     }
 
-    /// Runs one agent command; `timeout` is rounded up to whole seconds for libvirt.
+    /// Queues one agent command; `timeout` is rounded up to whole seconds for libvirt
+    /// and starts when the command leaves the queue.
     pub async fn call(
         &self,
         request: AgentRequest,
         timeout: Duration,
     ) -> Result<AgentReply, TransportError> {
-        let request_expects_reply = request.expects_reply;
-        let json = String::from_utf8(request.to_json(None))
-            .map_err(|e| TransportError::Protocol(format!("request is not UTF-8: {e}")))?;
-        let timeout = if request.expects_reply {
-            timeout
-        } else {
-            timeout.min(NO_REPLY_WAIT)
-        };
-        let secs = i32::try_from(timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0))
-            .unwrap_or(i32::MAX)
-            .max(1);
-        let domain = Arc::clone(&self.domain);
-        let name = Arc::clone(&self.name);
-        let task = tokio::task::spawn_blocking(move || {
-            let out = domain.qemu_agent_command(&json, secs, 0);
-            out.map_err(|e| (e, name))
-        });
-        let joined = tokio::time::timeout(timeout + SYNC_ALLOWANCE, task)
-            .await
-            .map_err(|_| TransportError::Timeout(timeout))?
-            .map_err(|e| TransportError::Protocol(format!("libvirt call panicked: {e}")))?;
-        match joined {
-            Ok(reply) => Ok(parse_reply(reply.as_bytes())?.reply),
-            Err((err, name)) => match classify(&err, &name, timeout) {
-                // No reply is the success of a no-reply command; the agent may also vanish
-                // because the guest is going down.
-                Err(TransportError::Timeout(_) | TransportError::AgentUnavailable(_))
-                    if !request_expects_reply =>
-                {
-                    Ok(AgentReply::Return(b"{}".to_vec()))
-                }
-                other => other,
-            },
+        let (tx, rx) = oneshot::channel();
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send((request, timeout, tx)).await.is_err() {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(TransportError::Stopped);
         }
+        rx.await.map_err(|_| TransportError::Stopped)?
+    }
+}
+
+/// Runs one command on the blocking pool, with a finite timeout on both sides.
+async fn execute(
+    domain: &Arc<Domain>,
+    name: &Arc<str>,
+    request: AgentRequest,
+    timeout: Duration,
+) -> Result<AgentReply, TransportError> {
+    let request_expects_reply = request.expects_reply;
+    let json = String::from_utf8(request.to_json(None))
+        .map_err(|e| TransportError::Protocol(format!("request is not UTF-8: {e}")))?;
+    let timeout = if request.expects_reply {
+        timeout
+    } else {
+        timeout.min(NO_REPLY_WAIT)
+    };
+    let secs = i32::try_from(timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0))
+        .unwrap_or(i32::MAX)
+        .max(1);
+    let domain = Arc::clone(domain);
+    let name = Arc::clone(name);
+    let task = tokio::task::spawn_blocking(move || {
+        let out = domain.qemu_agent_command(&json, secs, 0);
+        out.map_err(|e| (e, name))
+    });
+    let joined = tokio::time::timeout(timeout + SYNC_ALLOWANCE, task)
+        .await
+        .map_err(|_| TransportError::Timeout(timeout))?
+        .map_err(|e| TransportError::Protocol(format!("libvirt call panicked: {e}")))?;
+    match joined {
+        Ok(reply) => Ok(parse_reply(reply.as_bytes())?.reply),
+        Err((err, name)) => match classify(&err, &name, timeout) {
+            // No reply is the success of a no-reply command; the agent may also vanish
+            // because the guest is going down.
+            Err(TransportError::Timeout(_) | TransportError::AgentUnavailable(_))
+                if !request_expects_reply =>
+            {
+                Ok(AgentReply::Return(b"{}".to_vec()))
+            }
+            other => other,
+        },
     }
 }
 

@@ -112,6 +112,14 @@ impl Transport {
         }
     }
 
+    /// Requests queued for this guest and not yet started.
+    pub fn queue_depth(&self) -> usize {
+        match self {
+            Transport::Socket(t) => t.queue_depth(),
+            Transport::Libvirt(t) => t.queue_depth(),
+        }
+    }
+
     /// Per-call size limits that keep this transport healthy.
     pub fn chunk_bounds(&self) -> ChunkBounds {
         match self {

@@ -15,7 +15,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -62,6 +65,7 @@ enum Job {
 pub struct SocketTransport {
     path: Arc<PathBuf>,
     jobs: mpsc::Sender<Job>,
+    depth: Arc<AtomicUsize>,
 }
 
 impl SocketTransport {
@@ -71,12 +75,19 @@ impl SocketTransport {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = Arc::new(path.into());
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
+        let depth = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             path: Arc::clone(&path),
             conn: None,
+            depth: Arc::clone(&depth),
         };
         tokio::spawn(worker.run(rx));
-        Self { path, jobs }
+        Self { path, jobs, depth }
+    }
+
+    /// Requests waiting for the worker.
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
     }
 
     /// The socket path.
@@ -96,10 +107,11 @@ impl SocketTransport {
             timeout,
             reply,
         };
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| TransportError::Stopped)?;
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(job).await.is_err() {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(TransportError::Stopped);
+        }
         rx.await.map_err(|_| TransportError::Stopped)?
     }
 
@@ -117,6 +129,7 @@ impl SocketTransport {
 struct Worker {
     path: Arc<PathBuf>,
     conn: Option<Conn>,
+    depth: Arc<AtomicUsize>,
 }
 
 impl Worker {
@@ -127,7 +140,10 @@ impl Worker {
                     request,
                     timeout,
                     reply,
-                } => (request, timeout, reply),
+                } => {
+                    self.depth.fetch_sub(1, Ordering::Relaxed);
+                    (request, timeout, reply)
+                }
                 Job::Close(ack) => {
                     self.conn = None;
                     let _ = ack.send(());
