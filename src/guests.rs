@@ -40,6 +40,21 @@ struct Hypervisor {
     conn: Mutex<Option<LibvirtManager>>,
 }
 
+/// One guest as listed by [`GuestRegistry::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestEntry {
+    /// The name to use in requests (`hypervisor/domain` for libvirt guests).
+    pub name: String,
+    /// The hypervisor's configured name; `None` for direct-socket guests.
+    pub hypervisor: Option<String>,
+    /// libvirt's state name, or `socket` for a direct guest.
+    pub state: String,
+    /// Whether the guest can be asked at all (running domain, or direct guest).
+    pub running: bool,
+    /// The libvirt UUID.
+    pub uuid: Option<String>,
+}
+
 /// Maps guest names to agent clients. Shared by all requests as an `Arc`.
 #[derive(Debug)]
 pub struct GuestRegistry {
@@ -120,6 +135,39 @@ impl GuestRegistry {
             }
         }
         Err(GuestError::Unknown(name.into()))
+    }
+
+    /// Every configured direct guest and every domain of every hypervisor. A hypervisor
+    /// that cannot be reached is an error (the listing would silently be incomplete).
+    pub async fn list(&self) -> Result<Vec<GuestEntry>, GuestError> {
+        let mut out: Vec<GuestEntry> = self
+            .direct
+            .keys()
+            .map(|name| GuestEntry {
+                name: name.clone(),
+                hypervisor: None,
+                state: "socket".into(),
+                running: true,
+                uuid: None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        for hv in &self.hypervisors {
+            let hv2 = Arc::clone(hv);
+            let domains = tokio::task::spawn_blocking(move || hv2.manager()?.list_domains())
+                .await
+                .map_err(|e| LibvirtError::Other(format!("listing task failed: {e}")))??;
+            for d in domains {
+                out.push(GuestEntry {
+                    name: format!("{}/{}", hv.name, d.name),
+                    hypervisor: Some(hv.name.clone()),
+                    state: if d.active { "running" } else { "shut off" }.into(),
+                    running: d.active,
+                    uuid: Some(d.uuid),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Drops a cached resolution (the domain went away or was recreated).

@@ -227,12 +227,7 @@ async fn command_disabled_in_the_guest_fails_locally_naming_the_setting() {
     let c = AgentClient::new(SocketTransport::new(agent.socket()));
     let err = c.exec(&sh("true")).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            QgaError::CommandDisabled {
-                command: "guest-exec"
-            }
-        ),
+        matches!(&err, QgaError::CommandDisabled { command } if command == "guest-exec"),
         "{err:?}"
     );
     assert!(err.to_string().contains("--block-rpcs"), "{err}");

@@ -1,7 +1,10 @@
 //! The daemon's configuration: TOML parsed into [`raw::RawConfig`], then validated into
 //! [`Config`], which is passed down explicitly. Errors name the key and the value.
 
+mod auth;
 pub mod raw;
+
+pub use auth::{TlsConfig, TokenEntry};
 
 use std::{
     collections::HashSet,
@@ -59,7 +62,18 @@ pub struct Config {
     pub agent_timeout: Duration,
     /// How long shutdown waits for open calls before closing them.
     pub shutdown_grace: Duration,
+    /// TLS for TCP listeners.
+    pub tls: Option<TlsConfig>,
+    /// Accepted bearer tokens.
+    pub tokens: Vec<TokenEntry>,
+    /// Run-time limit for execs that give none.
+    pub exec_timeout: Duration,
+    /// Where Prometheus metrics are served.
+    pub metrics_listen: Option<SocketAddr>,
 }
+
+/// Default for `agent.exec_timeout_ms`: one hour.
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Default for `server.shutdown_grace_ms`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -199,12 +213,37 @@ impl Config {
             .server
             .shutdown_grace_ms
             .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis);
+        let tls = raw.server.tls.map(|t| auth::tls(t, base)).transpose()?;
+        let tokens = auth::tokens(raw.server.tokens)?;
+        auth::check_exposure(
+            &listen,
+            tls.is_some(),
+            !tokens.is_empty(),
+            raw.server.insecure,
+        )?;
+        let exec_timeout = match raw.agent.exec_timeout_ms {
+            None => DEFAULT_EXEC_TIMEOUT,
+            Some(0) => return Err(invalid("agent.exec_timeout_ms", "0", "must be at least 1")),
+            Some(ms) => Duration::from_millis(ms),
+        };
+        let metrics_listen = raw
+            .metrics
+            .listen
+            .map(|l| {
+                l.parse()
+                    .map_err(|e| invalid("metrics.listen", &l, &format!("not host:port ({e})")))
+            })
+            .transpose()?;
         Ok(Config {
             listen,
             hypervisors,
             guests,
             agent_timeout,
             shutdown_grace,
+            tls,
+            tokens,
+            exec_timeout,
+            metrics_listen,
         })
     }
 }
@@ -235,7 +274,7 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+pub(crate) fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         value: value.into(),

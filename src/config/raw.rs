@@ -18,6 +18,9 @@ pub struct RawConfig {
     /// `[agent]`
     #[serde(default)]
     pub agent: RawAgent,
+    /// `[metrics]`
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 /// `[server]`: where the daemon listens.
@@ -29,6 +32,47 @@ pub struct RawServer {
     pub listen: Vec<String>,
     /// How long shutdown waits for open calls and connections, in milliseconds.
     pub shutdown_grace_ms: Option<u64>,
+    /// TLS for TCP listeners; with `client_ca`, clients must present a certificate.
+    pub tls: Option<RawTls>,
+    /// Bearer tokens, stored as SHA-256 hex digests.
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+    /// Allow TCP on a non-loopback address without TLS or tokens.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Server certificate chain (PEM).
+    pub cert: String,
+    /// Server private key (PEM).
+    pub key: String,
+    /// CA that signs client certificates (PEM); enables mTLS.
+    pub client_ca: Option<String>,
+}
+
+/// `[[server.tokens]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+    /// The caller identity the token stands for.
+    pub identity: String,
+    /// Roles given to that caller.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// `[metrics]`: Prometheus exposition on its own listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `host:port` serving `/metrics`; off when absent.
+    pub listen: Option<String>,
 }
 
 /// `[[hypervisors]]`: one libvirt connection.
@@ -57,4 +101,6 @@ pub struct RawGuest {
 pub struct RawAgent {
     /// Deadline of one short agent command, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Run-time limit of an exec that gives none, in milliseconds.
+    pub exec_timeout_ms: Option<u64>,
 }

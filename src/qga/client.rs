@@ -140,16 +140,47 @@ impl AgentClient {
         match reply {
             AgentReply::Return(raw) => {
                 serde_json::from_slice(&raw).map_err(|source| QgaError::Decode {
-                    command: C::NAME,
+                    command: C::NAME.into(),
                     source,
                 })
             }
             AgentReply::Error { class, desc } => Err(QgaError::Agent {
-                command: C::NAME,
+                command: C::NAME.into(),
                 class,
                 desc,
             }),
         }
+    }
+
+    /// Sends `command` with raw JSON `arguments` (an object) and returns the raw JSON of
+    /// the agent's `return` value. For commands without a typed API; capability-checked.
+    pub async fn call_raw(
+        &self,
+        command: &str,
+        arguments: Option<String>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, QgaError> {
+        if !UNCHECKED.contains(&command) {
+            self.ensure_enabled(command).await?;
+        }
+        let request = AgentRequest {
+            execute: command.to_owned(),
+            arguments,
+            expects_reply: true,
+        };
+        match self.transport.call(request, timeout).await? {
+            AgentReply::Return(raw) => Ok(raw),
+            AgentReply::Error { class, desc } => Err(QgaError::Agent {
+                command: command.to_owned(),
+                class,
+                desc,
+            }),
+        }
+    }
+
+    /// The OS info cached from an earlier call, if any (no round trip).
+    pub fn cached_os(&self) -> Option<Arc<OsInfo>> {
+        lock(&self.state.os).clone()
     }
 
     /// `guest-ping`.
@@ -174,10 +205,12 @@ impl AgentClient {
 
     /// Fails with [`QgaError::CommandDisabled`] when the guest disables `command`.
     /// Commands the agent does not list are let through: the agent answers for them.
-    pub async fn ensure_enabled(&self, command: &'static str) -> Result<(), QgaError> {
+    pub async fn ensure_enabled(&self, command: &str) -> Result<(), QgaError> {
         let caps = self.capabilities().await?;
         match caps.command(command) {
-            Some(c) if !c.enabled => Err(QgaError::CommandDisabled { command }),
+            Some(c) if !c.enabled => Err(QgaError::CommandDisabled {
+                command: command.to_owned(),
+            }),
             _ => Ok(()),
         }
     }
@@ -201,7 +234,7 @@ impl AgentClient {
 /// Serialises a command; unit structs (serialised as `null`) get no `arguments`.
 fn encode<C: Command>(cmd: &C) -> Result<AgentRequest, QgaError> {
     let args = serde_json::to_string(cmd).map_err(|source| QgaError::Encode {
-        command: C::NAME,
+        command: C::NAME.into(),
         source,
     })?;
     Ok(AgentRequest {

@@ -12,7 +12,7 @@ pub enum QgaError {
     #[error("{command}: {desc} ({class})")]
     Agent {
         /// The command that failed.
-        command: &'static str,
+        command: String,
         /// QGA error class, e.g. `GenericError`.
         class: String,
         /// The agent's description.
@@ -25,7 +25,7 @@ pub enum QgaError {
     )]
     CommandDisabled {
         /// The refused command.
-        command: &'static str,
+        command: String,
     },
     /// A request argument is out of range or malformed; nothing was sent.
     #[error("{0}")]
@@ -34,7 +34,7 @@ pub enum QgaError {
     #[error("{command}: unexpected reply: {source}")]
     Decode {
         /// The command whose reply was malformed.
-        command: &'static str,
+        command: String,
         /// What serde said.
         #[source]
         source: serde_json::Error,
@@ -43,7 +43,7 @@ pub enum QgaError {
     #[error("{command}: cannot encode request: {source}")]
     Encode {
         /// The command.
-        command: &'static str,
+        command: String,
         /// What serde said.
         #[source]
         source: serde_json::Error,

@@ -7,7 +7,7 @@
 //! `/bin/sh` wrapper that redirects stdout/stderr to files in a private guest directory:
 //!
 //! ```text
-//! /bin/sh -c 'd=$1; shift; exec "$@" >"$d/out" 2>"$d/err"' atp-exec DIR PATH ARGS...
+//! /bin/sh -c 'd=$1; c=$2; shift 2; exec >"$d/out" 2>"$d/err"; [cd "$c";] exec "$@"' atp-exec DIR CWD PATH ARGS...
 //! ```
 //!
 //! argv travels as positional parameters, never spliced into a string; `exec` makes the
@@ -33,7 +33,7 @@ pub const MAX_CAPTURE: usize = 16 << 20;
 /// environment with the one given).
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-const WRAPPER: &str = r#"d=$1; shift; exec "$@" >"$d/out" 2>"$d/err""#;
+const WRAPPER: &str = r#"d=$1; c=$2; shift 2; exec >"$d/out" 2>"$d/err"; if [ -n "$c" ]; then cd -- "$c" || exit 126; fi; exec "$@""#;
 const SETUP: &str = r#"umask 077; mkdir -- "$1" && : >"$1/out" && : >"$1/err""#;
 
 /// Kills a process and all its descendants, found through /proc (no procps needed):
@@ -67,6 +67,8 @@ pub struct GuestExecCommand {
     pub capture_output: bool,
     /// Kill the program when it runs longer than this (`exec_and_wait`, streaming).
     pub timeout: Option<Duration>,
+    /// Working directory (needs the guest's `/bin/sh`; not supported on Windows guests).
+    pub cwd: Option<String>,
 }
 
 impl GuestExecCommand {
@@ -99,6 +101,12 @@ impl GuestExecCommand {
     /// Sets stdin.
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
         self.input_data = Some(data.into());
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<String>) -> Self {
+        self.cwd = Some(dir.into());
         self
     }
 
@@ -152,6 +160,7 @@ impl GuestExecCommand {
             WRAPPER.to_owned(),
             "atp-exec".to_owned(),
             dir.to_owned(),
+            self.cwd.clone().unwrap_or_default(),
         ];
         arg.push(self.path.clone());
         arg.extend(self.args.iter().cloned());
@@ -246,7 +255,14 @@ impl AgentClient {
     pub async fn exec(&self, cmd: &GuestExecCommand) -> Result<i64, QgaError> {
         cmd.validate()?;
         let os = self.os().await?;
-        if cmd.capture_output && self.transport().kind() == "libvirt" && !os.is_windows() {
+        if cmd.cwd.is_some() && os.is_windows() {
+            return Err(QgaError::InvalidArgument(
+                "exec: a working directory is not supported on Windows guests".into(),
+            ));
+        }
+        let redirect =
+            cmd.cwd.is_some() || (cmd.capture_output && self.transport().kind() == "libvirt");
+        if redirect && !os.is_windows() {
             let dir = self.make_exec_dir().await?;
             let pid = match self.call(&cmd.redirected(&dir)).await {
                 Ok(p) => p.pid,
@@ -293,13 +309,25 @@ impl AgentClient {
     ) -> Result<ExecResult, QgaError> {
         let started = Instant::now();
         let pid = self.exec(cmd).await?;
+        self.wait_for(pid, started, cmd.timeout, poll).await
+    }
+
+    /// Polls `pid` (started by [`AgentClient::exec`] at `started`) every `poll` until it
+    /// exits, killing it once `limit` has passed.
+    pub async fn wait_for(
+        &self,
+        pid: i64,
+        started: Instant,
+        limit: Option<Duration>,
+        poll: Duration,
+    ) -> Result<ExecResult, QgaError> {
         let mut timed_out = false;
         loop {
             let st = self.exec_status(pid).await?;
             if st.exited {
                 return Ok(ExecResult::from_status(&st, timed_out, started.elapsed()));
             }
-            if let Some(limit) = cmd.timeout
+            if let Some(limit) = limit
                 && !timed_out
                 && started.elapsed() >= limit
             {
@@ -308,6 +336,21 @@ impl AgentClient {
             }
             tokio::time::sleep(poll).await;
         }
+    }
+
+    /// Runs a small helper program (chmod, mv, rm...) with captured output and waits for
+    /// it; its output must be small (it travels in one reply).
+    pub async fn run_small(&self, path: &str, args: &[&str]) -> Result<ExecResult, QgaError> {
+        let started = Instant::now();
+        let cmd = GuestExec {
+            path: path.to_owned(),
+            arg: args.iter().map(|a| (*a).to_owned()).collect(),
+            capture_output: true,
+            ..GuestExec::default()
+        };
+        let pid = self.call(&cmd).await?.pid;
+        let st = self.wait_exit(pid).await?;
+        Ok(ExecResult::from_status(&st, false, started.elapsed()))
     }
 
     /// Runs `cmdline` through the guest's shell (`/bin/sh -c`, or `cmd.exe /c` on
@@ -405,7 +448,7 @@ impl AgentClient {
         let st = self.wait_exit(pid).await?;
         if st.exit_code != Some(0) {
             return Err(QgaError::Agent {
-                command: "guest-exec",
+                command: "guest-exec".into(),
                 class: "ExecSetupFailed".into(),
                 desc: format!(
                     "cannot create {dir} in the guest (exit {:?}, signal {:?})",
@@ -496,6 +539,23 @@ impl ExecSession {
         (self.out.offset, self.err.offset)
     }
 
+    /// Whether the `Exited` event has been returned.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Closes the session's guest file handles now, leaving the process running (used
+    /// when a daemon shuts down or gives up on a parked session).
+    pub async fn close_handles(&mut self) {
+        for tail in [&mut self.out, &mut self.err] {
+            if let Some(f) = tail.file.take()
+                && let Err(e) = f.close().await
+            {
+                tracing::warn!(error = %e, "closing exec output handle failed");
+            }
+        }
+    }
+
     /// Kills the process now; its `Exited` event will follow.
     pub async fn kill(&mut self) -> Result<(), QgaError> {
         if self.exited.is_none() && !self.finished {
@@ -549,7 +609,7 @@ impl ExecSession {
             .file_read(file.handle(), Some(DEFAULT_CHUNK))
             .await?;
         let data = r.data().map_err(|e| QgaError::Agent {
-            command: "guest-file-read",
+            command: "guest-file-read".into(),
             class: "InvalidReply".into(),
             desc: format!("bad base64 from agent: {e}"),
         })?;
@@ -610,13 +670,7 @@ impl ExecSession {
 
     async fn cleanup(&mut self) {
         self.finished = true;
-        for tail in [&mut self.out, &mut self.err] {
-            if let Some(f) = tail.file.take()
-                && let Err(e) = f.close().await
-            {
-                tracing::warn!(error = %e, "closing exec output handle failed");
-            }
-        }
+        self.close_handles().await;
         if let Some(dir) = self.dir.take() {
             self.client.remove_dir(&dir).await;
         }

@@ -181,7 +181,7 @@ impl AgentClient {
             let want = DEFAULT_CHUNK.min(cap - data.len()).max(1);
             let r = self.file_read(handle, Some(want)).await?;
             let chunk = r.data().map_err(|e| QgaError::Agent {
-                command: "guest-file-read",
+                command: "guest-file-read".into(),
                 class: "InvalidReply".into(),
                 desc: format!("bad base64 from agent: {e}"),
             })?;
@@ -209,7 +209,7 @@ impl AgentClient {
             let w = self.file_write(file.handle(), data).await?;
             if w.count as usize != data.len() {
                 return Err(QgaError::Agent {
-                    command: "guest-file-write",
+                    command: "guest-file-write".into(),
                     class: "ShortWrite".into(),
                     desc: format!("wrote {} of {} bytes to {path}", w.count, data.len()),
                 });

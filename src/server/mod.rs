@@ -1,6 +1,11 @@
 //! The gRPC server: binds every configured listener, serves `GuestAgent`, health and
 //! reflection on each, and shuts down gracefully when told to.
 
+pub mod auth;
+mod exec;
+mod facts;
+mod files;
+mod metrics;
 mod service;
 pub mod status;
 
@@ -9,9 +14,14 @@ use std::{future::Future, os::unix::fs::PermissionsExt, sync::Arc};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+};
 
 pub use service::GuestAgentService;
+
+use auth::Authenticator;
 
 use crate::{
     config::{Config, Listen},
@@ -67,11 +77,25 @@ async fn bind(listen: &Listen) -> Result<Bound, ServeError> {
     }
 }
 
-/// Runs the daemon until `shutdown` completes, then stops accepting, reports NOT_SERVING
-/// and waits for the listeners to close.
+/// Runs the daemon until `shutdown` completes, then stops accepting, reports NOT_SERVING,
+/// ends open streams with UNAVAILABLE, waits up to the grace period for calls to finish
+/// and closes the guest handles it still holds.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    if let Some(addr) = config.metrics_listen {
+        metrics::install(addr).map_err(|e| ServeError::Bind {
+            listen: format!("metrics http://{addr}"),
+            source: std::io::Error::other(e),
+        })?;
+        tracing::info!(listen = %addr, "serving Prometheus metrics at /metrics");
+    }
     let guests = Arc::new(GuestRegistry::from_config(&config));
-    let service = GuestAgentService::new(guests);
+    let token = CancellationToken::new();
+    let service = GuestAgentService::new(guests, token.clone(), config.exec_timeout);
+    let mtls = config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca_pem.is_some());
+    let auth = Authenticator::new(config.tokens.clone(), mtls);
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
@@ -88,15 +112,29 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         bound.push((l.to_string(), bind(l).await?));
     }
 
-    let token = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
     for (name, listener) in bound {
-        let router = Server::builder()
+        let mut builder = Server::builder();
+        if let (Bound::Tcp(_), Some(tls)) = (&listener, &config.tls) {
+            let mut t =
+                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(ca) = &tls.client_ca_pem {
+                t = t.client_ca_root(Certificate::from_pem(ca));
+            }
+            builder = builder.tls_config(t).map_err(|e| ServeError::Bind {
+                listen: name.clone(),
+                source: std::io::Error::other(e),
+            })?;
+        }
+        let router = builder
             .add_service(health_svc.clone())
             .add_service(reflection.clone())
-            .add_service(GuestAgentServer::new(service.clone()));
+            .add_service(InterceptedService::new(
+                GuestAgentServer::new(service.clone()),
+                auth.clone(),
+            ));
         let stop = token.clone().cancelled_owned();
-        tracing::info!(listen = %name, "serving");
+        tracing::info!(listen = %name, tls = config.tls.is_some() && matches!(listener, Bound::Tcp(_)), "serving");
         servers.spawn(async move {
             match listener {
                 Bound::Unix(l) => {
@@ -140,6 +178,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     } else {
         tracing::info!("all connections drained");
     }
+    service.close_parked().await;
     for l in &config.listen {
         if let Listen::Unix(p) = l {
             let _ = std::fs::remove_file(p);

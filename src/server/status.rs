@@ -99,7 +99,7 @@ mod tests {
 
     fn agent(class: &str, desc: &str) -> ApiError {
         ApiError::Qga(QgaError::Agent {
-            command: "guest-exec",
+            command: "guest-exec".into(),
             class: class.into(),
             desc: desc.into(),
         })
@@ -173,7 +173,7 @@ mod tests {
             (agent("GenericError", "boom"), Code::Unknown),
             (
                 ApiError::Qga(QgaError::CommandDisabled {
-                    command: "guest-exec",
+                    command: "guest-exec".into(),
                 }),
                 Code::FailedPrecondition,
             ),

@@ -1,0 +1,161 @@
+//! Validation of the authentication keys: TLS files, token digests, and the rule that a
+//! non-loopback TCP listener needs TLS or tokens unless `insecure = true`.
+
+use std::path::{Path, PathBuf};
+
+use super::{ConfigError, Listen, invalid, raw};
+
+/// TLS material for TCP listeners, read and checked at load time.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// Server certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// Server key, PEM.
+    pub key_pem: Vec<u8>,
+    /// Client CA, PEM; clients must present a certificate signed by it.
+    pub client_ca_pem: Option<Vec<u8>>,
+    /// Where the certificate came from (for messages).
+    pub cert_path: PathBuf,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert_path", &self.cert_path)
+            .field("mtls", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An accepted bearer token: its SHA-256, and who presenting it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// Caller identity.
+    pub identity: String,
+    /// Caller roles.
+    pub roles: Vec<String>,
+}
+
+pub(super) fn tls(t: raw::RawTls, base: &Path) -> Result<TlsConfig, ConfigError> {
+    let read = |key: &str, p: &str| {
+        let path = base.join(p);
+        std::fs::read(&path).map_err(|e| invalid(key, p, &format!("cannot read: {e}")))
+    };
+    let cert_pem = read("server.tls.cert", &t.cert)?;
+    let key_pem = read("server.tls.key", &t.key)?;
+    let client_ca_pem = t
+        .client_ca
+        .as_deref()
+        .map(|p| read("server.tls.client_ca", p))
+        .transpose()?;
+    for (key, pem) in [("server.tls.cert", &cert_pem), ("server.tls.key", &key_pem)] {
+        if !pem.starts_with(b"-----BEGIN") {
+            return Err(invalid(key, "(file)", "not PEM"));
+        }
+    }
+    Ok(TlsConfig {
+        cert_pem,
+        key_pem,
+        client_ca_pem,
+        cert_path: base.join(t.cert),
+    })
+}
+
+pub(super) fn tokens(raw: Vec<raw::RawToken>) -> Result<Vec<TokenEntry>, ConfigError> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let key = format!("server.tokens[{i}].sha256");
+            let bytes = hex_decode(&t.sha256).ok_or_else(|| {
+                invalid(
+                    &key,
+                    &t.sha256,
+                    "expected 64 hex digits (sha256 of the token)",
+                )
+            })?;
+            if t.identity.is_empty() {
+                return Err(invalid(
+                    &format!("server.tokens[{i}].identity"),
+                    "",
+                    "must not be empty",
+                ));
+            }
+            Ok(TokenEntry {
+                sha256: bytes,
+                identity: t.identity,
+                roles: t.roles,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn check_exposure(
+    listen: &[Listen],
+    tls: bool,
+    tokens: bool,
+    insecure: bool,
+) -> Result<(), ConfigError> {
+    for (i, l) in listen.iter().enumerate() {
+        if let Listen::Tcp(addr) = l
+            && !addr.ip().is_loopback()
+            && !tls
+            && !tokens
+            && !insecure
+        {
+            return Err(invalid(
+                &format!("server.listen[{i}]"),
+                &l.to_string(),
+                "a non-loopback TCP listener needs [server.tls] or [[server.tokens]] \
+                 (or `insecure = true` to accept unauthenticated callers anyway)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn hex_decode(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn exposure_rule() {
+        let parse = |t: &str| Config::parse(t, Path::new("/"));
+        let e = parse("[server]\nlisten=[\"tcp://0.0.0.0:5000\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("server.listen[0]") && e.contains("insecure"),
+            "{e}"
+        );
+        parse("[server]\nlisten=[\"tcp://0.0.0.0:5000\"]\ninsecure=true").unwrap();
+        parse("[server]\nlisten=[\"tcp://127.0.0.1:5000\"]").unwrap();
+        let ok = format!(
+            "[server]\nlisten=[\"tcp://0.0.0.0:5000\"]\n[[server.tokens]]\nsha256=\"{}\"\nidentity=\"ci\"\nroles=[\"ops\"]",
+            "ab".repeat(32)
+        );
+        let c = parse(&ok).unwrap();
+        assert_eq!(c.tokens[0].roles, vec!["ops".to_string()]);
+        let bad =
+            "[server]\nlisten=[\"unix:///a\"]\n[[server.tokens]]\nsha256=\"xyz\"\nidentity=\"ci\"";
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(
+            e.contains("server.tokens[0].sha256") && e.contains("xyz"),
+            "{e}"
+        );
+    }
+}

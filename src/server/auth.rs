@@ -1,0 +1,167 @@
+//! Who is calling: UNIX peer credentials, a bearer token (stored as SHA-256), or the
+//! subject of a verified client certificate (mTLS). Runs as a tonic interceptor and puts
+//! a [`Caller`] into each request's extensions.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tonic::{Request, Status, transport::server::UdsConnectInfo};
+
+use crate::config::TokenEntry;
+
+/// How a caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Peer credentials of a UNIX-socket connection.
+    Unix,
+    /// A configured bearer token.
+    Token,
+    /// A client certificate verified against `server.tls.client_ca`.
+    Mtls,
+    /// Nothing: a loopback (or `insecure`) TCP caller when no authentication is configured.
+    None,
+}
+
+impl AuthMethod {
+    /// Lower-case name, as policies and audit records see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Unix => "unix",
+            AuthMethod::Token => "token",
+            AuthMethod::Mtls => "mtls",
+            AuthMethod::None => "none",
+        }
+    }
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `uid:N`, a token's identity, a certificate's common name, or `anonymous`.
+    pub id: String,
+    /// How `id` was established.
+    pub auth: AuthMethod,
+    /// Roles (from the token entry).
+    pub roles: Vec<String>,
+    /// The peer address, for logs and audit.
+    pub peer: String,
+}
+
+/// Authenticates requests; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    tokens: Arc<Vec<TokenEntry>>,
+    /// TCP callers must present a token or certificate.
+    require_tcp_auth: bool,
+}
+
+impl Authenticator {
+    /// An authenticator for the configured tokens; TCP callers must authenticate when
+    /// tokens or mTLS are configured.
+    pub fn new(tokens: Vec<TokenEntry>, mtls: bool) -> Self {
+        let require_tcp_auth = !tokens.is_empty() || mtls;
+        Self {
+            tokens: Arc::new(tokens),
+            require_tcp_auth,
+        }
+    }
+
+    /// Establishes the caller of `req`.
+    pub fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let unix = req.extensions().get::<UdsConnectInfo>();
+        let peer = match (unix, req.remote_addr()) {
+            (Some(u), _) => u.peer_cred.map_or_else(
+                || "unix".to_owned(),
+                |c| format!("unix:pid={}", c.pid().unwrap_or(0)),
+            ),
+            (None, Some(a)) => a.to_string(),
+            (None, None) => "unknown".to_owned(),
+        };
+        if let Some(value) = req.metadata().get("authorization") {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+            let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+            let entry = self
+                .tokens
+                .iter()
+                .find(|t| t.sha256 == digest)
+                .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
+            return Ok(Caller {
+                id: entry.identity.clone(),
+                auth: AuthMethod::Token,
+                roles: entry.roles.clone(),
+                peer,
+            });
+        }
+        if let Some(u) = unix {
+            let uid = u.peer_cred.map(|c| c.uid());
+            return Ok(Caller {
+                id: uid.map_or_else(|| "unix:unknown".to_owned(), |u| format!("uid:{u}")),
+                auth: AuthMethod::Unix,
+                roles: Vec::new(),
+                peer,
+            });
+        }
+        if let Some(certs) = req.peer_certs()
+            && let Some(leaf) = certs.first()
+        {
+            return Ok(Caller {
+                id: cert_identity(leaf.as_ref())?,
+                auth: AuthMethod::Mtls,
+                roles: Vec::new(),
+                peer,
+            });
+        }
+        if self.require_tcp_auth {
+            return Err(Status::unauthenticated(
+                "this daemon requires a bearer token (authorization: Bearer <token>) or a client certificate",
+            ));
+        }
+        Ok(Caller {
+            id: "anonymous".into(),
+            auth: AuthMethod::None,
+            roles: Vec::new(),
+            peer,
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Authenticator {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let caller = self.authenticate(&req)?;
+        req.extensions_mut().insert(caller);
+        Ok(req)
+    }
+}
+
+/// The certificate's subject common name, else its first DNS name.
+fn cert_identity(der: &[u8]) -> Result<String, Status> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|_| Status::unauthenticated("unreadable client certificate"))?;
+    if let Some(cn) = cert.subject().iter_common_name().next()
+        && let Ok(s) = cn.as_str()
+    {
+        return Ok(s.to_owned());
+    }
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = name {
+                return Ok((*d).to_owned());
+            }
+        }
+    }
+    Err(Status::unauthenticated(
+        "client certificate names no subject",
+    ))
+}
+
+/// The caller the interceptor attached to a request.
+pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("request was not authenticated"))
+}

@@ -1,0 +1,288 @@
+//! Guest facts: Ping, GetAgentInfo, GetOsInfo, GetGuestInfo, ListDomains, and the raw
+//! AgentCommand passthrough.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tonic::Status;
+
+use super::{
+    service::{Call, GuestAgentService},
+    status::ApiError,
+};
+use crate::{guests::GuestEntry, pb};
+
+pub(crate) async fn ping(
+    s: &GuestAgentService,
+    _: &Call,
+    r: pb::PingRequest,
+) -> Result<pb::PingResponse, Status> {
+    let client = s.client(&r.domain).await?;
+    let started = Instant::now();
+    client
+        .ping()
+        .await
+        .map_err(|e| s.agent_error(&r.domain, e))?;
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    Ok(pb::PingResponse { latency_us })
+}
+
+pub(crate) async fn agent_info(
+    s: &GuestAgentService,
+    _: &Call,
+    r: pb::GetAgentInfoRequest,
+) -> Result<pb::GetAgentInfoResponse, Status> {
+    let client = s.client(&r.domain).await?;
+    let info = client
+        .info()
+        .await
+        .map_err(|e| s.agent_error(&r.domain, e))?;
+    Ok(pb::GetAgentInfoResponse {
+        version: info.version,
+        supported_commands: info
+            .supported_commands
+            .into_iter()
+            .map(|c| pb::AgentCommandInfo {
+                name: c.name,
+                enabled: c.enabled,
+                success_response: c.success_response,
+            })
+            .collect(),
+    })
+}
+
+pub(crate) async fn os_info(
+    s: &GuestAgentService,
+    _: &Call,
+    r: pb::GetOsInfoRequest,
+) -> Result<pb::GetOsInfoResponse, Status> {
+    let client = s.client(&r.domain).await?;
+    let os = client
+        .osinfo()
+        .await
+        .map_err(|e| s.agent_error(&r.domain, e))?;
+    Ok(pb::GetOsInfoResponse {
+        id: os.id.unwrap_or_default(),
+        name: os.name.unwrap_or_default(),
+        pretty_name: os.pretty_name.unwrap_or_default(),
+        version: os.version.unwrap_or_default(),
+        version_id: os.version_id.unwrap_or_default(),
+        kernel_release: os.kernel_release.unwrap_or_default(),
+        kernel_version: os.kernel_version.unwrap_or_default(),
+        machine: os.machine.unwrap_or_default(),
+        variant: os.variant.unwrap_or_default(),
+        variant_id: os.variant_id.unwrap_or_default(),
+    })
+}
+
+/// How long ListDomains waits for each agent's ping (all are pinged at once).
+const LIST_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(crate) async fn list_domains(
+    s: &GuestAgentService,
+    _: &Call,
+    _: pb::ListDomainsRequest,
+) -> Result<pb::ListDomainsResponse, Status> {
+    let entries = s.shared.guests.list().await.map_err(ApiError::from)?;
+    let mut pings = tokio::task::JoinSet::new();
+    for (i, e) in entries.iter().enumerate() {
+        if !e.running {
+            continue;
+        }
+        let guests = s.shared.guests.clone();
+        let name = e.name.clone();
+        pings.spawn(async move {
+            let Ok(client) = guests.resolve(&name).await else {
+                return (i, false, None);
+            };
+            let client = client.with_timeout(LIST_PING_TIMEOUT);
+            let ok = client.ping().await.is_ok();
+            (i, ok, client.cached_os().and_then(|o| o.id.clone()))
+        });
+    }
+    let mut domains: Vec<pb::DomainInfo> = entries.iter().map(domain_info).collect();
+    while let Some(Ok((i, ok, os))) = pings.join_next().await {
+        if let Some(d) = domains.get_mut(i) {
+            d.agent_connected = ok;
+            d.os_id = os.unwrap_or_default();
+        }
+    }
+    Ok(pb::ListDomainsResponse { domains })
+}
+
+fn domain_info(e: &GuestEntry) -> pb::DomainInfo {
+    pb::DomainInfo {
+        name: e.name.clone(),
+        hypervisor: e.hypervisor.clone().unwrap_or_default(),
+        state: e.state.clone(),
+        agent_connected: false,
+        os_id: String::new(),
+        uuid: e.uuid.clone().unwrap_or_default(),
+    }
+}
+
+pub(crate) async fn guest_info(
+    s: &GuestAgentService,
+    _: &Call,
+    r: pb::GetGuestInfoRequest,
+) -> Result<pb::GetGuestInfoResponse, Status> {
+    let client = s.client(&r.domain).await?;
+    // Fail fast (and map the error) when the agent is not there at all.
+    client
+        .ping()
+        .await
+        .map_err(|e| s.agent_error(&r.domain, e))?;
+    let mut out = pb::GetGuestInfoResponse::default();
+    let timeout = client.timeout();
+    let get = async |cmd: &'static str| -> Option<Value> {
+        match client.call_raw(cmd, None, timeout).await {
+            Ok(raw) => serde_json::from_slice(&raw).ok(),
+            Err(e) => {
+                out_unavailable(cmd, &e.to_string());
+                None
+            }
+        }
+    };
+    let mut unavailable = Vec::new();
+    let mut note = |section: &str, v: Option<Value>| {
+        if v.is_none() {
+            unavailable.push(section.to_owned());
+        }
+        v
+    };
+    if let Some(v) = note("hostname", get("guest-get-host-name").await) {
+        out.hostname = v["host-name"].as_str().map(str::to_owned);
+    }
+    if let Some(v) = note("timezone", get("guest-get-timezone").await) {
+        out.timezone = v["zone"].as_str().map(str::to_owned);
+        out.timezone_offset_s = v["offset"].as_i64();
+    }
+    if let Some(v) = note("users", get("guest-get-users").await) {
+        out.users = arr(&v)
+            .map(|u| pb::GuestUser {
+                user: str_of(u, "user"),
+                login_time: u["login-time"].as_f64().unwrap_or_default(),
+                domain: str_of(u, "domain"),
+            })
+            .collect();
+    }
+    if let Some(v) = note("filesystems", get("guest-get-fsinfo").await) {
+        out.filesystems = arr(&v)
+            .map(|f| pb::GuestFilesystem {
+                name: str_of(f, "name"),
+                mountpoint: str_of(f, "mountpoint"),
+                r#type: str_of(f, "type"),
+                used_bytes: f["used-bytes"].as_u64(),
+                total_bytes: f["total-bytes"].as_u64(),
+            })
+            .collect();
+    }
+    if let Some(v) = note("interfaces", get("guest-network-get-interfaces").await) {
+        out.interfaces = arr(&v)
+            .map(|i| pb::GuestInterface {
+                name: str_of(i, "name"),
+                hardware_address: str_of(i, "hardware-address"),
+                ip_addresses: arr(&i["ip-addresses"])
+                    .map(|a| {
+                        format!(
+                            "{}/{}",
+                            str_of(a, "ip-address"),
+                            a["prefix"].as_u64().unwrap_or(0)
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+    }
+    if let Some(v) = note("vcpus", get("guest-get-vcpus").await) {
+        out.vcpus_online = Some(
+            arr(&v)
+                .filter(|c| c["online"].as_bool() == Some(true))
+                .count() as u32,
+        );
+    }
+    if let Some(v) = note("disks", get("guest-get-disks").await) {
+        out.disks = arr(&v)
+            .map(|d| pb::GuestDisk {
+                name: str_of(d, "name"),
+                partition: d["partition"].as_bool().unwrap_or(false),
+                alias: str_of(d, "alias"),
+            })
+            .collect();
+    }
+    for section in unavailable {
+        out.unavailable
+            .insert(section, "not provided by this guest agent".into());
+    }
+    Ok(out)
+}
+
+fn out_unavailable(cmd: &str, why: &str) {
+    tracing::debug!(cmd, why, "guest info section unavailable");
+}
+
+fn arr(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+fn str_of(v: &Value, key: &str) -> String {
+    v[key].as_str().unwrap_or_default().to_owned()
+}
+
+/// Commands AgentCommand refuses: the sync commands would break the daemon's own
+/// connection discipline; typed RPCs exist for the rest and keep replies bounded.
+const PASSTHROUGH_REFUSED: &[&str] = &[
+    "guest-sync",
+    "guest-sync-delimited",
+    "guest-exec-status",
+    "guest-file-read",
+];
+
+pub(crate) async fn agent_command(
+    s: &GuestAgentService,
+    _: &Call,
+    r: pb::AgentCommandRequest,
+) -> Result<pb::AgentCommandResponse, Status> {
+    let valid_name = r.command.starts_with("guest-")
+        && r.command.len() < 64
+        && r.command
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid_name {
+        return Err(Status::invalid_argument(format!(
+            "not a guest agent command: {:?}",
+            r.command
+        )));
+    }
+    if PASSTHROUGH_REFUSED.contains(&r.command.as_str()) {
+        return Err(Status::invalid_argument(format!(
+            "{} is not available through AgentCommand; use the typed RPC (Exec, ReadFile)",
+            r.command
+        )));
+    }
+    let arguments = if r.arguments_json.trim().is_empty() {
+        None
+    } else {
+        match serde_json::from_str::<Value>(&r.arguments_json) {
+            Ok(Value::Object(_)) => Some(r.arguments_json.clone()),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "arguments_json must be a JSON object",
+                ));
+            }
+        }
+    };
+    let client = s.client(&r.domain).await?;
+    let timeout = if r.timeout_ms == 0 {
+        client.timeout()
+    } else {
+        Duration::from_millis(r.timeout_ms)
+    };
+    let raw = client
+        .call_raw(&r.command, arguments, timeout)
+        .await
+        .map_err(|e| s.agent_error(&r.domain, e))?;
+    Ok(pb::AgentCommandResponse {
+        return_json: String::from_utf8_lossy(&raw).into_owned(),
+    })
+}

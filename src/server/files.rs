@@ -1,0 +1,361 @@
+//! ReadFile and WriteFile: chunked streaming with SHA-256, bounded per transport, and
+//! every guest handle closed on every path (client cancel included).
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::{
+    metrics,
+    service::{Call, EventStream, GuestAgentService, STREAM_BUFFER},
+    status::ApiError,
+};
+use crate::{
+    pb,
+    qga::{AgentClient, DEFAULT_CHUNK, OpenFile, QgaError, commands::Whence},
+};
+
+fn check_path(path: &str) -> Result<(), Status> {
+    if path.is_empty() || path.contains('\0') {
+        return Err(Status::invalid_argument(format!(
+            "invalid guest path {path:?}"
+        )));
+    }
+    if !(path.starts_with('/') || path.get(1..3) == Some(":\\")) {
+        return Err(Status::invalid_argument(format!(
+            "guest path must be absolute: {path:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn data_err(e: base64::DecodeError) -> QgaError {
+    QgaError::Agent {
+        command: "guest-file-read".into(),
+        class: "InvalidReply".into(),
+        desc: format!("bad base64 from agent: {e}"),
+    }
+}
+
+pub(crate) async fn read(
+    s: &GuestAgentService,
+    call: Call,
+    r: pb::ReadFileRequest,
+) -> Result<EventStream<pb::FileChunk>, Status> {
+    let setup = async {
+        check_path(&r.path)?;
+        let offset = i64::try_from(r.offset).map_err(|_| {
+            Status::invalid_argument(format!("offset {} is out of range", r.offset))
+        })?;
+        let client = s.client(&r.domain).await?;
+        let file = client
+            .open(&r.path, "r")
+            .await
+            .map_err(|e| s.agent_error(&r.domain, e))?;
+        if offset > 0 {
+            client
+                .file_seek(file.handle(), offset, Whence::Set)
+                .await
+                .map_err(|e| s.agent_error(&r.domain, e))?;
+        }
+        Ok::<_, Status>((client, file))
+    }
+    .await;
+    let (client, file) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            call.finish::<()>(&Err(e.clone()));
+            return Err(e);
+        }
+    };
+    let max = client.transport().chunk_bounds().max_read;
+    let chunk = match r.chunk_size {
+        0 => DEFAULT_CHUNK,
+        n => n as usize,
+    }
+    .min(max);
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let token = s.shared.shutdown.clone();
+    tokio::spawn(async move {
+        let res = tokio::select! {
+            res = stream_file(&client, &file, r.offset, r.length, chunk, &tx) => res,
+            () = token.cancelled() => Err(Status::unavailable("the daemon is shutting down")),
+        };
+        // Close before reporting, so a client that sees the end sees no open handle.
+        if let Err(e) = file.close().await {
+            tracing::warn!(error = %e, "closing a read handle failed");
+        }
+        if let Err(st) = &res
+            && st.code() != tonic::Code::Cancelled
+        {
+            let _ = tx.send(Err(st.clone())).await;
+        }
+        call.finish(&res);
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+async fn stream_file(
+    client: &AgentClient,
+    file: &OpenFile,
+    start: u64,
+    length: u64,
+    chunk: usize,
+    tx: &mpsc::Sender<Result<pb::FileChunk, Status>>,
+) -> Result<(), Status> {
+    let mut hasher = Sha256::new();
+    let mut offset = start;
+    let mut total = 0u64;
+    loop {
+        let left = if length == 0 {
+            u64::MAX
+        } else {
+            length - total
+        };
+        if left == 0 {
+            break;
+        }
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(chunk);
+        let r = client
+            .file_read(file.handle(), Some(want))
+            .await
+            .map_err(|e| Status::from(ApiError::Qga(e)))?;
+        let data = r
+            .data()
+            .map_err(|e| Status::from(ApiError::Qga(data_err(e))))?;
+        let n = data.len() as u64;
+        if n > 0 {
+            hasher.update(&data);
+            metrics::bytes("read", data.len());
+            let msg = pb::FileChunk {
+                offset,
+                data,
+                ..Default::default()
+            };
+            tx.send(Ok(msg))
+                .await
+                .map_err(|_| Status::cancelled("client left"))?;
+            offset += n;
+            total += n;
+        }
+        if r.eof || n == 0 {
+            break;
+        }
+    }
+    let last = pb::FileChunk {
+        offset,
+        data: Vec::new(),
+        eof: true,
+        total_bytes: total,
+        sha256: hasher.finalize().to_vec(),
+    };
+    tx.send(Ok(last))
+        .await
+        .map_err(|_| Status::cancelled("client left"))
+}
+
+pub(crate) async fn write(
+    s: &GuestAgentService,
+    _call: &Call,
+    mut stream: Streaming<pb::WriteFileRequest>,
+) -> Result<pb::WriteFileResponse, Status> {
+    let header = match stream.message().await? {
+        Some(pb::WriteFileRequest {
+            msg: Some(pb::write_file_request::Msg::Header(h)),
+        }) => h,
+        _ => {
+            return Err(Status::invalid_argument(
+                "the first WriteFile message must be the header",
+            ));
+        }
+    };
+    check_path(&header.path)?;
+    if !header.expected_sha256.is_empty() && header.expected_sha256.len() != 32 {
+        return Err(Status::invalid_argument("expected_sha256 must be 32 bytes"));
+    }
+    if let Some(p) = header.permissions
+        && p > 0o7777
+    {
+        return Err(Status::invalid_argument(format!(
+            "permissions {p:o} are not mode bits"
+        )));
+    }
+    let mode = pb::WriteMode::try_from(header.mode)
+        .map_err(|_| Status::invalid_argument(format!("unknown write mode {}", header.mode)))?;
+    let client = s.client(&header.domain).await?;
+    let os = client
+        .os()
+        .await
+        .map_err(|e| s.agent_error(&header.domain, e))?;
+    let append = mode == pb::WriteMode::Append;
+    // Atomic replace needs the guest's mv/ln; on Windows guests writes go straight in.
+    let atomic = header.atomic.unwrap_or(true) && !append && !os.is_windows();
+    let exists = || async {
+        match client.open(&header.path, "r").await {
+            Ok(f) => f.close().await.map(|()| true),
+            Err(e) if e.to_string().contains("No such file") => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    let map = |e| s.agent_error(&header.domain, e);
+    match mode {
+        pb::WriteMode::Truncate if !exists().await.map_err(map)? => {
+            return Err(Status::not_found(format!(
+                "{} does not exist (mode TRUNCATE)",
+                header.path
+            )));
+        }
+        pb::WriteMode::Exclusive if exists().await.map_err(map)? => {
+            return Err(Status::already_exists(format!(
+                "{} exists (mode EXCLUSIVE)",
+                header.path
+            )));
+        }
+        _ => {}
+    }
+    let target = header.path.clone();
+    let dest = if atomic {
+        temp_name(&target)
+    } else {
+        target.clone()
+    };
+    let file = client
+        .open(&dest, if append { "a" } else { "w" })
+        .await
+        .map_err(map)?;
+    let written = receive(&client, &file, &mut stream, &s.shared.shutdown).await;
+    let closed = file.close().await;
+    let fail = |st: Status| async {
+        if atomic {
+            let _ = client.run_small("/bin/rm", &["-f", "--", &dest]).await;
+        }
+        Err(st)
+    };
+    let (bytes_written, sha256) = match (written, closed) {
+        (Ok(w), Ok(())) => w,
+        (Err(st), _) => return fail(st).await,
+        (_, Err(e)) => return fail(map(e)).await,
+    };
+    if !header.expected_sha256.is_empty() && header.expected_sha256 != sha256 {
+        return fail(Status::invalid_argument(format!(
+            "checksum mismatch: data has sha256 {}, header expected {}{}",
+            hex(&sha256),
+            hex(&header.expected_sha256),
+            if atomic {
+                "; the target was not touched"
+            } else {
+                ""
+            }
+        )))
+        .await;
+    }
+    let finish = async {
+        if let Some(p) = header.permissions {
+            helper(&client, "/bin/chmod", &[&format!("{p:o}"), "--", &dest]).await?;
+        }
+        if atomic {
+            if mode == pb::WriteMode::Exclusive {
+                // A hard link fails if the target appeared meanwhile: exclusive and atomic.
+                helper(&client, "/bin/ln", &["--", &dest, &target]).await?;
+                helper(&client, "/bin/rm", &["-f", "--", &dest]).await?;
+            } else {
+                helper(&client, "/bin/mv", &["-f", "--", &dest, &target]).await?;
+            }
+        }
+        Ok::<_, Status>(())
+    };
+    if let Err(st) = finish.await {
+        return fail(st).await;
+    }
+    Ok(pb::WriteFileResponse {
+        bytes_written,
+        sha256,
+    })
+}
+
+/// Receives data messages and writes them in chunks; returns bytes and SHA-256.
+async fn receive(
+    client: &AgentClient,
+    file: &OpenFile,
+    stream: &mut Streaming<pb::WriteFileRequest>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<(u64, Vec<u8>), Status> {
+    let chunk = client
+        .transport()
+        .chunk_bounds()
+        .max_write
+        .min(DEFAULT_CHUNK);
+    let mut hasher = Sha256::new();
+    let mut buf = Vec::with_capacity(chunk);
+    let mut total = 0u64;
+    loop {
+        let msg = tokio::select! {
+            m = stream.message() => m?,
+            () = shutdown.cancelled() => return Err(Status::unavailable("the daemon is shutting down")),
+        };
+        let done = match msg {
+            None => true,
+            Some(pb::WriteFileRequest {
+                msg: Some(pb::write_file_request::Msg::Data(d)),
+            }) => {
+                hasher.update(&d);
+                buf.extend_from_slice(&d);
+                false
+            }
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "only data messages may follow the header",
+                ));
+            }
+        };
+        while buf.len() >= chunk || (done && !buf.is_empty()) {
+            let n = buf.len().min(chunk);
+            let w = client
+                .file_write(file.handle(), &buf[..n])
+                .await
+                .map_err(|e| Status::from(ApiError::Qga(e)))?;
+            if w.count as usize != n {
+                return Err(Status::data_loss(format!(
+                    "guest wrote {} of {n} bytes",
+                    w.count
+                )));
+            }
+            metrics::bytes("write", n);
+            total += n as u64;
+            buf.drain(..n);
+        }
+        if done {
+            client
+                .file_flush(file.handle())
+                .await
+                .map_err(|e| Status::from(ApiError::Qga(e)))?;
+            return Ok((total, hasher.finalize().to_vec()));
+        }
+    }
+}
+
+async fn helper(client: &AgentClient, path: &str, args: &[&str]) -> Result<(), Status> {
+    let r = client
+        .run_small(path, args)
+        .await
+        .map_err(|e| Status::from(ApiError::Qga(e)))?;
+    if r.success() {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "{path} {} failed in the guest: {}",
+            args.join(" "),
+            r.decode_stderr().unwrap_or_default().trim()
+        )))
+    }
+}
+
+fn temp_name(target: &str) -> String {
+    let (dir, base) = target.rsplit_once('/').unwrap_or(("", target));
+    format!("{dir}/.{base}.atp-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
