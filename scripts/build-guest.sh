@@ -131,6 +131,8 @@ OSR
 case "$1" in -r) exec reboot -f ;; -H) exec halt -f ;; *) exec poweroff -f ;; esac
 SD
   chmod +x "$R/sbin/shutdown"
+  # qemu-ga's guest-set-time runs /sbin/hwclock; busybox has the applet.
+  ln -s ../bin/busybox "$R/sbin/hwclock"
   write_init "$R"
   (cd "$R" && find . | cpio -o -H newc --quiet) > "$OUT/initrd-$flavour.img"
   echo "build-guest: $OUT/initrd-$flavour.img ($(du -h "$OUT/initrd-$flavour.img" | cut -f1)), kernel $KVER"

@@ -16,6 +16,10 @@ use crate::{
     qga::{AgentClient, DEFAULT_CHUNK, OpenFile, QgaError, commands::Whence},
 };
 
+/// An upload that sends nothing for this long is abandoned (its guest handle would
+/// otherwise stay open for as long as a stalled client keeps its connection).
+const WRITE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn check_path(path: &str) -> Result<(), Status> {
     if path.is_empty() || path.contains('\0') {
         return Err(Status::invalid_argument(format!(
@@ -293,6 +297,12 @@ async fn receive(
         let msg = tokio::select! {
             m = stream.message() => m?,
             () = shutdown.cancelled() => return Err(Status::unavailable("the daemon is shutting down")),
+            () = tokio::time::sleep(WRITE_IDLE_TIMEOUT) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no data for {}s; upload abandoned",
+                    WRITE_IDLE_TIMEOUT.as_secs()
+                )));
+            }
         };
         let done = match msg {
             None => true,

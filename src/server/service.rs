@@ -226,11 +226,18 @@ impl GuestAgent for GuestAgentService {
         request: Request<Streaming<pb::WriteFileRequest>>,
     ) -> Result<Response<pb::WriteFileResponse>, Status> {
         let call = self.begin("WriteFile", &request)?;
-        let res = files::write(self, &call, request.into_inner())
-            .await
-            .map(Response::new);
-        call.finish(&res);
-        res
+        // A task of its own, so that a client that vanishes mid-upload still gets its
+        // temp file removed and its handle closed (the stream then reports an error).
+        let svc = self.clone();
+        let stream = request.into_inner();
+        let task = tokio::spawn(async move {
+            let res = files::write(&svc, &call, stream).await;
+            call.finish(&res);
+            res
+        });
+        task.await
+            .map_err(|e| Status::internal(format!("write task failed: {e}")))?
+            .map(Response::new)
     }
 
     async fn list_tasks(

@@ -36,7 +36,7 @@ pub fn to_status(err: &ApiError) -> Status {
                 } else if class == "CommandNotFound" {
                     Code::Unimplemented
                 } else {
-                    Code::Unknown
+                    generic_code(desc)
                 }
             }
             QgaError::CommandDisabled { .. } => Code::FailedPrecondition,
@@ -45,6 +45,28 @@ pub fn to_status(err: &ApiError) -> Status {
         },
     };
     Status::new(code, message(err))
+}
+
+/// qemu-ga reports every other failure as `GenericError`; its description carries the
+/// guest's errno text, which says what kind of failure it was.
+fn generic_code(desc: &str) -> Code {
+    const TABLE: &[(&str, Code)] = &[
+        ("No such file or directory", Code::NotFound),
+        ("has not been found", Code::NotFound),
+        ("Permission denied", Code::PermissionDenied),
+        ("Operation not permitted", Code::PermissionDenied),
+        ("File exists", Code::AlreadyExists),
+        ("No space left on device", Code::ResourceExhausted),
+        ("Is a directory", Code::FailedPrecondition),
+        ("Not a directory", Code::FailedPrecondition),
+        ("is invalid for argument", Code::InvalidArgument),
+        ("Invalid parameter", Code::InvalidArgument),
+        ("frozen state", Code::FailedPrecondition),
+    ];
+    TABLE
+        .iter()
+        .find(|(needle, _)| desc.contains(needle))
+        .map_or(Code::Unknown, |(_, code)| *code)
 }
 
 fn libvirt_code(e: &LibvirtError) -> Code {
@@ -171,6 +193,33 @@ mod tests {
                 Code::Unimplemented,
             ),
             (agent("GenericError", "boom"), Code::Unknown),
+            (
+                agent(
+                    "GenericError",
+                    "failed to open file '/x' (mode: 'r'): No such file or directory",
+                ),
+                Code::NotFound,
+            ),
+            (
+                agent("GenericError", "handle '999' has not been found"),
+                Code::NotFound,
+            ),
+            (
+                agent("GenericError", "failed to open file: Permission denied"),
+                Code::PermissionDenied,
+            ),
+            (agent("GenericError", "File exists"), Code::AlreadyExists),
+            (
+                agent("GenericError", "No space left on device"),
+                Code::ResourceExhausted,
+            ),
+            (
+                agent(
+                    "GenericError",
+                    "value '51380224' is invalid for argument count",
+                ),
+                Code::InvalidArgument,
+            ),
             (
                 ApiError::Qga(QgaError::CommandDisabled {
                     command: "guest-exec".into(),

@@ -182,13 +182,15 @@ impl Worker {
             conn.read_line().await?
         } else {
             match tokio::time::timeout(NO_REPLY_WAIT, conn.read_line()).await {
-                Ok(line) => line?,
-                Err(_) => {
+                Ok(Ok(line)) => line,
+                // The agent (or the guest) went away: what a shutdown or suspend does.
+                Ok(Err(TransportError::Closed | TransportError::Io(_))) | Err(_) => {
                     // Accepted: the agent answers these only when they fail. A late error
                     // must not meet the next caller, so start over with a resync.
                     self.conn = None;
                     return Ok(AgentReply::Return(b"{}".to_vec()));
                 }
+                Ok(Err(e)) => return Err(e),
             }
         };
         let parsed = parse_reply(&line)?;

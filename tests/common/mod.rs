@@ -139,3 +139,64 @@ pub async fn eventually(mut cond: impl FnMut() -> bool, what: &str) {
     }
     panic!("not reached within 10 s: {what}");
 }
+
+/// What an Exec stream delivered.
+#[derive(Debug, Default)]
+pub struct ExecOutcome {
+    pub exec_id: String,
+    pub pid: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exited: Option<ocloudview_atp::pb::ExecExited>,
+    pub error: Option<tonic::Status>,
+}
+
+/// Reads an exec event stream to its end.
+pub async fn drain_exec(mut s: tonic::Streaming<ocloudview_atp::pb::ExecEvent>) -> ExecOutcome {
+    use ocloudview_atp::pb::exec_event::Event;
+    let mut out = ExecOutcome::default();
+    loop {
+        match s.message().await {
+            Ok(Some(ev)) => match ev.event.unwrap() {
+                Event::Started(st) => {
+                    out.exec_id = st.exec_id;
+                    out.pid = st.pid;
+                }
+                Event::Stdout(d) => out.stdout.extend(d),
+                Event::Stderr(d) => out.stderr.extend(d),
+                Event::Exited(x) => out.exited = Some(x),
+            },
+            Ok(None) => return out,
+            Err(st) => {
+                out.error = Some(st);
+                return out;
+            }
+        }
+    }
+}
+
+/// An Exec request running `script` with `/bin/sh -c`.
+pub fn sh_request(domain: &str, script: &str) -> ocloudview_atp::pb::ExecRequest {
+    ocloudview_atp::pb::ExecRequest {
+        domain: domain.into(),
+        command: Some(ocloudview_atp::pb::exec_request::Command::Argv(
+            ocloudview_atp::pb::Argv {
+                path: "/bin/sh".into(),
+                args: vec!["-c".into(), script.into()],
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// A daemon serving one host agent as guest `host`.
+pub async fn daemon_for(agent: &ocloudview_atp::testbed::HostAgent, extra: &str) -> Daemon {
+    Daemon::start(
+        &[],
+        &format!(
+            "{extra}\n[[guests]]\nname = \"host\"\nsocket = \"{}\"\n",
+            agent.socket().display()
+        ),
+    )
+    .await
+}
