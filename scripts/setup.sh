@@ -1,7 +1,8 @@
 #!/bin/bash
 # Installs what ocloudview-atp needs on a Debian 12 machine, and only what is missing:
 # the real guest agent, QEMU, libvirt (daemon, client and headers for the `virt` crate),
-# and the pieces of the test guest image. Safe to run again; does nothing when all is there.
+# the pieces of the test guest image, and the Python example client's .venv. Safe to run
+# again; does nothing when all is there.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -18,23 +19,53 @@ PACKAGES=(
   util-linux              # setpriv, to run the session libvirtd as nobody
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
+apt_install() {
+  echo "setup: installing $*"
   SUDO=
   if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install $*" >&2; exit 1; }
     SUDO=sudo
   fi
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install "${missing[@]}"
 fi
 
 if ! command -v cargo >/dev/null; then
   [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
-echo "setup: ok ($(qemu-ga --version 2>&1 | head -1); $(libvirtd --version); $(cargo --version))"
+
+# The Python example client's virtualenv (.venv in the repo root; tests/python_client.rs
+# runs it), made again when missing or broken, and refilled when requirements.txt changed.
+# Debian's python3 needs python3-venv (ensurepip) for `python3 -m venv`.
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="$ROOT/.venv"
+REQS="$ROOT/examples/python/requirements.txt"
+command -v python3 >/dev/null || apt_install python3
+want="$(sha256sum "$REQS" | cut -d' ' -f1)"
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ] \
+  || ! "$VENV/bin/python" -c 'import grpc, grpc_tools.protoc, google.protobuf' 2>/dev/null; then
+  if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    echo "setup: creating $VENV"
+    rm -rf "$VENV"
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+      rm -rf "$VENV"
+      installed python3-venv || apt_install python3-venv
+      python3 -m venv "$VENV"
+    fi
+  fi
+  echo "setup: installing examples/python/requirements.txt into .venv"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS"
+  echo "$want" >"$VENV/.requirements.sha256"
+fi
+
+echo "setup: ok ($(qemu-ga --version 2>&1 | head -1); $(libvirtd --version); $(cargo --version); $("$VENV/bin/python" --version))"

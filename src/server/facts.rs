@@ -10,7 +10,17 @@ use super::{
     service::{Call, GuestAgentService},
     status::ApiError,
 };
-use crate::{guests::GuestEntry, pb};
+use crate::{
+    guests::GuestEntry,
+    pb,
+    qga::{
+        QgaError,
+        commands::{
+            GuestGetDisks, GuestGetFsinfo, GuestGetHostName, GuestGetTimezone, GuestGetUsers,
+            GuestGetVcpus, GuestNetworkGetInterfaces,
+        },
+    },
+};
 
 pub(crate) async fn ping(
     s: &GuestAgentService,
@@ -127,106 +137,86 @@ pub(crate) async fn guest_info(
     r: pb::GetGuestInfoRequest,
 ) -> Result<pb::GetGuestInfoResponse, Status> {
     let client = s.client(&r.domain).await?;
-    // Fail fast (and map the error) when the agent is not there at all.
+    // Fail fast (with a mapped error) when the agent is not there at all.
     client
         .ping()
         .await
         .map_err(|e| s.agent_error(&r.domain, e))?;
     let mut out = pb::GetGuestInfoResponse::default();
-    let timeout = client.timeout();
-    let get = async |cmd: &'static str| -> Option<Value> {
-        match client.call_raw(cmd, None, timeout).await {
-            Ok(raw) => serde_json::from_slice(&raw).ok(),
-            Err(e) => {
-                out_unavailable(cmd, &e.to_string());
-                None
-            }
-        }
-    };
-    let mut unavailable = Vec::new();
-    let mut note = |section: &str, v: Option<Value>| {
-        if v.is_none() {
-            unavailable.push(section.to_owned());
-        }
-        v
-    };
-    if let Some(v) = note("hostname", get("guest-get-host-name").await) {
-        out.hostname = v["host-name"].as_str().map(str::to_owned);
+    let u = &mut out.unavailable;
+    let host = section(client.call(&GuestGetHostName).await, "hostname", u);
+    let tz = section(client.call(&GuestGetTimezone).await, "timezone", u);
+    let users = section(client.call(&GuestGetUsers).await, "users", u);
+    let fs = section(client.call(&GuestGetFsinfo).await, "filesystems", u);
+    let nics = section(
+        client.call(&GuestNetworkGetInterfaces).await,
+        "interfaces",
+        u,
+    );
+    let cpus = section(client.call(&GuestGetVcpus).await, "vcpus", u);
+    let disks = section(client.call(&GuestGetDisks).await, "disks", u);
+    out.hostname = host.map(|h| h.host_name);
+    if let Some(tz) = tz {
+        out.timezone = tz.zone;
+        out.timezone_offset_s = Some(tz.offset);
     }
-    if let Some(v) = note("timezone", get("guest-get-timezone").await) {
-        out.timezone = v["zone"].as_str().map(str::to_owned);
-        out.timezone_offset_s = v["offset"].as_i64();
-    }
-    if let Some(v) = note("users", get("guest-get-users").await) {
-        out.users = arr(&v)
-            .map(|u| pb::GuestUser {
-                user: str_of(u, "user"),
-                login_time: u["login-time"].as_f64().unwrap_or_default(),
-                domain: str_of(u, "domain"),
-            })
-            .collect();
-    }
-    if let Some(v) = note("filesystems", get("guest-get-fsinfo").await) {
-        out.filesystems = arr(&v)
-            .map(|f| pb::GuestFilesystem {
-                name: str_of(f, "name"),
-                mountpoint: str_of(f, "mountpoint"),
-                r#type: str_of(f, "type"),
-                used_bytes: f["used-bytes"].as_u64(),
-                total_bytes: f["total-bytes"].as_u64(),
-            })
-            .collect();
-    }
-    if let Some(v) = note("interfaces", get("guest-network-get-interfaces").await) {
-        out.interfaces = arr(&v)
-            .map(|i| pb::GuestInterface {
-                name: str_of(i, "name"),
-                hardware_address: str_of(i, "hardware-address"),
-                ip_addresses: arr(&i["ip-addresses"])
-                    .map(|a| {
-                        format!(
-                            "{}/{}",
-                            str_of(a, "ip-address"),
-                            a["prefix"].as_u64().unwrap_or(0)
-                        )
-                    })
-                    .collect(),
-            })
-            .collect();
-    }
-    if let Some(v) = note("vcpus", get("guest-get-vcpus").await) {
-        out.vcpus_online = Some(
-            arr(&v)
-                .filter(|c| c["online"].as_bool() == Some(true))
-                .count() as u32,
-        );
-    }
-    if let Some(v) = note("disks", get("guest-get-disks").await) {
-        out.disks = arr(&v)
-            .map(|d| pb::GuestDisk {
-                name: str_of(d, "name"),
-                partition: d["partition"].as_bool().unwrap_or(false),
-                alias: str_of(d, "alias"),
-            })
-            .collect();
-    }
-    for section in unavailable {
-        out.unavailable
-            .insert(section, "not provided by this guest agent".into());
-    }
+    out.users = users
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| pb::GuestUser {
+            user: u.user,
+            login_time: u.login_time,
+            domain: u.domain.unwrap_or_default(),
+        })
+        .collect();
+    out.filesystems = fs
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| pb::GuestFilesystem {
+            name: f.name,
+            mountpoint: f.mountpoint,
+            r#type: f.fs_type,
+            used_bytes: f.used_bytes,
+            total_bytes: f.total_bytes,
+        })
+        .collect();
+    out.interfaces = nics
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| pb::GuestInterface {
+            name: n.name,
+            hardware_address: n.hardware_address.unwrap_or_default(),
+            ip_addresses: n
+                .ip_addresses
+                .iter()
+                .map(|a| format!("{}/{}", a.ip_address, a.prefix))
+                .collect(),
+        })
+        .collect();
+    out.vcpus_online = cpus.map(|c| c.iter().filter(|p| p.online).count() as u32);
+    out.disks = disks
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| pb::GuestDisk {
+            name: d.name,
+            partition: d.partition,
+            alias: d.alias.unwrap_or_default(),
+        })
+        .collect();
     Ok(out)
 }
 
-fn out_unavailable(cmd: &str, why: &str) {
-    tracing::debug!(cmd, why, "guest info section unavailable");
-}
-
-fn arr(v: &Value) -> impl Iterator<Item = &Value> {
-    v.as_array().into_iter().flatten()
-}
-
-fn str_of(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_owned()
+/// A section of GetGuestInfo, or the reason it is missing (disabled, unsupported, failed).
+fn section<T>(
+    res: Result<T, QgaError>,
+    name: &str,
+    unavailable: &mut std::collections::HashMap<String, String>,
+) -> Option<T> {
+    res.map_err(|e| {
+        tracing::debug!(section = name, error = %e, "guest info section unavailable");
+        unavailable.insert(name.to_owned(), e.to_string());
+    })
+    .ok()
 }
 
 /// Commands AgentCommand refuses: the sync commands would break the daemon's own

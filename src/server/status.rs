@@ -89,6 +89,7 @@ fn transport_code(e: &TransportError) -> Code {
         TransportError::Timeout(_) => Code::DeadlineExceeded,
         TransportError::DomainNotRunning(_) => Code::FailedPrecondition,
         TransportError::DomainNotFound(_) => Code::NotFound,
+        TransportError::RequestTooLarge { .. } => Code::InvalidArgument,
     }
 }
 

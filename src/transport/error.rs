@@ -43,6 +43,14 @@ pub enum TransportError {
         /// libvirt's message.
         message: String,
     },
+    /// The request is larger than this transport carries safely.
+    #[error("request of {size} bytes is larger than this transport carries safely ({max})")]
+    RequestTooLarge {
+        /// Size of the request's arguments.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The transport's worker is gone (the daemon is shutting down).
     #[error("agent transport stopped")]
     Stopped,

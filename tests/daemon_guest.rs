@@ -1,0 +1,202 @@
+//! The daemon in front of the real TCG guest, reached both through a session libvirtd
+//! (`lab/atp-dg`) and through the domain's second agent channel (`direct`): live exec,
+//! file round trips with equal hashes, guest facts, and no handle left by a client that
+//! cancels.
+#![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{drain_exec, sh_request};
+use ocloudview_atp::{
+    pb::{
+        GetGuestInfoRequest, ListDomainsRequest, ReadFileRequest, WriteFileHeader,
+        WriteFileRequest, exec_event::Event, guest_agent_client::GuestAgentClient,
+        write_file_request::Msg,
+    },
+    testbed::{Flavour, LibvirtSession},
+};
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+async fn open_fds(c: &mut GuestAgentClient<Channel>, domain: &str) -> usize {
+    // The agent serving libvirt's channel; its pid file is written by the image's /init.
+    let o = drain_exec(
+        c.exec(sh_request(
+            domain,
+            "ls /proc/$(cat /run/qemu-ga.org.qemu.guest_agent.0.pid)/fd | wc -l",
+        ))
+        .await
+        .unwrap()
+        .into_inner(),
+    )
+    .await;
+    String::from_utf8(o.stdout).unwrap().trim().parse().unwrap()
+}
+
+async fn round_trip(
+    c: &mut GuestAgentClient<Channel>,
+    domain: &str,
+    path: &str,
+    data: &[u8],
+) -> (f64, f64) {
+    let digest = Sha256::digest(data).to_vec();
+    let mut msgs = vec![WriteFileRequest {
+        msg: Some(Msg::Header(WriteFileHeader {
+            domain: domain.into(),
+            path: path.into(),
+            expected_sha256: digest.clone(),
+            ..Default::default()
+        })),
+    }];
+    msgs.extend(data.chunks(1 << 20).map(|c| WriteFileRequest {
+        msg: Some(Msg::Data(c.to_vec())),
+    }));
+    let t0 = Instant::now();
+    let w = c
+        .write_file(tokio_stream::iter(msgs))
+        .await
+        .unwrap()
+        .into_inner();
+    let write_s = t0.elapsed().as_secs_f64();
+    assert_eq!(w.sha256, digest);
+    let t0 = Instant::now();
+    let mut s = c
+        .read_file(ReadFileRequest {
+            domain: domain.into(),
+            path: path.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut back: Vec<u8> = Vec::new();
+    let last = loop {
+        let ch = s.message().await.unwrap().unwrap();
+        back.extend_from_slice(&ch.data);
+        if ch.eof {
+            break ch;
+        }
+    };
+    let read_s = t0.elapsed().as_secs_f64();
+    assert_eq!(last.sha256, digest);
+    assert!(back == data, "{domain}: data differs");
+    let mib = data.len() as f64 / 1048576.0;
+    (mib / write_s, mib / read_s)
+}
+
+#[tokio::test]
+async fn daemon_over_libvirt_and_direct_socket() {
+    common::init_logging();
+    let image = common::image().await;
+    let session = LibvirtSession::start().await.unwrap();
+    let dom = session
+        .create_domain("atp-dg", &image, Flavour::Debian)
+        .await
+        .unwrap();
+    let d = common::Daemon::start(
+        &[],
+        &format!(
+            "[[hypervisors]]\nname = \"lab\"\nuri = \"{}\"\n\n[[guests]]\nname = \"direct\"\nsocket = \"{}\"\n",
+            session.uri(),
+            dom.direct_socket().display()
+        ),
+    )
+    .await;
+    let mut c = d.client().await;
+
+    let list = c
+        .list_domains(ListDomainsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = list
+        .domains
+        .iter()
+        .map(|d| (d.name.as_str(), d.state.as_str(), d.agent_connected))
+        .collect();
+    assert!(
+        names.contains(&("lab/atp-dg", "running", true)),
+        "{names:?}"
+    );
+    assert!(names.contains(&("direct", "socket", true)), "{names:?}");
+
+    let info = c
+        .get_guest_info(GetGuestInfoRequest {
+            domain: "lab/atp-dg".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.hostname.as_deref(), Some("qga-debian"));
+    assert_eq!(info.vcpus_online, Some(1));
+
+    for domain in ["lab/atp-dg", "direct"] {
+        let t0 = Instant::now();
+        let mut s = c
+            .exec(sh_request(
+                domain,
+                "for i in 1 2 3; do echo $i; sleep 1; done",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let (mut first, mut exit) = (None, None);
+        while let Some(ev) = s.message().await.unwrap() {
+            match ev.event.unwrap() {
+                Event::Stdout(_) => {
+                    first.get_or_insert(t0.elapsed());
+                }
+                Event::Exited(x) => exit = Some((t0.elapsed(), x)),
+                _ => {}
+            }
+        }
+        let (exit_at, x) = exit.unwrap();
+        assert_eq!(x.exit_code, Some(0));
+        let first = first.unwrap();
+        eprintln!("{domain}: first output {first:?}, exit {exit_at:?}");
+        assert!(
+            first + Duration::from_millis(1500) < exit_at,
+            "{domain}: first {first:?} exit {exit_at:?}"
+        );
+    }
+
+    let data: Vec<u8> = (0..(4 << 20) + 77)
+        .map(|i: usize| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    for (domain, path) in [
+        ("lab/atp-dg", "/data/lv.bin"),
+        ("direct", "/data/direct.bin"),
+    ] {
+        let (w, r) = round_trip(&mut c, domain, path, &data).await;
+        eprintln!("{domain}: 4 MiB write {w:.1} MiB/s, read {r:.1} MiB/s");
+    }
+
+    // A reader that cancels mid-stream leaves no handle open in the guest's agent.
+    let baseline = open_fds(&mut c, "lab/atp-dg").await;
+    for _ in 0..3 {
+        let mut s = c
+            .read_file(ReadFileRequest {
+                domain: "lab/atp-dg".into(),
+                path: "/data/lv.bin".into(),
+                chunk_size: 256 << 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let _ = s.message().await.unwrap().unwrap();
+        drop(s);
+    }
+    let mut settled = false;
+    for _ in 0..50 {
+        if open_fds(&mut c, "lab/atp-dg").await <= baseline {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled, "guest agent handles did not return to {baseline}");
+    drop(dom);
+}
