@@ -170,6 +170,16 @@ impl GuestRegistry {
         Ok(out)
     }
 
+    /// The OS id learnt from an earlier `guest-get-osinfo` of `name`, without a round trip.
+    pub fn cached_os_id(&self, name: &str) -> Option<String> {
+        let client = self
+            .direct
+            .get(name)
+            .cloned()
+            .or_else(|| lock(&self.resolved).get(name).cloned())?;
+        client.cached_os().and_then(|o| o.id.clone())
+    }
+
     /// Drops a cached resolution (the domain went away or was recreated).
     pub fn forget(&self, name: &str) {
         lock(&self.resolved).remove(name);

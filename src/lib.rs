@@ -14,13 +14,18 @@
 //!   of gRPC.
 //! - [`libvirt`]: [`libvirt::LibvirtManager`], connections and domain lookup.
 //! - [`guests`]: the registry mapping a guest name to its transport.
+//! - [`policy`]: Rhai policy plugins: the request map, decisions, limits, tasks, reload.
+//! - [`audit`]: the tamper-evident audit trail: hash-chained JSONL records, the writer
+//!   and `atp audit verify`.
 //! - [`config`]: the daemon's TOML configuration, parsed then validated.
 //! - [`server`]: the tonic service, listeners, health and reflection.
 //! - [`testbed`]: real qemu-ga, QEMU guests and a session libvirtd for tests and the demo.
 
+pub mod audit;
 pub mod config;
 pub mod guests;
 pub mod libvirt;
+pub mod policy;
 pub mod qga;
 pub mod server;
 pub mod testbed;

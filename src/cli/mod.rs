@@ -1,6 +1,7 @@
 //! The `atp` command line: subcommands, logging setup and exit codes.
 
 mod demo;
+mod policy;
 mod serve;
 
 use std::path::PathBuf;
@@ -50,6 +51,25 @@ enum Command {
     },
     /// Boot the embedded demo guest under QEMU and serve it; Ctrl-C tears everything down.
     Demo(demo::DemoArgs),
+    /// Check or test policy plugins.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Compile every plugin in DIR and list its hooks and tasks.
+    Check {
+        /// The policy directory.
+        dir: PathBuf,
+    },
+    /// Run a CASES.toml table (request → expected decision) against the plugins in DIR.
+    Test {
+        /// The policy directory.
+        dir: PathBuf,
+        /// The table of cases.
+        cases: PathBuf,
+    },
 }
 
 /// Logs go to stderr; the filter comes from `ATP_LOG` (e.g. `debug`), default `info`.
@@ -68,6 +88,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve::run(&config).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
+        Command::Policy(PolicyCommand::Test { dir, cases }) => policy::test(&dir, &cases),
     }
 }
 

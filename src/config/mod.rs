@@ -70,6 +70,30 @@ pub struct Config {
     pub exec_timeout: Duration,
     /// Where Prometheus metrics are served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Policy plugins; without them every authenticated request is allowed.
+    pub policy: Option<PolicyConfig>,
+    /// The audit log; without it nothing is recorded.
+    pub audit: Option<AuditConfig>,
+}
+
+/// A validated `[policy]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    /// The plugin directory (checked to exist).
+    pub dir: PathBuf,
+    /// What happens when no plugin allows or denies.
+    pub default_allow: bool,
+    /// `req.settings` for plugins.
+    pub settings: serde_json::Value,
+}
+
+/// A validated `[audit]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    /// The log file.
+    pub path: PathBuf,
+    /// Refuse requests (true) or carry on (false) when the log cannot be written.
+    pub refuse_on_failure: bool,
 }
 
 /// Default for `agent.exec_timeout_ms`: one hour.
@@ -234,6 +258,56 @@ impl Config {
                     .map_err(|e| invalid("metrics.listen", &l, &format!("not host:port ({e})")))
             })
             .transpose()?;
+        let policy = raw
+            .policy
+            .map(|p| {
+                let dir = base.join(&p.dir);
+                if !dir.is_dir() {
+                    return Err(invalid("policy.dir", &p.dir, "not a directory"));
+                }
+                let default_allow = match p.default.as_deref() {
+                    None | Some("deny") => false,
+                    Some("allow") => true,
+                    Some(other) => {
+                        return Err(invalid(
+                            "policy.default",
+                            other,
+                            "expected \"deny\" or \"allow\"",
+                        ));
+                    }
+                };
+                let settings = match p.settings {
+                    Some(t) => serde_json::to_value(t)
+                        .map_err(|e| invalid("policy.settings", "(table)", &e.to_string()))?,
+                    None => serde_json::Value::Null,
+                };
+                Ok(PolicyConfig {
+                    dir,
+                    default_allow,
+                    settings,
+                })
+            })
+            .transpose()?;
+        let audit = raw
+            .audit
+            .map(|a| {
+                let refuse_on_failure = match a.on_failure.as_deref() {
+                    None | Some("refuse") => true,
+                    Some("continue") => false,
+                    Some(other) => {
+                        return Err(invalid(
+                            "audit.on_failure",
+                            other,
+                            "expected \"refuse\" or \"continue\"",
+                        ));
+                    }
+                };
+                Ok(AuditConfig {
+                    path: base.join(&a.path),
+                    refuse_on_failure,
+                })
+            })
+            .transpose()?;
         Ok(Config {
             listen,
             hypervisors,
@@ -244,6 +318,8 @@ impl Config {
             tokens,
             exec_timeout,
             metrics_listen,
+            policy,
+            audit,
         })
     }
 }

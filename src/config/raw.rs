@@ -21,6 +21,32 @@ pub struct RawConfig {
     /// `[metrics]`
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// `[policy]`
+    pub policy: Option<RawPolicy>,
+    /// `[audit]`
+    pub audit: Option<RawAudit>,
+}
+
+/// `[policy]`: the plugin directory and what happens when no plugin decides.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Directory whose `*.rhai` files are the plugins.
+    pub dir: String,
+    /// `deny` (default) or `allow`.
+    pub default: Option<String>,
+    /// Free-form table handed to plugins as `req.settings`.
+    pub settings: Option<toml::Table>,
+}
+
+/// `[audit]`: the hash-chained JSONL log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// The log file.
+    pub path: String,
+    /// `refuse` (default: requests fail when the log cannot be written) or `continue`.
+    pub on_failure: Option<String>,
 }
 
 /// `[server]`: where the daemon listens.

@@ -17,7 +17,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
 use super::{
-    service::{Call, EventStream, GuestAgentService, STREAM_BUFFER},
+    gate::{Call, Outcome},
+    service::{EventStream, GuestAgentService, STREAM_BUFFER},
     status::ApiError,
 };
 use crate::{
@@ -42,6 +43,7 @@ pub(crate) struct ExecRegistry {
 #[derive(Debug)]
 pub(crate) struct ExecEntry {
     id: String,
+    domain: String,
     pid: i64,
     client: AgentClient,
     state: Mutex<EntryState>,
@@ -65,16 +67,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ExecRegistry {
-    fn insert(&self, pid: i64, client: AgentClient) -> Arc<ExecEntry> {
+    fn insert(&self, domain: &str, pid: i64, client: AgentClient) -> Arc<ExecEntry> {
         let id = uuid::Uuid::new_v4().to_string();
         let entry = Arc::new(ExecEntry {
             id: id.clone(),
+            domain: domain.to_owned(),
             pid,
             client,
             state: Mutex::new(EntryState::Attached),
         });
         lock(&self.map).insert(id, Arc::clone(&entry));
         entry
+    }
+
+    /// The guest an exec runs in (for the gate, before the exec is touched).
+    pub(crate) fn domain_of(&self, id: &str) -> Option<String> {
+        self.get(id).map(|e| e.domain.clone())
     }
 
     fn get(&self, id: &str) -> Option<Arc<ExecEntry>> {
@@ -117,6 +125,7 @@ async fn command(
     s: &GuestAgentService,
     client: &AgentClient,
     r: &pb::ExecRequest,
+    limit_ms: Option<u64>,
 ) -> Result<GuestExecCommand, Status> {
     let mut cmd = match &r.command {
         Some(pb::exec_request::Command::Argv(a)) => {
@@ -134,11 +143,13 @@ async fn command(
     cmd.env = r.env.clone();
     cmd.input_data = (!r.stdin.is_empty()).then(|| r.stdin.clone());
     cmd.cwd = (!r.cwd.is_empty()).then(|| r.cwd.clone());
-    cmd.timeout = Some(if r.timeout_ms == 0 {
+    let asked = if r.timeout_ms == 0 {
         s.shared.exec_timeout
     } else {
         Duration::from_millis(r.timeout_ms)
-    });
+    };
+    // A policy's timeout_ms limit caps whatever the caller asked for.
+    cmd.timeout = Some(limit_ms.map_or(asked, |l| asked.min(Duration::from_millis(l))));
     Ok(cmd)
 }
 
@@ -150,14 +161,14 @@ pub(crate) async fn exec(
     let started = Instant::now();
     let prepared = async {
         let client = s.client(&r.domain).await?;
-        let cmd = command(s, &client, &r).await?;
+        let cmd = command(s, &client, &r, call.limits.timeout_ms).await?;
         Ok::<_, Status>((client, cmd))
     }
     .await;
     let (client, cmd) = match prepared {
         Ok(p) => p,
         Err(e) => {
-            call.finish::<()>(&Err(e.clone()));
+            call.finish::<()>(&Err(e.clone())).await;
             return Err(e);
         }
     };
@@ -166,9 +177,9 @@ pub(crate) async fn exec(
     if collect && !r.detach {
         let pid = match client.exec(&cmd).await {
             Ok(pid) => pid,
-            Err(e) => return fail(call, s.agent_error(&r.domain, e)),
+            Err(e) => return fail(call, s.agent_error(&r.domain, e)).await,
         };
-        let entry = s.shared.execs.insert(pid, client.clone());
+        let entry = s.shared.execs.insert(&r.domain, pid, client.clone());
         let _ = tx
             .send(Ok(event(Event::Started(pb::ExecStarted {
                 exec_id: entry.id.clone(),
@@ -180,8 +191,14 @@ pub(crate) async fn exec(
             let res = client
                 .wait_for(pid, started, cmd.timeout, COLLECT_POLL)
                 .await;
+            let mut outcome = Outcome::default();
             let code = match res {
                 Ok(r) => {
+                    outcome = Outcome {
+                        exit_code: r.exit_code,
+                        signal: r.signal,
+                        bytes: Some((r.stdout.len() + r.stderr.len()) as u64),
+                    };
                     let exit = crate::qga::ExecExit {
                         exit_code: r.exit_code,
                         signal: r.signal,
@@ -208,19 +225,15 @@ pub(crate) async fn exec(
                 }
             };
             expire(&svc, &entry.id);
-            call.finish::<()>(&if code == Code::Ok {
-                Ok(())
-            } else {
-                Err(Status::new(code, ""))
-            });
+            call.finish_with(code, "", outcome).await;
         });
         return Ok(ReceiverStream::new(rx));
     }
     let session = match client.exec_stream(&cmd).await {
         Ok(sess) => sess,
-        Err(e) => return fail(call, s.agent_error(&r.domain, e)),
+        Err(e) => return fail(call, s.agent_error(&r.domain, e)).await,
     };
-    let entry = s.shared.execs.insert(session.pid(), client);
+    let entry = s.shared.execs.insert(&r.domain, session.pid(), client);
     let started_ev = event(Event::Started(pb::ExecStarted {
         exec_id: entry.id.clone(),
         pid: session.pid(),
@@ -228,20 +241,21 @@ pub(crate) async fn exec(
     let _ = tx.send(Ok(started_ev)).await;
     if r.detach {
         park(s, &entry, Box::new(session), None);
-        call.finish::<()>(&Ok(()));
+        call.finish::<()>(&Ok(())).await;
     } else {
         tokio::spawn(pump(s.clone(), entry, Box::new(session), None, tx, call));
     }
     Ok(ReceiverStream::new(rx))
 }
 
-fn fail<T>(call: Call, st: Status) -> Result<T, Status> {
-    call.finish::<()>(&Err(st.clone()));
+async fn fail<T>(call: Call, st: Status) -> Result<T, Status> {
+    call.finish::<()>(&Err(st.clone())).await;
     Err(st)
 }
 
 /// Delivers a session's events to one client until it exits, the client leaves (then the
 /// session is parked) or the daemon shuts down (then the stream ends with UNAVAILABLE).
+/// A policy `max_bytes` limit on output kills the program once reached.
 async fn pump(
     s: GuestAgentService,
     entry: Arc<ExecEntry>,
@@ -251,8 +265,11 @@ async fn pump(
     call: Call,
 ) {
     let token = s.shared.shutdown.clone();
+    let budget = call.limits.max_bytes;
+    let mut sent: u64 = 0;
+    let mut over = false;
     loop {
-        let ev = match pending.take() {
+        let mut ev = match pending.take() {
             Some(ev) => ev,
             None => {
                 let next = tokio::select! {
@@ -260,7 +277,7 @@ async fn pump(
                         session.close_handles().await;
                         let st = Status::unavailable("the daemon is shutting down");
                         let _ = tx.send(Err(st.clone())).await;
-                        call.finish::<()>(&Err(st));
+                        call.finish::<()>(&Err(st)).await;
                         return;
                     }
                     next = session.next_event() => next,
@@ -268,7 +285,7 @@ async fn pump(
                 match next {
                     Ok(Some(ev)) => to_pb(ev),
                     Ok(None) => {
-                        call.finish::<()>(&Ok(()));
+                        call.finish::<()>(&Ok(())).await;
                         return;
                     }
                     Err(e) => {
@@ -276,12 +293,30 @@ async fn pump(
                         let st: Status = ApiError::Qga(e).into();
                         let _ = tx.send(Err(st.clone())).await;
                         s.shared.execs.remove(&entry.id);
-                        call.finish::<()>(&Err(st));
+                        call.finish::<()>(&Err(st)).await;
                         return;
                     }
                 }
             }
         };
+        if let (Some(limit), Some(Event::Stdout(d) | Event::Stderr(d))) =
+            (budget, ev.event.as_mut())
+        {
+            let room = limit.saturating_sub(sent);
+            if d.len() as u64 > room {
+                d.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+                if !over {
+                    over = true;
+                    tracing::info!(exec_id = %entry.id, limit, "exec output reached the policy's max_bytes; killing it");
+                    let _ = session.kill().await;
+                }
+            }
+            sent += d.len() as u64;
+        }
+        if let Some(Event::Exited(x)) = ev.event.as_mut() {
+            x.stdout_truncated |= over;
+            x.stderr_truncated |= over;
+        }
         let done = match &ev.event {
             Some(Event::Exited(x)) => Some(*x),
             _ => None,
@@ -290,16 +325,23 @@ async fn pump(
             *lock(&entry.state) = EntryState::Finished(x);
             expire(&s, &entry.id);
         }
-        if tx.send(Ok(ev.clone())).await.is_err() {
+        let empty = matches!(&ev.event, Some(Event::Stdout(d) | Event::Stderr(d)) if d.is_empty());
+        if !empty && tx.send(Ok(ev.clone())).await.is_err() {
             // The client left: keep the session (and the undelivered event) for ExecAttach.
             if done.is_none() {
                 park(&s, &entry, session, Some(ev));
             }
-            call.finish::<()>(&Err(Status::cancelled("client left")));
+            call.finish::<()>(&Err(Status::cancelled("client left")))
+                .await;
             return;
         }
-        if done.is_some() {
-            call.finish::<()>(&Ok(()));
+        if let Some(x) = done {
+            let outcome = Outcome {
+                exit_code: x.exit_code,
+                signal: x.signal,
+                bytes: Some(sent),
+            };
+            call.finish_with(Code::Ok, "", outcome).await;
             return;
         }
     }
@@ -372,7 +414,8 @@ pub(crate) async fn attach(
         return fail(
             call,
             Status::not_found(format!("no exec with id {:?}", r.exec_id)),
-        );
+        )
+        .await;
     };
     let taken = std::mem::replace(&mut *lock(&entry.state), EntryState::Attached);
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -381,12 +424,13 @@ pub(crate) async fn attach(
             return fail(
                 call,
                 Status::failed_precondition("this exec is attached to another client"),
-            );
+            )
+            .await;
         }
         EntryState::Finished(x) => {
             *lock(&entry.state) = EntryState::Finished(x);
             let _ = tx.send(Ok(event(Event::Exited(x)))).await;
-            call.finish::<()>(&Ok(()));
+            call.finish::<()>(&Ok(())).await;
         }
         EntryState::Parked { session, pending } => {
             tokio::spawn(pump(s.clone(), entry, session, pending, tx, call));

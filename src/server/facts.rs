@@ -6,10 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tonic::Status;
 
-use super::{
-    service::{Call, GuestAgentService},
-    status::ApiError,
-};
+use super::{gate::Call, service::GuestAgentService, status::ApiError};
 use crate::{
     guests::GuestEntry,
     pb,

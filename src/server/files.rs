@@ -7,8 +7,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::{
+    gate::{Call, Outcome},
     metrics,
-    service::{Call, EventStream, GuestAgentService, STREAM_BUFFER},
+    service::{EventStream, GuestAgentService, STREAM_BUFFER},
     status::ApiError,
 };
 use crate::{
@@ -69,11 +70,12 @@ pub(crate) async fn read(
     let (client, file) = match setup {
         Ok(x) => x,
         Err(e) => {
-            call.finish::<()>(&Err(e.clone()));
+            call.finish::<()>(&Err(e.clone())).await;
             return Err(e);
         }
     };
     let max = client.transport().chunk_bounds().max_read;
+    let limit = call.limits.max_bytes;
     let chunk = match r.chunk_size {
         0 => DEFAULT_CHUNK,
         n => n as usize,
@@ -83,7 +85,7 @@ pub(crate) async fn read(
     let token = s.shared.shutdown.clone();
     tokio::spawn(async move {
         let res = tokio::select! {
-            res = stream_file(&client, &file, r.offset, r.length, chunk, &tx) => res,
+            res = stream_file(&client, &file, r.offset, r.length, chunk, limit, &tx) => res,
             () = token.cancelled() => Err(Status::unavailable("the daemon is shutting down")),
         };
         // Close before reporting, so a client that sees the end sees no open handle.
@@ -95,7 +97,14 @@ pub(crate) async fn read(
         {
             let _ = tx.send(Err(st.clone())).await;
         }
-        call.finish(&res);
+        let outcome = Outcome {
+            bytes: res.as_ref().ok().copied(),
+            ..Outcome::default()
+        };
+        match &res {
+            Ok(_) => call.finish_with(tonic::Code::Ok, "", outcome).await,
+            Err(st) => call.finish_with(st.code(), st.message(), outcome).await,
+        }
     });
     Ok(ReceiverStream::new(rx))
 }
@@ -106,8 +115,9 @@ async fn stream_file(
     start: u64,
     length: u64,
     chunk: usize,
+    limit: Option<u64>,
     tx: &mpsc::Sender<Result<pb::FileChunk, Status>>,
-) -> Result<(), Status> {
+) -> Result<u64, Status> {
     let mut hasher = Sha256::new();
     let mut offset = start;
     let mut total = 0u64;
@@ -120,6 +130,22 @@ async fn stream_file(
         if left == 0 {
             break;
         }
+        if let Some(l) = limit
+            && total >= l
+        {
+            // The policy's budget is spent: fine if the file ends here, refused if not.
+            let more = client
+                .file_read(file.handle(), Some(1))
+                .await
+                .map_err(|e| Status::from(ApiError::Qga(e)))?;
+            if more.count > 0 {
+                return Err(Status::resource_exhausted(format!(
+                    "read stopped at the policy's max_bytes ({l})"
+                )));
+            }
+            break;
+        }
+        let left = limit.map_or(left, |l| left.min(l - total));
         let want = usize::try_from(left).unwrap_or(usize::MAX).min(chunk);
         let r = client
             .file_read(file.handle(), Some(want))
@@ -156,24 +182,16 @@ async fn stream_file(
     };
     tx.send(Ok(last))
         .await
-        .map_err(|_| Status::cancelled("client left"))
+        .map_err(|_| Status::cancelled("client left"))?;
+    Ok(total)
 }
 
 pub(crate) async fn write(
     s: &GuestAgentService,
-    _call: &Call,
+    call: &Call,
+    header: pb::WriteFileHeader,
     mut stream: Streaming<pb::WriteFileRequest>,
 ) -> Result<pb::WriteFileResponse, Status> {
-    let header = match stream.message().await? {
-        Some(pb::WriteFileRequest {
-            msg: Some(pb::write_file_request::Msg::Header(h)),
-        }) => h,
-        _ => {
-            return Err(Status::invalid_argument(
-                "the first WriteFile message must be the header",
-            ));
-        }
-    };
     check_path(&header.path)?;
     if !header.expected_sha256.is_empty() && header.expected_sha256.len() != 32 {
         return Err(Status::invalid_argument("expected_sha256 must be 32 bytes"));
@@ -228,7 +246,14 @@ pub(crate) async fn write(
         .open(&dest, if append { "a" } else { "w" })
         .await
         .map_err(map)?;
-    let written = receive(&client, &file, &mut stream, &s.shared.shutdown).await;
+    let written = receive(
+        &client,
+        &file,
+        &mut stream,
+        &s.shared.shutdown,
+        call.limits.max_bytes,
+    )
+    .await;
     let closed = file.close().await;
     let fail = |st: Status| async {
         if atomic {
@@ -284,6 +309,7 @@ async fn receive(
     file: &OpenFile,
     stream: &mut Streaming<pb::WriteFileRequest>,
     shutdown: &tokio_util::sync::CancellationToken,
+    max_bytes: Option<u64>,
 ) -> Result<(u64, Vec<u8>), Status> {
     let chunk = client
         .transport()
@@ -309,6 +335,13 @@ async fn receive(
             Some(pb::WriteFileRequest {
                 msg: Some(pb::write_file_request::Msg::Data(d)),
             }) => {
+                if let Some(limit) = max_bytes
+                    && total + (buf.len() + d.len()) as u64 > limit
+                {
+                    return Err(Status::resource_exhausted(format!(
+                        "upload exceeds the policy's max_bytes ({limit}); the target was not written"
+                    )));
+                }
                 hasher.update(&d);
                 buf.extend_from_slice(&d);
                 false

@@ -66,7 +66,7 @@ pub(crate) fn install(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn code_name(code: Code) -> &'static str {
+pub(crate) fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

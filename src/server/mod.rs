@@ -5,9 +5,11 @@ pub mod auth;
 mod exec;
 mod facts;
 mod files;
+mod gate;
 mod metrics;
 mod service;
 pub mod status;
+mod tasks;
 
 use std::{future::Future, os::unix::fs::PermissionsExt, sync::Arc};
 
@@ -44,6 +46,12 @@ pub enum ServeError {
     /// Reflection could not be set up (a bad embedded descriptor: a build bug).
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The policy plugins do not load.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// The audit log cannot be opened.
+    #[error("audit log: {0}")]
+    Audit(String),
     /// The transport failed while serving.
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -90,7 +98,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
     let guests = Arc::new(GuestRegistry::from_config(&config));
     let token = CancellationToken::new();
-    let service = GuestAgentService::new(guests, token.clone(), config.exec_timeout);
+    let gate = build_gate(&config, &token).await?;
+    let audit = gate.audit.clone();
+    let service = GuestAgentService::new(guests, token.clone(), config.exec_timeout, gate);
     let mtls = config
         .tls
         .as_ref()
@@ -179,10 +189,54 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         tracing::info!("all connections drained");
     }
     service.close_parked().await;
+    if let Some(a) = audit {
+        a.close().await;
+    }
     for l in &config.listen {
         if let Listen::Unix(p) = l {
             let _ = std::fs::remove_file(p);
         }
     }
     result
+}
+
+/// Loads the policy plugins (and starts their reloader) and opens the audit log.
+async fn build_gate(config: &Config, token: &CancellationToken) -> Result<gate::Gate, ServeError> {
+    let policy = match &config.policy {
+        Some(p) => {
+            let engine = Arc::new(crate::policy::PolicyEngine::load(
+                &p.dir,
+                p.default_allow,
+                p.settings.clone(),
+            )?);
+            let set = engine.snapshot();
+            tracing::info!(dir = %p.dir.display(), plugins = set.plugins().len(), tasks = set.tasks().len(),
+                default = if p.default_allow { "allow" } else { "deny" }, "policy loaded");
+            crate::policy::reload::spawn(Arc::clone(&engine), token.clone());
+            Some(engine)
+        }
+        None => {
+            tracing::warn!("no [policy] configured: every authenticated request is allowed");
+            None
+        }
+    };
+    let audit = match &config.audit {
+        Some(a) => {
+            let mode = if a.refuse_on_failure {
+                crate::audit::OnFailure::Refuse
+            } else {
+                crate::audit::OnFailure::Continue
+            };
+            let log = crate::audit::AuditLog::open(&a.path, mode)
+                .await
+                .map_err(|e| ServeError::Audit(e.to_string()))?;
+            tracing::info!(path = %a.path.display(), "audit log open");
+            Some(log)
+        }
+        None => {
+            tracing::warn!("no [audit] configured: requests are not recorded");
+            None
+        }
+    };
+    Ok(gate::Gate { policy, audit })
 }

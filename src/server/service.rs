@@ -1,6 +1,6 @@
-//! The `GuestAgent` service. Each RPC method is thin: it opens a [`Call`] (the caller's
-//! identity, a span, metrics), converts the request and hands it to its module
-//! (`facts`, `exec`, `files`). Policy and audit attach to [`GuestAgentService::begin`].
+//! The `GuestAgent` service. Each RPC method is thin: it describes the request for the
+//! [`Gate`](super::gate::Gate) (which authenticates, decides, audits), then hands the
+//! admitted [`Call`] to its module (`facts`, `exec`, `files`, `tasks`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,16 +9,17 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
-    auth::{self, Caller},
-    exec as exec_rpc,
-    exec::ExecRegistry,
+    exec::{self as exec_rpc, ExecRegistry},
     facts, files,
-    metrics::{self, RpcTimer},
+    gate::{Call, Detail, Gate},
+    metrics,
     status::ApiError,
+    tasks,
 };
 use crate::{
     guests::GuestRegistry,
     pb::{self, guest_agent_server::GuestAgent},
+    policy::request::{AgentInfo, ExecInfo, FileInfo, TaskInfo, normalize_path},
     qga::{AgentClient, QgaError},
     transport::TransportError,
 };
@@ -42,35 +43,16 @@ pub(crate) struct Shared {
     pub(crate) execs: ExecRegistry,
     pub(crate) shutdown: CancellationToken,
     pub(crate) exec_timeout: Duration,
-}
-
-/// One admitted request: who asked, for which RPC, timed for metrics.
-#[derive(Debug)]
-pub(crate) struct Call {
-    pub(crate) caller: Caller,
-    pub(crate) rpc: &'static str,
-    timer: RpcTimer,
-}
-
-impl Call {
-    /// Records the outcome for metrics.
-    pub(crate) fn finish<T>(self, result: &Result<T, Status>) {
-        let code = result
-            .as_ref()
-            .map_or_else(Status::code, |_| tonic::Code::Ok);
-        if code != tonic::Code::Ok {
-            tracing::debug!(rpc = self.rpc, caller = %self.caller.id, ?code, "request failed");
-        }
-        self.timer.finish(code);
-    }
+    pub(crate) gate: Gate,
 }
 
 impl GuestAgentService {
     /// A service over `guests`; `shutdown` ends open streams with UNAVAILABLE.
-    pub fn new(
+    pub(crate) fn new(
         guests: Arc<GuestRegistry>,
         shutdown: CancellationToken,
         exec_timeout: Duration,
+        gate: Gate,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -78,6 +60,7 @@ impl GuestAgentService {
                 execs: ExecRegistry::default(),
                 shutdown,
                 exec_timeout,
+                gate,
             }),
         }
     }
@@ -87,15 +70,19 @@ impl GuestAgentService {
         self.shared.execs.close_parked().await;
     }
 
-    /// Admits a request: the authenticated caller, a span and a metrics timer.
-    pub(crate) fn begin<T>(&self, rpc: &'static str, req: &Request<T>) -> Result<Call, Status> {
-        let caller = auth::caller(req)?;
-        tracing::debug!(rpc, caller = %caller.id, auth = caller.auth.as_str(), peer = %caller.peer, "request");
-        Ok(Call {
-            caller,
-            rpc,
-            timer: RpcTimer::start(rpc),
-        })
+    /// Passes a request through the gate.
+    pub(crate) async fn admit<T>(
+        &self,
+        rpc: &'static str,
+        req: &Request<T>,
+        domain: &str,
+        detail: Detail,
+    ) -> Result<Call, Status> {
+        let os_id = self.shared.guests.cached_os_id(domain);
+        self.shared
+            .gate
+            .admit(rpc, req, domain, os_id, detail)
+            .await
     }
 
     /// The agent client of `domain`.
@@ -122,16 +109,42 @@ impl GuestAgentService {
     }
 }
 
-/// Runs a unary handler inside a [`Call`].
+/// Runs a unary handler inside an admitted [`Call`] and records its outcome.
 macro_rules! unary {
-    ($self:ident, $rpc:literal, $req:ident, $handler:path) => {{
-        let call = $self.begin($rpc, &$req)?;
-        let res = $handler($self, &call, $req.into_inner())
-            .await
-            .map(Response::new);
-        call.finish(&res);
-        res
+    ($self:ident, $rpc:literal, $req:ident, $domain:expr, $detail:expr, $handler:path) => {{
+        let domain: String = $domain;
+        let call = $self.admit($rpc, &$req, &domain, $detail).await?;
+        let res = $handler($self, &call, $req.into_inner()).await;
+        call.finish(&res).await;
+        res.map(Response::new)
     }};
+}
+
+fn exec_detail(r: &pb::ExecRequest) -> Detail {
+    let (path, args, shell) = match &r.command {
+        Some(pb::exec_request::Command::Argv(a)) => (a.path.clone(), a.args.clone(), String::new()),
+        Some(pb::exec_request::Command::Shell(s)) => (String::new(), Vec::new(), s.clone()),
+        None => Default::default(),
+    };
+    Detail::Exec(ExecInfo {
+        path,
+        args,
+        shell,
+        env_keys: r
+            .env
+            .iter()
+            .map(|e| e.split('=').next().unwrap_or_default().to_owned())
+            .collect(),
+        has_stdin: !r.stdin.is_empty(),
+        timeout_ms: i64::try_from(r.timeout_ms).unwrap_or(i64::MAX),
+        cwd: r.cwd.clone(),
+        mode: if r.mode == pb::ExecMode::Collect as i32 {
+            "collect"
+        } else {
+            "stream"
+        }
+        .into(),
+    })
 }
 
 #[tonic::async_trait]
@@ -140,42 +153,96 @@ impl GuestAgent for GuestAgentService {
         &self,
         request: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
-        unary!(self, "Ping", request, facts::ping)
+        unary!(
+            self,
+            "Ping",
+            request,
+            request.get_ref().domain.clone(),
+            Detail::None,
+            facts::ping
+        )
     }
 
     async fn get_agent_info(
         &self,
         request: Request<pb::GetAgentInfoRequest>,
     ) -> Result<Response<pb::GetAgentInfoResponse>, Status> {
-        unary!(self, "GetAgentInfo", request, facts::agent_info)
+        unary!(
+            self,
+            "GetAgentInfo",
+            request,
+            request.get_ref().domain.clone(),
+            Detail::None,
+            facts::agent_info
+        )
     }
 
     async fn get_os_info(
         &self,
         request: Request<pb::GetOsInfoRequest>,
     ) -> Result<Response<pb::GetOsInfoResponse>, Status> {
-        unary!(self, "GetOsInfo", request, facts::os_info)
+        unary!(
+            self,
+            "GetOsInfo",
+            request,
+            request.get_ref().domain.clone(),
+            Detail::None,
+            facts::os_info
+        )
     }
 
     async fn list_domains(
         &self,
         request: Request<pb::ListDomainsRequest>,
     ) -> Result<Response<pb::ListDomainsResponse>, Status> {
-        unary!(self, "ListDomains", request, facts::list_domains)
+        unary!(
+            self,
+            "ListDomains",
+            request,
+            String::new(),
+            Detail::None,
+            facts::list_domains
+        )
     }
 
     async fn get_guest_info(
         &self,
         request: Request<pb::GetGuestInfoRequest>,
     ) -> Result<Response<pb::GetGuestInfoResponse>, Status> {
-        unary!(self, "GetGuestInfo", request, facts::guest_info)
+        unary!(
+            self,
+            "GetGuestInfo",
+            request,
+            request.get_ref().domain.clone(),
+            Detail::None,
+            facts::guest_info
+        )
     }
 
     async fn agent_command(
         &self,
         request: Request<pb::AgentCommandRequest>,
     ) -> Result<Response<pb::AgentCommandResponse>, Status> {
-        unary!(self, "AgentCommand", request, facts::agent_command)
+        let r = request.get_ref();
+        let mut arguments: serde_json::Value =
+            serde_json::from_str(&r.arguments_json).unwrap_or_default();
+        if r.command == "guest-set-user-password"
+            && let Some(m) = arguments.as_object_mut()
+        {
+            m.insert("password".into(), "<redacted>".into());
+        }
+        let detail = Detail::Agent(AgentInfo {
+            command: r.command.clone(),
+            arguments,
+        });
+        unary!(
+            self,
+            "AgentCommand",
+            request,
+            request.get_ref().domain.clone(),
+            detail,
+            facts::agent_command
+        )
     }
 
     type ExecStream = EventStream<pb::ExecEvent>;
@@ -184,7 +251,10 @@ impl GuestAgent for GuestAgentService {
         &self,
         request: Request<pb::ExecRequest>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        let call = self.begin("Exec", &request)?;
+        let detail = exec_detail(request.get_ref());
+        let call = self
+            .admit("Exec", &request, &request.get_ref().domain.clone(), detail)
+            .await?;
         exec_rpc::exec(self, call, request.into_inner())
             .await
             .map(Response::new)
@@ -196,7 +266,14 @@ impl GuestAgent for GuestAgentService {
         &self,
         request: Request<pb::ExecAttachRequest>,
     ) -> Result<Response<Self::ExecAttachStream>, Status> {
-        let call = self.begin("ExecAttach", &request)?;
+        let domain = self
+            .shared
+            .execs
+            .domain_of(&request.get_ref().exec_id)
+            .unwrap_or_default();
+        let call = self
+            .admit("ExecAttach", &request, &domain, Detail::None)
+            .await?;
         exec_rpc::attach(self, call, request.into_inner())
             .await
             .map(Response::new)
@@ -206,16 +283,39 @@ impl GuestAgent for GuestAgentService {
         &self,
         request: Request<pb::ExecCancelRequest>,
     ) -> Result<Response<pb::ExecCancelResponse>, Status> {
-        unary!(self, "ExecCancel", request, exec_rpc::cancel)
+        let domain = self
+            .shared
+            .execs
+            .domain_of(&request.get_ref().exec_id)
+            .unwrap_or_default();
+        unary!(
+            self,
+            "ExecCancel",
+            request,
+            domain,
+            Detail::None,
+            exec_rpc::cancel
+        )
     }
 
     type ReadFileStream = EventStream<pb::FileChunk>;
 
     async fn read_file(
         &self,
-        request: Request<pb::ReadFileRequest>,
+        mut request: Request<pb::ReadFileRequest>,
     ) -> Result<Response<Self::ReadFileStream>, Status> {
-        let call = self.begin("ReadFile", &request)?;
+        // Policies decide on the normalised path, and that is the path the guest opens.
+        let r = request.get_mut();
+        r.path = normalize_path(&r.path);
+        let detail = Detail::File(FileInfo {
+            path: r.path.clone(),
+            op: "read".into(),
+            offset: i64::try_from(r.offset).unwrap_or(i64::MAX),
+            length: i64::try_from(r.length).unwrap_or(i64::MAX),
+            mode: String::new(),
+        });
+        let domain = r.domain.clone();
+        let call = self.admit("ReadFile", &request, &domain, detail).await?;
         files::read(self, call, request.into_inner())
             .await
             .map(Response::new)
@@ -225,14 +325,49 @@ impl GuestAgent for GuestAgentService {
         &self,
         request: Request<Streaming<pb::WriteFileRequest>>,
     ) -> Result<Response<pb::WriteFileResponse>, Status> {
-        let call = self.begin("WriteFile", &request)?;
         // A task of its own, so that a client that vanishes mid-upload still gets its
-        // temp file removed and its handle closed (the stream then reports an error).
+        // temp file removed, its handle closed and its outcome recorded.
         let svc = self.clone();
-        let stream = request.into_inner();
         let task = tokio::spawn(async move {
-            let res = files::write(&svc, &call, stream).await;
-            call.finish(&res);
+            let (meta, ext, mut stream) = request.into_parts();
+            let header = match stream.message().await? {
+                Some(pb::WriteFileRequest {
+                    msg: Some(pb::write_file_request::Msg::Header(mut h)),
+                }) => {
+                    h.path = normalize_path(&h.path);
+                    h
+                }
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "the first WriteFile message must be the header",
+                    ));
+                }
+            };
+            let mode = pb::WriteMode::try_from(header.mode).map_or("unknown", |m| match m {
+                pb::WriteMode::Create => "create",
+                pb::WriteMode::Truncate => "truncate",
+                pb::WriteMode::Append => "append",
+                pb::WriteMode::Exclusive => "exclusive",
+            });
+            let detail = Detail::File(FileInfo {
+                path: header.path.clone(),
+                op: "write".into(),
+                mode: mode.into(),
+                ..Default::default()
+            });
+            let probe = Request::from_parts(meta, ext, ());
+            let call = svc
+                .admit("WriteFile", &probe, &header.domain, detail)
+                .await?;
+            let res = files::write(&svc, &call, header, stream).await;
+            let outcome = super::gate::Outcome {
+                bytes: res.as_ref().ok().map(|r| r.bytes_written),
+                ..Default::default()
+            };
+            match &res {
+                Ok(_) => call.finish_with(tonic::Code::Ok, "", outcome).await,
+                Err(st) => call.finish_with(st.code(), st.message(), outcome).await,
+            }
             res
         });
         task.await
@@ -244,12 +379,14 @@ impl GuestAgent for GuestAgentService {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        let call = self.begin("ListTasks", &request)?;
-        let res = Err(Status::unimplemented(
-            "tasks come from policy plugins, which are not configured yet",
-        ));
-        call.finish(&res);
-        res
+        unary!(
+            self,
+            "ListTasks",
+            request,
+            request.get_ref().domain.clone(),
+            Detail::None,
+            tasks::list
+        )
     }
 
     type RunTaskStream = EventStream<pb::ExecEvent>;
@@ -258,11 +395,20 @@ impl GuestAgent for GuestAgentService {
         &self,
         request: Request<pb::RunTaskRequest>,
     ) -> Result<Response<Self::RunTaskStream>, Status> {
-        let call = self.begin("RunTask", &request)?;
-        let res = Err(Status::unimplemented(
-            "tasks come from policy plugins, which are not configured yet",
-        ));
-        call.finish(&res);
-        res
+        let r = request.get_ref();
+        let detail = Detail::Task(TaskInfo {
+            name: r.task.clone(),
+            params: r
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
+        let call = self
+            .admit("RunTask", &request, &r.domain.clone(), detail)
+            .await?;
+        tasks::run(self, call, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -1,0 +1,196 @@
+//! The request map plugins see (`req.v == 1`): who asks, for which guest, to do what.
+//! Built from typed structs and converted once per request. Secrets never enter it: the
+//! environment shows only its keys, stdin only whether there is any.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the request map's shape; plugins may check `req.v == 1`.
+pub const REQUEST_VERSION: i64 = 1;
+
+/// One request, as policies see it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PolicyRequest {
+    /// Always [`REQUEST_VERSION`].
+    pub v: i64,
+    /// Request id (also in the audit records).
+    pub id: String,
+    /// The RPC name, e.g. `Exec`.
+    pub rpc: String,
+    /// The authenticated caller.
+    pub caller: CallerInfo,
+    /// The guest addressed.
+    pub domain: DomainInfo,
+    /// For Exec and RunTask.
+    pub exec: Option<ExecInfo>,
+    /// For ReadFile and WriteFile.
+    pub file: Option<FileInfo>,
+    /// For AgentCommand.
+    pub agent: Option<AgentInfo>,
+    /// For RunTask.
+    pub task: Option<TaskInfo>,
+    /// `[policy] settings` from the config, for plugins to read (e.g. allowed paths).
+    pub settings: serde_json::Value,
+}
+
+/// `req.caller`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CallerInfo {
+    /// `uid:0`, a token identity, a certificate CN, or `anonymous`.
+    pub id: String,
+    /// `unix`, `token`, `mtls` or `none`.
+    pub auth: String,
+    /// Roles from the token entry.
+    pub roles: Vec<String>,
+    /// Peer address.
+    pub peer: String,
+}
+
+/// `req.domain`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DomainInfo {
+    /// The name as requested.
+    pub name: String,
+    /// The hypervisor's configured name, when addressed `hv/domain`.
+    pub hypervisor: String,
+    /// The guest OS id when known (from an earlier guest-get-osinfo), else empty.
+    pub os_id: String,
+}
+
+/// `req.exec`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ExecInfo {
+    /// Program (empty for a shell command line).
+    pub path: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Shell command line (empty for argv).
+    pub shell: String,
+    /// Names of the environment entries (never their values).
+    pub env_keys: Vec<String>,
+    /// Whether stdin is given (never its content).
+    pub has_stdin: bool,
+    /// Requested time limit (0 = server default).
+    pub timeout_ms: i64,
+    /// Working directory.
+    pub cwd: String,
+    /// `stream` or `collect`.
+    pub mode: String,
+}
+
+/// `req.file`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FileInfo {
+    /// The path, normalised (`..`, `//` and `.` resolved lexically); this is also the
+    /// path the daemon opens.
+    pub path: String,
+    /// `read` or `write`.
+    pub op: String,
+    /// Read offset.
+    pub offset: i64,
+    /// Read length (0 = to end).
+    pub length: i64,
+    /// Write mode: `create`, `truncate`, `append`, `exclusive`.
+    pub mode: String,
+}
+
+/// `req.agent`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AgentInfo {
+    /// The raw QGA command.
+    pub command: String,
+    /// Its arguments object (a password-setting command's are replaced).
+    pub arguments: serde_json::Value,
+}
+
+/// `req.task`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TaskInfo {
+    /// Task name.
+    pub name: String,
+    /// Parameters given.
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+impl PolicyRequest {
+    /// The map handed to plugins.
+    pub fn to_dynamic(&self) -> rhai::Dynamic {
+        rhai::serde::to_dynamic(self).unwrap_or_default()
+    }
+}
+
+/// Resolves `.`, `..` and repeated `/` lexically (never above `/`); keeps a trailing
+/// `/`. Guest symlinks cannot be seen from the host and are not resolved.
+pub fn normalize_path(path: &str) -> String {
+    if !path.starts_with('/') {
+        return path.to_owned();
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let trailing =
+        (path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..")) && !parts.is_empty();
+    let mut out = format!("/{}", parts.join("/"));
+    if trailing {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_lexically() {
+        for (i, o) in [
+            ("/etc/../etc//hostname", "/etc/hostname"),
+            ("/var/log/../../etc/shadow", "/etc/shadow"),
+            ("/../../x", "/x"),
+            ("/data/./a/.", "/data/a/"),
+            ("/", "/"),
+            ("//", "/"),
+            ("/a/b/..", "/a/"),
+            ("relative/../x", "relative/../x"),
+        ] {
+            assert_eq!(normalize_path(i), o, "{i}");
+        }
+    }
+
+    #[test]
+    fn map_has_version_and_sections() {
+        let r = PolicyRequest {
+            v: REQUEST_VERSION,
+            rpc: "Exec".into(),
+            exec: Some(ExecInfo {
+                path: "/bin/ls".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let d = r.to_dynamic();
+        let m = d.cast::<rhai::Map>();
+        assert_eq!(m["v"].as_int().unwrap(), 1);
+        assert!(m["file"].is_unit());
+        assert_eq!(
+            m["exec"].clone().cast::<rhai::Map>()["path"]
+                .clone()
+                .into_string()
+                .unwrap(),
+            "/bin/ls"
+        );
+    }
+}

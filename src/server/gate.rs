@@ -1,0 +1,276 @@
+//! The one gate every request passes: authenticated caller → policy decision → durable
+//! decision record → dispatch → outcome record. A [`Call`] is the proof a request was
+//! admitted; handlers cannot reach a guest without one.
+
+use std::{sync::Arc, time::Instant};
+
+use tonic::{Code, Request, Status};
+
+use super::{
+    auth::{self, Caller},
+    metrics::{self, RpcTimer},
+};
+use crate::{
+    audit::{self, AuditEntry, AuditLog, EntryKind},
+    policy::{
+        Decision, Limits, PolicyEngine,
+        request::{
+            AgentInfo, CallerInfo, DomainInfo, ExecInfo, FileInfo, PolicyRequest, REQUEST_VERSION,
+            TaskInfo,
+        },
+    },
+};
+
+/// Policy and audit, shared by all requests.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    pub(crate) policy: Option<Arc<PolicyEngine>>,
+    pub(crate) audit: Option<AuditLog>,
+}
+
+/// The RPC-specific part of what policies see.
+#[derive(Debug, Default)]
+pub(crate) enum Detail {
+    /// Only the guest.
+    #[default]
+    None,
+    Exec(ExecInfo),
+    File(FileInfo),
+    Agent(AgentInfo),
+    Task(TaskInfo),
+}
+
+/// How a request ended, for the outcome record.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Outcome {
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+    pub(crate) bytes: Option<u64>,
+}
+
+/// An admitted request.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub(crate) caller: Caller,
+    pub(crate) rpc: &'static str,
+    pub(crate) request_id: String,
+    pub(crate) domain: String,
+    /// Limits the deciding plugins attached.
+    pub(crate) limits: Limits,
+    audit: Option<AuditLog>,
+    timer: Option<RpcTimer>,
+    started: Instant,
+}
+
+fn audit_caller(c: &Caller) -> audit::Caller {
+    audit::Caller {
+        id: c.id.clone(),
+        auth: c.auth.as_str().into(),
+        roles: c.roles.clone(),
+        peer: c.peer.clone(),
+    }
+}
+
+fn entry(
+    kind: EntryKind,
+    request_id: &str,
+    caller: &Caller,
+    rpc: &str,
+    domain: &str,
+) -> AuditEntry {
+    AuditEntry {
+        kind,
+        request_id: request_id.to_owned(),
+        caller: audit_caller(caller),
+        rpc: rpc.to_owned(),
+        domain: domain.to_owned(),
+        summary: None,
+        decision: None,
+        plugin: None,
+        reason: None,
+        extra: None,
+        status: None,
+        message: None,
+        exit_code: None,
+        signal: None,
+        bytes: None,
+        duration_ms: None,
+    }
+}
+
+/// The gRPC code's canonical name, as audit records and metrics spell it.
+pub(crate) fn code_name(code: Code) -> &'static str {
+    metrics::code_name(code)
+}
+
+impl Gate {
+    /// Admits a request or refuses it with PERMISSION_DENIED (policy) or UNAVAILABLE
+    /// (the audit log cannot be written and `on_failure = "refuse"`).
+    pub(crate) async fn admit<T>(
+        &self,
+        rpc: &'static str,
+        req: &Request<T>,
+        domain: &str,
+        os_id: Option<String>,
+        detail: Detail,
+    ) -> Result<Call, Status> {
+        let caller = auth::caller(req)?;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let timer = RpcTimer::start(rpc);
+        let mut preq = PolicyRequest {
+            v: REQUEST_VERSION,
+            id: request_id.clone(),
+            rpc: rpc.to_owned(),
+            caller: CallerInfo {
+                id: caller.id.clone(),
+                auth: caller.auth.as_str().into(),
+                roles: caller.roles.clone(),
+                peer: caller.peer.clone(),
+            },
+            domain: DomainInfo {
+                name: domain.to_owned(),
+                hypervisor: domain
+                    .split_once('/')
+                    .map(|(h, _)| h.to_owned())
+                    .unwrap_or_default(),
+                os_id: os_id.unwrap_or_default(),
+            },
+            ..PolicyRequest::default()
+        };
+        match detail {
+            Detail::None => {}
+            Detail::Exec(e) => preq.exec = Some(e),
+            Detail::File(f) => preq.file = Some(f),
+            Detail::Agent(a) => preq.agent = Some(a),
+            Detail::Task(t) => preq.task = Some(t),
+        }
+        let (decision, extra) = match &self.policy {
+            Some(p) => {
+                preq.settings = p.settings().clone();
+                p.evaluate(preq.clone()).await
+            }
+            None => (
+                Decision {
+                    allow: true,
+                    plugin: None,
+                    reason: "no policy configured".into(),
+                    limits: Limits::default(),
+                },
+                None,
+            ),
+        };
+        tracing::debug!(rpc, caller = %caller.id, domain, allow = decision.allow,
+            plugin = decision.plugin.as_deref().unwrap_or("default"), reason = %decision.reason, "policy decision");
+        let mut call = Call {
+            caller,
+            rpc,
+            request_id,
+            domain: domain.to_owned(),
+            limits: decision.limits,
+            audit: self.audit.clone(),
+            timer: Some(timer),
+            started: Instant::now(),
+        };
+        if let Some(log) = &self.audit {
+            let mut e = entry(
+                EntryKind::Decision,
+                &call.request_id,
+                &call.caller,
+                rpc,
+                domain,
+            );
+            preq.settings = serde_json::Value::Null;
+            let mut summary = serde_json::to_value(&preq).unwrap_or_default();
+            if let Some(m) = summary.as_object_mut() {
+                m.retain(|_, v| !v.is_null());
+            }
+            e.summary = Some(summary);
+            e.decision = Some(if decision.allow { "allow" } else { "deny" }.into());
+            e.plugin = decision.plugin.clone();
+            e.reason = Some(decision.reason.clone());
+            e.extra = extra;
+            if let Err(err) = log.record(e).await {
+                let st = Status::unavailable(format!(
+                    "the audit log cannot be written ({err}); request refused"
+                ));
+                call.audit = None; // nothing more can be recorded
+                call.finish_with(st.code(), st.message(), Outcome::default())
+                    .await;
+                return Err(st);
+            }
+        }
+        if !decision.allow {
+            let who = decision.plugin.as_deref().unwrap_or("the default policy");
+            let st = Status::permission_denied(format!("denied by {who}: {}", decision.reason));
+            call.finish_with(st.code(), st.message(), Outcome::default())
+                .await;
+            return Err(st);
+        }
+        Ok(call)
+    }
+}
+
+impl Call {
+    /// Records the outcome (metrics and audit) from a handler's result.
+    pub(crate) async fn finish<T>(self, result: &Result<T, Status>) {
+        match result {
+            Ok(_) => self.finish_with(Code::Ok, "", Outcome::default()).await,
+            Err(st) => {
+                self.finish_with(st.code(), st.message(), Outcome::default())
+                    .await
+            }
+        }
+    }
+
+    /// Records the outcome with exec/transfer details.
+    pub(crate) async fn finish_with(mut self, code: Code, message: &str, outcome: Outcome) {
+        if code != Code::Ok {
+            tracing::debug!(rpc = self.rpc, caller = %self.caller.id, ?code, message, "request failed");
+        }
+        if let Some(t) = self.timer.take() {
+            t.finish(code);
+        }
+        if let Some(log) = self.audit.take() {
+            let e = self.outcome_entry(code, message, outcome);
+            if let Err(err) = log.record(e).await {
+                tracing::error!(error = %err, request_id = %self.request_id, "outcome record not written");
+            }
+        }
+    }
+
+    fn outcome_entry(&self, code: Code, message: &str, o: Outcome) -> AuditEntry {
+        let mut e = entry(
+            EntryKind::Outcome,
+            &self.request_id,
+            &self.caller,
+            self.rpc,
+            &self.domain,
+        );
+        e.status = Some(code_name(code).into());
+        e.message = (!message.is_empty()).then(|| message.to_owned());
+        e.exit_code = o.exit_code;
+        e.signal = o.signal;
+        e.bytes = o.bytes;
+        e.duration_ms = Some(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        e
+    }
+}
+
+impl Drop for Call {
+    /// A call dropped unfinished (the client went away mid-handler) still gets its
+    /// outcome record, written in the background.
+    fn drop(&mut self) {
+        if let Some(log) = self.audit.take() {
+            let e = self.outcome_entry(
+                Code::Cancelled,
+                "the call was abandoned",
+                Outcome::default(),
+            );
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = log.record(e).await;
+                });
+            }
+        }
+    }
+}
