@@ -47,17 +47,17 @@ pub enum OnFailure {
     Continue,
 }
 
-/// The audit log could not be opened or written.
+/// The audit log could not be opened or written. Messages include their cause (there is
+/// no `source()` chain), so `{:#}` prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// The file (or its directory) could not be created, opened, locked or read.
-    #[error("cannot open audit log {path}: {source}")]
+    #[error("cannot open audit log {path}: {error}")]
     Open {
         /// The log file.
         path: PathBuf,
         /// What the OS said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The last record of an existing log is broken, so the chain cannot be continued.
     #[error("cannot continue audit log {path}: record broken at line {line}: {reason}")]
@@ -70,17 +70,16 @@ pub enum AuditError {
         reason: String,
     },
     /// A record could not be made durable (only with [`OnFailure::Refuse`]).
-    #[error("cannot write audit log {path}: {source}")]
+    #[error("cannot write audit log {path}: {error}")]
     Write {
         /// The log file.
         path: PathBuf,
         /// What the OS said; shared by all the records of the failed group commit.
-        #[source]
-        source: Arc<std::io::Error>,
+        error: Arc<std::io::Error>,
     },
     /// A record could not be serialized.
     #[error("cannot encode audit record: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(serde_json::Error),
     /// The log was closed.
     #[error("audit log {path} is closed")]
     Closed {

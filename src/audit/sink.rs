@@ -62,9 +62,9 @@ impl AuditLog {
                     let _ = ready_tx.send(Err(e));
                 }
             })
-            .map_err(|source| AuditError::Open {
+            .map_err(|error| AuditError::Open {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
         ready.await.map_err(|_| closed(path))??;
         let path = path.into();
@@ -75,6 +75,7 @@ impl AuditLog {
     /// fdatasync'ed). With [`OnFailure::Refuse`] a write failure is an `Err`; with
     /// [`OnFailure::Continue`] it is logged and `Ok(seq)` is returned anyway (that record
     /// is missing from the file and its seq is given to the next one).
+    /// Dropping the call once the entry is queued does not withdraw it.
     pub async fn record(&self, entry: AuditEntry) -> Result<u64, AuditError> {
         let (ack, reply) = oneshot::channel();
         let sent = self.tx.send(Msg::Entry(Box::new(entry), ack)).await;
@@ -121,9 +122,9 @@ struct Writer {
 
 impl Writer {
     fn open(path: PathBuf, on_failure: OnFailure) -> Result<Self, AuditError> {
-        let err = |source| AuditError::Open {
+        let err = |error| AuditError::Open {
             path: path.clone(),
-            source,
+            error,
         };
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if let Some(dir) = dir {
@@ -152,7 +153,7 @@ impl Writer {
                 line,
                 reason,
             },
-            VerifyError::Io { source, .. } => err(source),
+            VerifyError::Io { error, .. } => err(error),
         })?;
         let (dirty, path) = (false, path.clone());
         Ok(Self {
@@ -221,13 +222,13 @@ impl Writer {
         self.dirty = self.regular && self.file.set_len(self.good_len).is_err();
         tracing::error!(path = %self.path.display(), error = %e, records = acks.len(),
             on_failure = ?self.on_failure, "cannot write audit records");
-        let source = Arc::new(e);
+        let error = Arc::new(e);
         for (seq, ack) in acks {
             drop(ack.send(match self.on_failure {
                 OnFailure::Continue => Ok(seq),
                 OnFailure::Refuse => Err(AuditError::Write {
                     path: self.path.clone(),
-                    source: source.clone(),
+                    error: error.clone(),
                 }),
             }));
         }

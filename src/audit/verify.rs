@@ -23,7 +23,7 @@ pub struct VerifyReport {
     pub last_hash: String,
 }
 
-/// Why a log does not verify.
+/// Why a log does not verify. Messages include their cause (no `source()` chain).
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// The first broken record.
@@ -37,13 +37,12 @@ pub enum VerifyError {
         reason: String,
     },
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         /// The log file.
         path: PathBuf,
         /// What the OS said.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -69,9 +68,9 @@ fn seq_text(seq: Option<u64>) -> String {
 /// Reads the whole log and checks every record: a complete line that parses, `seq` one
 /// more than the previous, `prev` equal to the previous `hash`, and its own `hash`.
 pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
-    let io = |source| VerifyError::Io {
+    let io = |error| VerifyError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut reader = BufReader::new(File::open(path).map_err(io)?);
     let (mut records, mut last_hash, mut buf) = (0, GENESIS.to_owned(), Vec::new());
@@ -110,9 +109,9 @@ fn leading_seq(text: &[u8]) -> Option<u64> {
 /// The seq and hash of the last record of a log of `len` bytes, read from its end without
 /// checking the rest: how [`AuditLog`](super::AuditLog) continues a chain.
 pub(super) fn chain_head(file: &File, len: u64, path: &Path) -> Result<(u64, String), VerifyError> {
-    let io = |source| VerifyError::Io {
+    let io = |error| VerifyError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     if len == 0 {
         return Ok((0, GENESIS.to_owned()));

@@ -1,5 +1,6 @@
 //! The `atp` command line: subcommands, logging setup and exit codes.
 
+mod audit;
 mod demo;
 mod policy;
 mod serve;
@@ -14,6 +15,8 @@ pub const EXIT_CONFIG: u8 = 78;
 pub const EXIT_SOFTWARE: u8 = 70;
 /// A required service or component is unavailable (BSD `EX_UNAVAILABLE`).
 pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Input data is bad: a broken audit chain (BSD `EX_DATAERR`).
+pub const EXIT_DATAERR: u8 = 65;
 
 /// Policy-controlled, audited access to KVM guests through the QEMU Guest Agent.
 #[derive(Debug, Parser)]
@@ -54,6 +57,18 @@ enum Command {
     /// Check or test policy plugins.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Work with audit logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check a log's hash chain; reports the first broken record.
+    Verify {
+        /// The JSONL audit log.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,20 +105,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
         Command::Policy(PolicyCommand::Test { dir, cases }) => policy::test(&dir, &cases),
+        Command::Audit(AuditCommand::Verify { file }) => audit::verify(&file).await,
     }
 }
 
 /// The exit code for a failed subcommand.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err
-        .downcast_ref::<ocloudview_atp::config::ConfigError>()
-        .is_some()
-    {
+    use ocloudview_atp::{
+        audit::ChainBroken, config::ConfigError, policy::PolicyError, server::ServeError,
+        testbed::TestbedError,
+    };
+    let policy = err.downcast_ref::<PolicyError>().is_some()
+        || matches!(
+            err.downcast_ref::<ServeError>(),
+            Some(ServeError::Policy(_))
+        );
+    if err.downcast_ref::<ConfigError>().is_some() || policy {
         EXIT_CONFIG
-    } else if err
-        .downcast_ref::<ocloudview_atp::testbed::TestbedError>()
-        .is_some()
-    {
+    } else if err.downcast_ref::<ChainBroken>().is_some() {
+        EXIT_DATAERR
+    } else if err.downcast_ref::<TestbedError>().is_some() {
         EXIT_UNAVAILABLE
     } else {
         1

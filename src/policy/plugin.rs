@@ -107,7 +107,9 @@ impl PolicySet {
     /// Decides `req`: any deny wins, else any allow, else the default. A plugin that
     /// errs, panics, hits a limit or returns something else denies (fail closed).
     pub fn evaluate(&self, req: &PolicyRequest) -> Decision {
-        let map = req.to_dynamic();
+        // One read-only map shared by every plugin: no per-plugin copy, and no plugin can
+        // change what the next one sees (assigning to it is an error, which denies).
+        let map = req.to_dynamic().into_read_only().into_shared();
         let mut allowed: Option<(String, String)> = None;
         let mut limits = Limits::default();
         for p in self
@@ -165,7 +167,7 @@ impl PolicySet {
         dm.insert("allowed".into(), d.allow.into());
         dm.insert("reason".into(), d.reason.clone().into());
         dm.insert("plugin".into(), d.plugin.clone().unwrap_or_default().into());
-        let map = req.to_dynamic();
+        let map = req.to_dynamic().into_read_only().into_shared();
         for p in self.plugins.iter().filter(|p| p.hooks.contains(&"audit")) {
             match call(
                 &self.engine,
@@ -200,7 +202,13 @@ fn call(
     args: impl rhai::FuncArgs,
 ) -> Result<Dynamic, String> {
     let res = catch_unwind(AssertUnwindSafe(|| {
-        with_deadline(|| engine.call_fn::<Dynamic>(&mut Scope::new(), ast, hook, args))
+        // Plugins are function definitions; their top level need not run on every call.
+        let opts = rhai::CallFnOptions::new()
+            .eval_ast(false)
+            .rewind_scope(false);
+        with_deadline(|| {
+            engine.call_fn_with_options::<Dynamic>(opts, &mut Scope::new(), ast, hook, args)
+        })
     }));
     match res {
         Ok(Ok(v)) => Ok(v),
@@ -223,4 +231,72 @@ fn plugin_tasks(engine: &Engine, p: &Plugin) -> Result<Vec<TaskDef>, PolicyError
             TaskDef::parse(&p.name, name, def).map_err(|e| err(format!("task {name}: {e}")))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(plugins: &[(&str, &str)]) -> PolicySet {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, src) in plugins {
+            std::fs::write(dir.path().join(format!("{name}.rhai")), src).unwrap();
+        }
+        PolicySet::load(Arc::new(super::super::engine::build()), dir.path(), false).unwrap()
+    }
+
+    fn req(rpc: &str) -> PolicyRequest {
+        PolicyRequest {
+            v: 1,
+            rpc: rpc.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plugin_cannot_change_what_the_next_one_sees() {
+        let s = set(&[
+            ("10-tamper", "fn authorize(req) { req.rpc = \"Ping\"; () }"),
+            (
+                "20-ping",
+                "fn authorize(req) { if req.rpc == \"Ping\" { allow(\"ping\") } }",
+            ),
+        ]);
+        let d = s.evaluate(&req("Exec"));
+        assert!(!d.allow, "{d:?}");
+        let untouched = set(&[(
+            "20-ping",
+            "fn authorize(req) { if req.rpc == \"Ping\" { allow(\"ping\") } }",
+        )]);
+        assert!(untouched.evaluate(&req("Ping")).allow);
+    }
+
+    #[test]
+    fn deny_wins_allow_beats_default_and_limits_tighten() {
+        let s = set(&[
+            (
+                "10-a",
+                "fn authorize(req) { allow(\"a\").with(#{ timeout_ms: 5000, max_bytes: 10 }) }",
+            ),
+            (
+                "20-b",
+                "fn authorize(req) { allow(\"b\").with(#{ timeout_ms: 1000 }) }",
+            ),
+        ]);
+        let d = s.evaluate(&req("Exec"));
+        assert!(d.allow);
+        assert_eq!(
+            (d.limits.timeout_ms, d.limits.max_bytes),
+            (Some(1000), Some(10))
+        );
+        assert_eq!(d.plugin.as_deref(), Some("10-a"));
+        let s = set(&[
+            ("10-a", "fn authorize(req) { allow(\"a\") }"),
+            ("20-no", "fn authorize(req) { deny(\"no\") }"),
+        ]);
+        let d = s.evaluate(&req("Exec"));
+        assert!(!d.allow && d.plugin.as_deref() == Some("20-no") && d.reason == "no");
+        let s = set(&[("10-abstain", "fn authorize(req) { () }")]);
+        assert!(!s.evaluate(&req("Exec")).allow);
+    }
 }

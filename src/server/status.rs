@@ -161,7 +161,7 @@ mod tests {
             (
                 tr(TransportError::Connect {
                     path: "/x".into(),
-                    source: io(),
+                    error: io(),
                 }),
                 Code::Unavailable,
             ),

@@ -6,13 +6,12 @@ use std::{path::PathBuf, time::Duration};
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// The agent socket could not be opened: the guest or its agent is not running.
-    #[error("cannot connect to agent socket {path}: {source}")]
+    #[error("cannot connect to agent socket {path}: {error}")]
     Connect {
         /// The socket path that was tried.
         path: PathBuf,
         /// What the OS said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Reading or writing the socket failed after it was open.
     #[error("agent connection failed: {0}")]

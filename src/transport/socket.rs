@@ -214,9 +214,9 @@ impl Conn {
     async fn open(path: &Path) -> Result<Self, TransportError> {
         let stream = UnixStream::connect(path)
             .await
-            .map_err(|source| TransportError::Connect {
+            .map_err(|error| TransportError::Connect {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
         let mut conn = Conn {
             stream,

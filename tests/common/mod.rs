@@ -31,6 +31,11 @@ pub async fn image() -> GuestImage {
 
 /// A gRPC client over a UNIX socket, retried until the daemon listens (bounded).
 pub async fn grpc_client(socket: &Path) -> GuestAgentClient<Channel> {
+    GuestAgentClient::new(grpc_channel(socket).await)
+}
+
+/// A channel over a UNIX socket, retried until the daemon listens (bounded).
+pub async fn grpc_channel(socket: &Path) -> Channel {
     let path = socket.to_owned();
     for _ in 0..200 {
         if path.exists() {
@@ -47,7 +52,7 @@ pub async fn grpc_client(socket: &Path) -> GuestAgentClient<Channel> {
                 }))
                 .await;
             if let Ok(ch) = ch {
-                return GuestAgentClient::new(ch);
+                return ch;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
