@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(cli::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("atp: {e:#}");
             ExitCode::from(cli::exit_code(&e))

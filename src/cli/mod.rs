@@ -1,8 +1,12 @@
 //! The `atp` command line: subcommands, logging setup and exit codes.
 
 mod audit;
+mod client;
+mod cp;
 mod demo;
 mod policy;
+mod remote;
+mod run;
 mod serve;
 
 use std::path::PathBuf;
@@ -31,6 +35,9 @@ pub struct Cli {
         env = "ATP_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
+    /// Where the daemon is, and the token to present.
+    #[command(flatten)]
+    connection: client::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +67,74 @@ enum Command {
     /// Work with audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List the guests the daemon can reach.
+    Ls(OutputArg),
+    /// Ping a guest's agent.
+    Ping(DomainArg),
+    /// Agent version, enabled commands and guest facts.
+    Info(DomainArg),
+    /// The guest's operating system.
+    Osinfo(DomainArg),
+    /// Run a program in a guest, with live output; its exit code becomes atp's.
+    Exec {
+        /// The guest.
+        domain: String,
+        #[command(flatten)]
+        opts: run::ExecOpts,
+        /// Program and arguments (after --).
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Run a command line with the guest's shell (/bin/sh -c, or cmd.exe /c).
+    Sh {
+        /// The guest.
+        domain: String,
+        /// The command line.
+        command: String,
+        #[command(flatten)]
+        opts: run::ExecOpts,
+    },
+    /// Copy a file into or out of a guest: `atp cp ./f DOM:/path` or `atp cp DOM:/path ./f`.
+    Cp {
+        /// Source: a local path or DOM:/path.
+        src: String,
+        /// Destination: a local path or DOM:/path.
+        dst: String,
+        #[command(flatten)]
+        opts: cp::CpOpts,
+    },
+    /// The tasks policies offer for a guest.
+    Tasks(DomainArg),
+    /// Run a named task: `atp run DOM TASK key=value...`.
+    Run {
+        /// The guest.
+        domain: String,
+        /// The task.
+        task: String,
+        /// Parameters, key=value.
+        params: Vec<String>,
+    },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct OutputArg {
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "text")]
+    output: remote::Output,
+}
+
+#[derive(Debug, clap::Args)]
+struct DomainArg {
+    /// The guest.
+    domain: String,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "text")]
+    output: remote::Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,14 +173,45 @@ pub fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Runs the chosen subcommand.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+/// Runs the chosen subcommand; `Ok(code)` is the exit code of a guest program.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let conn = &cli.connection;
+    let client: Result<u8, client::ClientError> = match cli.command {
+        Command::Ls(o) => remote::ls(conn, o.output).await.map(|()| 0),
+        Command::Ping(d) => remote::ping(conn, d.domain, d.output).await.map(|()| 0),
+        Command::Info(d) => remote::info(conn, d.domain, d.output).await.map(|()| 0),
+        Command::Osinfo(d) => remote::osinfo(conn, d.domain, d.output).await.map(|()| 0),
+        Command::Tasks(d) => remote::tasks(conn, d.domain, d.output).await.map(|()| 0),
+        Command::Exec { domain, opts, argv } => run::exec(conn, domain, argv, &opts).await,
+        Command::Sh {
+            domain,
+            command,
+            opts,
+        } => run::sh(conn, domain, command, &opts).await,
+        Command::Run {
+            domain,
+            task,
+            params,
+        } => run::run(conn, domain, task, params).await,
+        Command::Cp { src, dst, opts } => cp::cp(conn, &src, &dst, &opts).await.map(|()| 0),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "atp", &mut std::io::stdout());
+            Ok(0)
+        }
+        other => return run_local(other).await.map(|()| 0),
+    };
+    client.map_err(anyhow::Error::from)
+}
+
+async fn run_local(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve { config } => serve::run(&config).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
         Command::Policy(PolicyCommand::Test { dir, cases }) => policy::test(&dir, &cases),
         Command::Audit(AuditCommand::Verify { file }) => audit::verify(&file).await,
+        _ => unreachable!("client commands are handled by run()"),
     }
 }
 
@@ -122,6 +228,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         );
     if err.downcast_ref::<ConfigError>().is_some() || policy {
         EXIT_CONFIG
+    } else if let Some(c) = err.downcast_ref::<client::ClientError>() {
+        c.code
     } else if err.downcast_ref::<ChainBroken>().is_some() {
         EXIT_DATAERR
     } else if err.downcast_ref::<TestbedError>().is_some() {

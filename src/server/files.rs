@@ -58,16 +58,20 @@ pub(crate) async fn read(
             .open(&r.path, "r")
             .await
             .map_err(|e| s.agent_error(&r.domain, e))?;
-        if offset > 0 {
-            client
-                .file_seek(file.handle(), offset, Whence::Set)
-                .await
-                .map_err(|e| s.agent_error(&r.domain, e))?;
-        }
-        Ok::<_, Status>((client, file))
+        // The size, for the client's progress display; then back to where the read starts.
+        let size = client
+            .file_seek(file.handle(), 0, Whence::End)
+            .await
+            .map_err(|e| s.agent_error(&r.domain, e))?
+            .position;
+        client
+            .file_seek(file.handle(), offset, Whence::Set)
+            .await
+            .map_err(|e| s.agent_error(&r.domain, e))?;
+        Ok::<_, Status>((client, file, u64::try_from(size).unwrap_or(0)))
     }
     .await;
-    let (client, file) = match setup {
+    let (client, file, size) = match setup {
         Ok(x) => x,
         Err(e) => {
             call.finish::<()>(&Err(e.clone())).await;
@@ -85,7 +89,7 @@ pub(crate) async fn read(
     let token = s.shared.shutdown.clone();
     tokio::spawn(async move {
         let res = tokio::select! {
-            res = stream_file(&client, &file, r.offset, r.length, chunk, limit, &tx) => res,
+            res = stream_file(&client, &file, (r.offset, size), r.length, chunk, limit, &tx) => res,
             () = token.cancelled() => Err(Status::unavailable("the daemon is shutting down")),
         };
         // Close before reporting, so a client that sees the end sees no open handle.
@@ -112,7 +116,7 @@ pub(crate) async fn read(
 async fn stream_file(
     client: &AgentClient,
     file: &OpenFile,
-    start: u64,
+    (start, file_size): (u64, u64),
     length: u64,
     chunk: usize,
     limit: Option<u64>,
@@ -161,6 +165,7 @@ async fn stream_file(
             let msg = pb::FileChunk {
                 offset,
                 data,
+                file_size: if total == 0 { file_size } else { 0 },
                 ..Default::default()
             };
             tx.send(Ok(msg))
@@ -179,6 +184,7 @@ async fn stream_file(
         eof: true,
         total_bytes: total,
         sha256: hasher.finalize().to_vec(),
+        file_size: if total == 0 { file_size } else { 0 },
     };
     tx.send(Ok(last))
         .await
