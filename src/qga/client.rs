@@ -69,6 +69,22 @@ impl AgentState {
     }
 }
 
+/// A submitted command whose reply has not been awaited yet.
+#[derive(Debug)]
+pub struct Pending<C: Command> {
+    client: AgentClient,
+    ticket: crate::transport::Ticket,
+    _cmd: std::marker::PhantomData<fn() -> C>,
+}
+
+impl<C: Command> Pending<C> {
+    /// Waits for the typed reply.
+    pub async fn reply(self) -> Result<C::Reply, QgaError> {
+        let r = self.ticket.wait().await;
+        self.client.decode::<C>(r)
+    }
+}
+
 /// Commands that need no capability check (they are how we learn capabilities).
 const UNCHECKED: &[&str] = &[
     "guest-ping",
@@ -124,10 +140,33 @@ impl AgentClient {
         self.send(cmd, timeout).await
     }
 
+    /// Queues `cmd` (capability-checked) and returns once it is queued; await the typed
+    /// reply with [`Pending::reply`]. Commands one task submits in turn run in that order,
+    /// which lets a reader keep the next chunk request in flight.
+    pub async fn submit<C: Command>(&self, cmd: &C) -> Result<Pending<C>, QgaError> {
+        if !UNCHECKED.contains(&C::NAME) {
+            self.ensure_enabled(C::NAME).await?;
+        }
+        let ticket = self.transport.submit(encode(cmd)?, self.timeout).await?;
+        Ok(Pending {
+            client: self.clone(),
+            ticket,
+            _cmd: std::marker::PhantomData,
+        })
+    }
+
     /// Sends without the capability check.
     async fn send<C: Command>(&self, cmd: &C, timeout: Duration) -> Result<C::Reply, QgaError> {
         let request = encode(cmd)?;
-        let reply = match self.transport.call(request, timeout).await {
+        let reply = self.transport.call(request, timeout).await;
+        self.decode::<C>(reply)
+    }
+
+    fn decode<C: Command>(
+        &self,
+        reply: Result<AgentReply, crate::transport::TransportError>,
+    ) -> Result<C::Reply, QgaError> {
+        let reply = match reply {
             Ok(r) => r,
             Err(e) => {
                 if !matches!(e, crate::transport::TransportError::Timeout(_)) {

@@ -109,6 +109,21 @@ impl AgentClient {
         self.call(&GuestFileRead { handle, count }).await
     }
 
+    /// Queues a `guest-file-read` (count clamped like [`AgentClient::file_read`]) and
+    /// returns once queued; reads submitted in turn run in order on the handle.
+    pub async fn submit_file_read(
+        &self,
+        handle: i64,
+        count: usize,
+    ) -> Result<super::Pending<GuestFileRead>, QgaError> {
+        let max = self.transport().chunk_bounds().max_read;
+        self.submit(&GuestFileRead {
+            handle,
+            count: Some(count.min(max) as u64),
+        })
+        .await
+    }
+
     /// `guest-file-write` of `data`, split into calls the transport can carry.
     /// Returns the total bytes written.
     pub async fn file_write(&self, handle: i64, data: &[u8]) -> Result<FileWrite, QgaError> {

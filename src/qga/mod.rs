@@ -16,7 +16,7 @@ mod exec;
 mod file;
 
 pub use blocking::QgaClient;
-pub use client::{AgentClient, DEFAULT_TIMEOUT};
+pub use client::{AgentClient, DEFAULT_TIMEOUT, Pending};
 pub use command::Command;
 pub use error::QgaError;
 pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand};

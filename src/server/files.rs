@@ -113,6 +113,10 @@ pub(crate) async fn read(
     Ok(ReceiverStream::new(rx))
 }
 
+/// Two reads in flight: the agent reads and encodes the next chunk while this one is
+/// decoded and sent (the transport pipelines them on a direct socket).
+const READ_AHEAD: usize = 2;
+
 async fn stream_file(
     client: &AgentClient,
     file: &OpenFile,
@@ -122,43 +126,43 @@ async fn stream_file(
     limit: Option<u64>,
     tx: &mpsc::Sender<Result<pb::FileChunk, Status>>,
 ) -> Result<u64, Status> {
+    let qga = |e| Status::from(ApiError::Qga(e));
+    // Bytes this read may deliver: the requested length and the policy's budget.
+    let wanted = match (length, limit) {
+        (0, None) => u64::MAX,
+        (0, Some(l)) => l,
+        (n, None) => n,
+        (n, Some(l)) => n.min(l),
+    };
     let mut hasher = Sha256::new();
     let mut offset = start;
     let mut total = 0u64;
+    let mut requested = 0u64;
+    let mut ended = false;
+    let mut inflight = std::collections::VecDeque::new();
     loop {
-        let left = if length == 0 {
-            u64::MAX
-        } else {
-            length - total
-        };
-        if left == 0 {
-            break;
-        }
-        if let Some(l) = limit
-            && total >= l
-        {
-            // The policy's budget is spent: fine if the file ends here, refused if not.
-            let more = client
-                .file_read(file.handle(), Some(1))
+        while !ended && inflight.len() < READ_AHEAD && requested < wanted {
+            let want = usize::try_from(wanted - requested)
+                .unwrap_or(usize::MAX)
+                .min(chunk);
+            requested += want as u64;
+            // Queued in order by this task, so the agent reads the chunks in order.
+            let ticket = client
+                .submit_file_read(file.handle(), want)
                 .await
-                .map_err(|e| Status::from(ApiError::Qga(e)))?;
-            if more.count > 0 {
-                return Err(Status::resource_exhausted(format!(
-                    "read stopped at the policy's max_bytes ({l})"
-                )));
-            }
-            break;
+                .map_err(qga)?;
+            inflight.push_back((want, ticket));
         }
-        let left = limit.map_or(left, |l| left.min(l - total));
-        let want = usize::try_from(left).unwrap_or(usize::MAX).min(chunk);
-        let r = client
-            .file_read(file.handle(), Some(want))
-            .await
-            .map_err(|e| Status::from(ApiError::Qga(e)))?;
-        let data = r
-            .data()
-            .map_err(|e| Status::from(ApiError::Qga(data_err(e))))?;
+        let Some((want, next)) = inflight.pop_front() else {
+            break;
+        };
+        let r = next.reply().await.map_err(qga)?;
+        let data = r.data().map_err(|e| qga(data_err(e)))?;
         let n = data.len() as u64;
+        if ended {
+            // Read-ahead past the end: normally empty; the file grew if not, ignore it.
+            continue;
+        }
         if n > 0 {
             hasher.update(&data);
             metrics::bytes("read", data.len());
@@ -174,8 +178,24 @@ async fn stream_file(
             offset += n;
             total += n;
         }
-        if r.eof || n == 0 {
-            break;
+        if r.eof || (n as usize) < want {
+            ended = true;
+        }
+    }
+    if let Some(l) = limit
+        && !ended
+        && total >= l
+        && (length == 0 || length > l)
+    {
+        // The policy's budget is spent: fine if the file ends here, refused if not.
+        let more = client
+            .file_read(file.handle(), Some(1))
+            .await
+            .map_err(qga)?;
+        if more.count > 0 {
+            return Err(Status::resource_exhausted(format!(
+                "read stopped at the policy's max_bytes ({l})"
+            )));
         }
     }
     let last = pb::FileChunk {

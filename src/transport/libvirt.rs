@@ -108,6 +108,15 @@ impl LibvirtTransport {
         request: AgentRequest,
         timeout: Duration,
     ) -> Result<AgentReply, TransportError> {
+        self.submit(request, timeout).await?.wait().await
+    }
+
+    /// Queues a command and returns once it is queued (in submission order).
+    pub async fn submit(
+        &self,
+        request: AgentRequest,
+        timeout: Duration,
+    ) -> Result<super::Ticket, TransportError> {
         let size = request.arguments.as_ref().map_or(0, String::len);
         if size > MAX_REQUEST {
             return Err(TransportError::RequestTooLarge {
@@ -121,7 +130,7 @@ impl LibvirtTransport {
             self.depth.fetch_sub(1, Ordering::Relaxed);
             return Err(TransportError::Stopped);
         }
-        rx.await.map_err(|_| TransportError::Stopped)?
+        Ok(super::Ticket(rx))
     }
 }
 

@@ -71,6 +71,17 @@ pub enum AgentReply {
     },
 }
 
+/// A queued request's reply, to be awaited.
+#[derive(Debug)]
+pub struct Ticket(tokio::sync::oneshot::Receiver<Result<AgentReply, TransportError>>);
+
+impl Ticket {
+    /// Waits for the reply.
+    pub async fn wait(self) -> Result<AgentReply, TransportError> {
+        self.0.await.map_err(|_| TransportError::Stopped)?
+    }
+}
+
 /// The largest raw read/write a single agent call may move on each transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkBounds {
@@ -101,6 +112,19 @@ impl Transport {
         match self {
             Transport::Socket(t) => t.call(request, timeout).await,
             Transport::Libvirt(t) => t.call(request, timeout).await,
+        }
+    }
+
+    /// Queues a request without waiting for its reply; requests one task submits in turn
+    /// run in that order. Await the reply with [`Ticket::wait`].
+    pub async fn submit(
+        &self,
+        request: AgentRequest,
+        timeout: Duration,
+    ) -> Result<Ticket, TransportError> {
+        match self {
+            Transport::Socket(t) => t.submit(request, timeout).await,
+            Transport::Libvirt(t) => t.submit(request, timeout).await,
         }
     }
 

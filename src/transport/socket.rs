@@ -12,6 +12,8 @@
 //! 3. A caller that gives up (drops its future) does not disturb the wire: the worker still
 //!    reads the reply and throws it away. A timeout, I/O error or foreign reply drops the
 //!    connection, so the next request reconnects and resyncs.
+//! 4. Requests already queued are pipelined, two at a time: written back to back, their
+//!    replies read in order, each checked against its own id.
 
 use std::{
     path::{Path, PathBuf},
@@ -101,6 +103,16 @@ impl SocketTransport {
         request: AgentRequest,
         timeout: Duration,
     ) -> Result<AgentReply, TransportError> {
+        self.submit(request, timeout).await?.wait().await
+    }
+
+    /// Queues a request and returns as soon as it is queued: requests submitted one after
+    /// another by one task run in that order (and may be pipelined).
+    pub async fn submit(
+        &self,
+        request: AgentRequest,
+        timeout: Duration,
+    ) -> Result<super::Ticket, TransportError> {
         let (reply, rx) = oneshot::channel();
         let job = Job::Call {
             request,
@@ -112,7 +124,7 @@ impl SocketTransport {
             self.depth.fetch_sub(1, Ordering::Relaxed);
             return Err(TransportError::Stopped);
         }
-        rx.await.map_err(|_| TransportError::Stopped)?
+        Ok(super::Ticket(rx))
     }
 
     /// Closes the connection after the requests queued before this one, and waits until
@@ -132,40 +144,183 @@ struct Worker {
     depth: Arc<AtomicUsize>,
 }
 
+/// Requests the worker keeps in flight on one connection. qemu-ga answers pipelined
+/// requests in order; with two, the agent encodes the next reply while we decode this one.
+const PIPELINE_DEPTH: usize = 2;
+
+/// A request taken from the queue, with its own deadline.
+struct Pending {
+    request: AgentRequest,
+    timeout: Duration,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<AgentReply, TransportError>>,
+}
+
 impl Worker {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(job) = jobs.recv().await {
-            let (request, timeout, reply) = match job {
-                Job::Call {
-                    request,
-                    timeout,
-                    reply,
-                } => {
-                    self.depth.fetch_sub(1, Ordering::Relaxed);
-                    (request, timeout, reply)
-                }
+        let mut held: Option<Job> = None;
+        loop {
+            let job = match held.take() {
+                Some(j) => j,
+                None => match jobs.recv().await {
+                    Some(j) => j,
+                    None => return,
+                },
+            };
+            let first = match job {
                 Job::Close(ack) => {
                     self.conn = None;
                     let _ = ack.send(());
                     continue;
                 }
+                Job::Call {
+                    request,
+                    timeout,
+                    reply,
+                } => self.take(request, timeout, reply),
             };
-            if reply.is_closed() {
-                // The caller gave up while queued: nothing was sent, nothing to clean up.
+            let Some(first) = first else { continue };
+            if !first.request.expects_reply {
+                self.single(first).await;
                 continue;
             }
-            let deadline = Instant::now() + timeout;
-            let result = match tokio::time::timeout_at(deadline, self.execute(&request)).await {
+            // Pipeline: whatever else is already queued (up to the depth) goes out now.
+            let mut batch = vec![first];
+            while batch.len() < PIPELINE_DEPTH {
+                match jobs.try_recv() {
+                    Ok(Job::Call {
+                        request,
+                        timeout,
+                        reply,
+                    }) if request.expects_reply => {
+                        if let Some(p) = self.take(request, timeout, reply) {
+                            batch.push(p);
+                        }
+                    }
+                    Ok(other) => {
+                        held = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.pipelined(batch).await;
+        }
+    }
+
+    /// Accounts for a dequeued call; `None` if its caller already gave up (nothing sent).
+    fn take(
+        &self,
+        request: AgentRequest,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<AgentReply, TransportError>>,
+    ) -> Option<Pending> {
+        self.depth.fetch_sub(1, Ordering::Relaxed);
+        (!reply.is_closed()).then(|| Pending {
+            request,
+            timeout,
+            deadline: Instant::now() + timeout,
+            reply,
+        })
+    }
+
+    async fn single(&mut self, p: Pending) {
+        let result = match tokio::time::timeout_at(p.deadline, self.execute(&p.request)).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout(p.timeout)),
+        };
+        if result.is_err() {
+            // Whatever is still in flight belongs to no one: start over with a resync.
+            self.conn = None;
+        }
+        if p.reply.send(result).is_err() {
+            tracing::debug!(path = %self.path.display(), "caller left before the agent answered");
+        }
+    }
+
+    /// Writes every request of `batch`, then reads their replies in order, each checked
+    /// against its own id. After any failure the rest of the batch fails too and the
+    /// connection is dropped (the next request resyncs).
+    async fn pipelined(&mut self, batch: Vec<Pending>) {
+        if batch.len() == 1 {
+            let mut batch = batch;
+            if let Some(p) = batch.pop() {
+                self.single(p).await;
+            }
+            return;
+        }
+        let first_deadline = batch
+            .iter()
+            .map(|p| p.deadline)
+            .min()
+            .unwrap_or_else(Instant::now);
+        let sent = tokio::time::timeout_at(first_deadline, self.send_all(&batch)).await;
+        let ids = match sent {
+            Ok(Ok(ids)) => ids,
+            Ok(Err(e)) => return self.fail_all(batch, &e),
+            Err(_) => {
+                let t = batch.first().map_or(Duration::ZERO, |p| p.timeout);
+                return self.fail_all(batch, &TransportError::Timeout(t));
+            }
+        };
+        let mut rest = batch.into_iter().zip(ids);
+        while let Some((p, id)) = rest.next() {
+            let got = match tokio::time::timeout_at(p.deadline, self.receive(id)).await {
                 Ok(r) => r,
-                Err(_) => Err(TransportError::Timeout(timeout)),
+                Err(_) => Err(TransportError::Timeout(p.timeout)),
             };
-            if result.is_err() {
-                // Whatever is still in flight belongs to no one: start over with a resync.
-                self.conn = None;
+            match got {
+                Ok(reply) => {
+                    let _ = p.reply.send(Ok(reply));
+                }
+                Err(e) => {
+                    let remaining: Vec<Pending> = rest.map(|(p, _)| p).collect();
+                    let lost = TransportError::Protocol(format!(
+                        "an earlier pipelined request failed: {e}"
+                    ));
+                    let _ = p.reply.send(Err(e));
+                    self.fail_all(remaining, &lost);
+                    return;
+                }
             }
-            if reply.send(result).is_err() {
-                tracing::debug!(path = %self.path.display(), "caller left before the agent answered");
-            }
+        }
+    }
+
+    async fn send_all(&mut self, batch: &[Pending]) -> Result<Vec<u64>, TransportError> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::open(&self.path).await?);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(TransportError::Closed);
+        };
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut bytes = Vec::new();
+        for p in batch {
+            let id = random_id();
+            bytes.extend_from_slice(&p.request.to_json(Some(id)));
+            ids.push(id);
+        }
+        conn.stream.write_all(&bytes).await?;
+        Ok(ids)
+    }
+
+    async fn receive(&mut self, id: u64) -> Result<AgentReply, TransportError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(TransportError::Closed);
+        };
+        let line = conn.read_line().await?;
+        check_reply(&line, id)
+    }
+
+    fn fail_all(&mut self, batch: Vec<Pending>, e: &TransportError) {
+        self.conn = None;
+        for p in batch {
+            let err = match e {
+                TransportError::Timeout(_) => TransportError::Timeout(p.timeout),
+                TransportError::Closed => TransportError::Closed,
+                other => TransportError::Protocol(other.to_string()),
+            };
+            let _ = p.reply.send(Err(err));
         }
     }
 
@@ -193,15 +348,20 @@ impl Worker {
                 Ok(Err(e)) => return Err(e),
             }
         };
-        let parsed = parse_reply(&line)?;
-        if parsed.id.as_deref() != Some(id.to_string().as_str()) {
-            return Err(TransportError::Protocol(format!(
-                "reply to another request (id {:?}, expected {id})",
-                parsed.id
-            )));
-        }
-        Ok(parsed.reply)
+        check_reply(&line, id)
     }
+}
+
+/// Parses a reply line and checks it answers request `id`.
+fn check_reply(line: &[u8], id: u64) -> Result<AgentReply, TransportError> {
+    let parsed = parse_reply(line)?;
+    if parsed.id.as_deref() != Some(id.to_string().as_str()) {
+        return Err(TransportError::Protocol(format!(
+            "reply to another request (id {:?}, expected {id})",
+            parsed.id
+        )));
+    }
+    Ok(parsed.reply)
 }
 
 /// An open, synchronised connection.
