@@ -62,6 +62,8 @@ pub struct GuestRegistry {
     hypervisors: Vec<Arc<Hypervisor>>,
     /// Resolved libvirt guests by canonical `hypervisor/domain` key and by request name.
     resolved: Mutex<HashMap<String, AgentClient>>,
+    /// The same clients by canonical `hypervisor/uuid`, so aliases share one queue.
+    by_domain: Mutex<HashMap<String, AgentClient>>,
     agent_timeout: std::time::Duration,
 }
 
@@ -94,6 +96,7 @@ impl GuestRegistry {
             direct,
             hypervisors,
             resolved: Mutex::new(HashMap::new()),
+            by_domain: Mutex::new(HashMap::new()),
             agent_timeout,
         }
     }
@@ -124,12 +127,25 @@ impl GuestRegistry {
         for hv in candidates {
             let dom_name = domain.to_owned();
             let hv2 = Arc::clone(&hv);
-            let found = tokio::task::spawn_blocking(move || hv2.lookup(&dom_name))
-                .await
-                .map_err(|e| LibvirtError::Other(format!("lookup task failed: {e}")))??;
-            if let Some(dom) = found {
-                let client = AgentClient::new(LibvirtTransport::new(dom, domain))
-                    .with_timeout(self.agent_timeout);
+            let found = tokio::task::spawn_blocking(move || {
+                hv2.lookup(&dom_name)
+                    .map(|d| d.map(|d| (d.uuid_string().unwrap_or_default(), d)))
+            })
+            .await
+            .map_err(|e| LibvirtError::Other(format!("lookup task failed: {e}")))??;
+            if let Some((uuid, dom)) = found {
+                // One client (one queue) per domain, however it is named: `web-01`,
+                // `local/web-01` and its UUID all share it.
+                let key = format!("{}/{uuid}", hv.name);
+                let mut by_key = lock(&self.by_domain);
+                let client = by_key
+                    .entry(key)
+                    .or_insert_with(|| {
+                        AgentClient::new(LibvirtTransport::new(dom, domain))
+                            .with_timeout(self.agent_timeout)
+                    })
+                    .clone();
+                drop(by_key);
                 lock(&self.resolved).insert(name.to_owned(), client.clone());
                 return Ok(client);
             }
@@ -183,6 +199,9 @@ impl GuestRegistry {
     /// Drops a cached resolution (the domain went away or was recreated).
     pub fn forget(&self, name: &str) {
         lock(&self.resolved).remove(name);
+        // The domain is gone or was recreated: drop every alias's client for it.
+        lock(&self.by_domain).clear();
+        lock(&self.resolved).clear();
     }
 }
 

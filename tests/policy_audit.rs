@@ -213,13 +213,23 @@ async fn shipped_plugins_decide_and_every_request_is_audited() {
         .unwrap_err();
     assert_eq!(st.code(), Code::PermissionDenied);
 
+    // Only the caller who started an exec may attach to it.
+    let mut r = argv("uptime", &[]);
+    r.detach = true;
+    let o = drain_exec(ops.exec(r).await.unwrap().into_inner()).await;
+    let attach = || ocloudview_atp::pb::ExecAttachRequest { exec_id: o.exec_id.clone() };
+    let st = dev.exec_attach(attach()).await.unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    let back = drain_exec(ops.exec_attach(attach()).await.unwrap().into_inner()).await;
+    assert_eq!(back.exited.unwrap().exit_code, Some(0));
+
     // The audit trail: a decision and an outcome per request, no secrets, chain intact.
     drop(d);
     let lines = audit_lines(&audit);
     let decisions = lines.iter().filter(|l| l["kind"] == "decision").count();
     let outcomes = lines.iter().filter(|l| l["kind"] == "outcome").count();
     assert_eq!(decisions, outcomes, "every decision has its outcome");
-    assert_eq!(decisions, 13, "one decision per request made above");
+    assert_eq!(decisions, 16, "one decision per request made above");
     let text = std::fs::read_to_string(&audit).unwrap();
     for secret in ["hunter2-env-value", "topsecret-stdin", "filedata-xyz"] {
         assert!(!text.contains(secret), "{secret} leaked into the audit log");

@@ -12,7 +12,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub struct Caller {
     /// Identity, e.g. a token name, a certificate subject or `uid:1000`.
     pub id: String,
-    /// How it was authenticated: `token`, `mtls`, `peercred`, `none`.
+    /// How it was authenticated: `unix` (peer credentials), `token`, `mtls`, `none`.
     pub auth: String,
     /// Roles granted to it.
     pub roles: Vec<String>,

@@ -32,6 +32,10 @@ const POLICIES: &[(&str, &str)] = &[
         include_str!("../../policies/30-role-exec.rhai"),
     ),
     (
+        "35-admin-files.rhai",
+        include_str!("../../policies/35-admin-files.rhai"),
+    ),
+    (
         "40-tasks.rhai",
         include_str!("../../policies/40-tasks.rhai"),
     ),

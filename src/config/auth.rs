@@ -1,5 +1,6 @@
 //! Validation of the authentication keys: TLS files, token digests, and the rule that a
-//! non-loopback TCP listener needs TLS or tokens unless `insecure = true`.
+//! non-loopback TCP listener needs callers to authenticate — mTLS (`client_ca`) or
+//! tokens — unless `insecure = true`. TLS alone encrypts but identifies nobody.
 
 use std::path::{Path, PathBuf};
 
@@ -93,22 +94,22 @@ pub(super) fn tokens(raw: Vec<raw::RawToken>) -> Result<Vec<TokenEntry>, ConfigE
 
 pub(super) fn check_exposure(
     listen: &[Listen],
-    tls: bool,
+    mtls: bool,
     tokens: bool,
     insecure: bool,
 ) -> Result<(), ConfigError> {
     for (i, l) in listen.iter().enumerate() {
         if let Listen::Tcp(addr) = l
             && !addr.ip().is_loopback()
-            && !tls
+            && !mtls
             && !tokens
             && !insecure
         {
             return Err(invalid(
                 &format!("server.listen[{i}]"),
                 &l.to_string(),
-                "a non-loopback TCP listener needs [server.tls] or [[server.tokens]] \
-                 (or `insecure = true` to accept unauthenticated callers anyway)",
+                "a non-loopback TCP listener needs callers to authenticate: [server.tls] with client_ca, \
+                 or [[server.tokens]] (or `insecure = true` to accept anonymous callers anyway)",
             ));
         }
     }

@@ -21,7 +21,7 @@ pub struct PolicyRequest {
     pub caller: CallerInfo,
     /// The guest addressed.
     pub domain: DomainInfo,
-    /// For Exec and RunTask.
+    /// For Exec.
     pub exec: Option<ExecInfo>,
     /// For ReadFile and WriteFile.
     pub file: Option<FileInfo>,
@@ -29,6 +29,8 @@ pub struct PolicyRequest {
     pub agent: Option<AgentInfo>,
     /// For RunTask.
     pub task: Option<TaskInfo>,
+    /// For ExecAttach and ExecCancel: the exec addressed and who started it.
+    pub exec_ref: Option<ExecRefInfo>,
     /// `[policy] settings` from the config, for plugins to read (e.g. allowed paths).
     pub settings: serde_json::Value,
 }
@@ -106,6 +108,16 @@ pub struct AgentInfo {
     pub command: String,
     /// Its arguments object (a password-setting command's are replaced).
     pub arguments: serde_json::Value,
+}
+
+/// `req.exec_ref`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ExecRefInfo {
+    /// The exec id.
+    pub id: String,
+    /// The caller id that started it (empty when the id is unknown).
+    pub owner: String,
 }
 
 /// `req.task`

@@ -575,6 +575,8 @@ impl ExecSession {
         if self.dir.is_none() {
             return self.next_captured().await;
         }
+        // Checked on every call, so a program that never stops printing still times out.
+        self.check_deadline().await?;
         loop {
             if let Some(ev) = self.read_tail(true).await? {
                 return Ok(Some(ev));

@@ -44,6 +44,7 @@ pub(crate) struct ExecRegistry {
 pub(crate) struct ExecEntry {
     id: String,
     domain: String,
+    owner: String,
     pid: i64,
     client: AgentClient,
     state: Mutex<EntryState>,
@@ -67,11 +68,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ExecRegistry {
-    fn insert(&self, domain: &str, pid: i64, client: AgentClient) -> Arc<ExecEntry> {
+    fn insert(&self, domain: &str, owner: &str, pid: i64, client: AgentClient) -> Arc<ExecEntry> {
         let id = uuid::Uuid::new_v4().to_string();
         let entry = Arc::new(ExecEntry {
             id: id.clone(),
             domain: domain.to_owned(),
+            owner: owner.to_owned(),
             pid,
             client,
             state: Mutex::new(EntryState::Attached),
@@ -80,9 +82,9 @@ impl ExecRegistry {
         entry
     }
 
-    /// The guest an exec runs in (for the gate, before the exec is touched).
-    pub(crate) fn domain_of(&self, id: &str) -> Option<String> {
-        self.get(id).map(|e| e.domain.clone())
+    /// The guest an exec runs in and who started it (for the gate, before it is touched).
+    pub(crate) fn domain_and_owner(&self, id: &str) -> Option<(String, String)> {
+        self.get(id).map(|e| (e.domain.clone(), e.owner.clone()))
     }
 
     fn get(&self, id: &str) -> Option<Arc<ExecEntry>> {
@@ -179,7 +181,10 @@ pub(crate) async fn exec(
             Ok(pid) => pid,
             Err(e) => return fail(call, s.agent_error(&r.domain, e)).await,
         };
-        let entry = s.shared.execs.insert(&r.domain, pid, client.clone());
+        let entry = s
+            .shared
+            .execs
+            .insert(&r.domain, &call.caller.id, pid, client.clone());
         let _ = tx
             .send(Ok(event(Event::Started(pb::ExecStarted {
                 exec_id: entry.id.clone(),
@@ -187,13 +192,23 @@ pub(crate) async fn exec(
             }))))
             .await;
         let svc = s.clone();
+        let max_bytes = call.limits.max_bytes;
         tokio::spawn(async move {
             let res = client
                 .wait_for(pid, started, cmd.timeout, COLLECT_POLL)
                 .await;
             let mut outcome = Outcome::default();
             let code = match res {
-                Ok(r) => {
+                Ok(mut r) => {
+                    // The agent hands output over at exit; a policy budget caps what we pass on.
+                    if let Some(limit) = max_bytes {
+                        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                        r.stdout_truncated |= r.stdout.len() > limit;
+                        r.stdout.truncate(limit);
+                        let room = limit - r.stdout.len();
+                        r.stderr_truncated |= r.stderr.len() > room;
+                        r.stderr.truncate(room);
+                    }
                     outcome = Outcome {
                         exit_code: r.exit_code,
                         signal: r.signal,
@@ -233,7 +248,10 @@ pub(crate) async fn exec(
         Ok(sess) => sess,
         Err(e) => return fail(call, s.agent_error(&r.domain, e)).await,
     };
-    let entry = s.shared.execs.insert(&r.domain, session.pid(), client);
+    let entry = s
+        .shared
+        .execs
+        .insert(&r.domain, &call.caller.id, session.pid(), client);
     let started_ev = event(Event::Started(pb::ExecStarted {
         exec_id: entry.id.clone(),
         pid: session.pid(),
@@ -299,16 +317,16 @@ async fn pump(
                 }
             }
         };
-        if let (Some(limit), Some(Event::Stdout(d) | Event::Stderr(d))) =
-            (budget, ev.event.as_mut())
-        {
-            let room = limit.saturating_sub(sent);
-            if d.len() as u64 > room {
-                d.truncate(usize::try_from(room).unwrap_or(usize::MAX));
-                if !over {
-                    over = true;
-                    tracing::info!(exec_id = %entry.id, limit, "exec output reached the policy's max_bytes; killing it");
-                    let _ = session.kill().await;
+        if let Some(Event::Stdout(d) | Event::Stderr(d)) = ev.event.as_mut() {
+            if let Some(limit) = budget {
+                let room = limit.saturating_sub(sent);
+                if d.len() as u64 > room {
+                    d.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+                    if !over {
+                        over = true;
+                        tracing::info!(exec_id = %entry.id, limit, "exec output reached the policy's max_bytes; killing it");
+                        let _ = session.kill().await;
+                    }
                 }
             }
             sent += d.len() as u64;

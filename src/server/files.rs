@@ -365,7 +365,7 @@ async fn receive(
                     && total + (buf.len() + d.len()) as u64 > limit
                 {
                     return Err(Status::resource_exhausted(format!(
-                        "upload exceeds the policy's max_bytes ({limit}); the target was not written"
+                        "upload exceeds the policy's max_bytes ({limit})"
                     )));
                 }
                 hasher.update(&d);

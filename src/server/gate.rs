@@ -15,8 +15,8 @@ use crate::{
     policy::{
         Decision, Limits, PolicyEngine,
         request::{
-            AgentInfo, CallerInfo, DomainInfo, ExecInfo, FileInfo, PolicyRequest, REQUEST_VERSION,
-            TaskInfo,
+            AgentInfo, CallerInfo, DomainInfo, ExecInfo, ExecRefInfo, FileInfo, PolicyRequest,
+            REQUEST_VERSION, TaskInfo,
         },
     },
 };
@@ -38,6 +38,7 @@ pub(crate) enum Detail {
     File(FileInfo),
     Agent(AgentInfo),
     Task(TaskInfo),
+    ExecRef(ExecRefInfo),
 }
 
 /// How a request ended, for the outcome record.
@@ -143,6 +144,7 @@ impl Gate {
             Detail::File(f) => preq.file = Some(f),
             Detail::Agent(a) => preq.agent = Some(a),
             Detail::Task(t) => preq.task = Some(t),
+            Detail::ExecRef(r) => preq.exec_ref = Some(r),
         }
         let (decision, extra) = match &self.policy {
             Some(p) => {

@@ -217,6 +217,20 @@ async fn build_gate(config: &Config, token: &CancellationToken) -> Result<gate::
         }
         None => {
             tracing::warn!("no [policy] configured: every authenticated request is allowed");
+            // SIGHUP's default action would end the daemon; here it has nothing to reload.
+            if let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                let stop = token.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            _ = hup.recv() => tracing::info!("SIGHUP: no [policy] configured, nothing to reload"),
+                        }
+                    }
+                });
+            }
             None
         }
     };

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     guests::GuestRegistry,
     pb::{self, guest_agent_server::GuestAgent},
-    policy::request::{AgentInfo, ExecInfo, FileInfo, TaskInfo, normalize_path},
+    policy::request::{AgentInfo, ExecInfo, ExecRefInfo, FileInfo, TaskInfo, normalize_path},
     qga::{AgentClient, QgaError},
     transport::TransportError,
 };
@@ -83,6 +83,18 @@ impl GuestAgentService {
             .gate
             .admit(rpc, req, domain, os_id, detail)
             .await
+    }
+
+    /// The guest of an exec and what policies see of it.
+    fn exec_ref(&self, id: &str) -> (String, Detail) {
+        let (domain, owner) = self.shared.execs.domain_and_owner(id).unwrap_or_default();
+        (
+            domain,
+            Detail::ExecRef(ExecRefInfo {
+                id: id.to_owned(),
+                owner,
+            }),
+        )
     }
 
     /// The agent client of `domain`.
@@ -266,14 +278,8 @@ impl GuestAgent for GuestAgentService {
         &self,
         request: Request<pb::ExecAttachRequest>,
     ) -> Result<Response<Self::ExecAttachStream>, Status> {
-        let domain = self
-            .shared
-            .execs
-            .domain_of(&request.get_ref().exec_id)
-            .unwrap_or_default();
-        let call = self
-            .admit("ExecAttach", &request, &domain, Detail::None)
-            .await?;
+        let (domain, detail) = self.exec_ref(&request.get_ref().exec_id);
+        let call = self.admit("ExecAttach", &request, &domain, detail).await?;
         exec_rpc::attach(self, call, request.into_inner())
             .await
             .map(Response::new)
@@ -283,17 +289,13 @@ impl GuestAgent for GuestAgentService {
         &self,
         request: Request<pb::ExecCancelRequest>,
     ) -> Result<Response<pb::ExecCancelResponse>, Status> {
-        let domain = self
-            .shared
-            .execs
-            .domain_of(&request.get_ref().exec_id)
-            .unwrap_or_default();
+        let (domain, detail) = self.exec_ref(&request.get_ref().exec_id);
         unary!(
             self,
             "ExecCancel",
             request,
             domain,
-            Detail::None,
+            detail,
             exec_rpc::cancel
         )
     }
