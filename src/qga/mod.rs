@@ -14,6 +14,7 @@ pub mod commands;
 mod error;
 mod exec;
 mod file;
+mod stream;
 
 pub use blocking::QgaClient;
 pub use client::{AgentClient, DEFAULT_TIMEOUT, Pending};
