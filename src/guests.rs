@@ -170,7 +170,7 @@ impl GuestRegistry {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         for hv in &self.hypervisors {
             let hv2 = Arc::clone(hv);
-            let domains = tokio::task::spawn_blocking(move || hv2.manager()?.list_domains())
+            let domains = tokio::task::spawn_blocking(move || hv2.list_domains())
                 .await
                 .map_err(|e| LibvirtError::Other(format!("listing task failed: {e}")))??;
             for d in domains {
@@ -194,6 +194,17 @@ impl GuestRegistry {
             .cloned()
             .or_else(|| lock(&self.resolved).get(name).cloned())?;
         client.cached_os().and_then(|o| o.id.clone())
+    }
+
+    /// Forgets every libvirt connection and resolved domain (libvirtd went away): the
+    /// next request reconnects and looks the domain up again.
+    pub fn reconnect(&self) {
+        for hv in &self.hypervisors {
+            *lock(&hv.conn) = None;
+        }
+        lock(&self.by_domain).clear();
+        lock(&self.resolved).clear();
+        tracing::warn!("libvirt connection lost; reconnecting on the next request");
     }
 
     /// Drops a cached resolution (the domain went away or was recreated).
@@ -222,6 +233,18 @@ impl Hypervisor {
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Blocking: lists the domains, reconnecting once if the connection died.
+    fn list_domains(&self) -> Result<Vec<crate::libvirt::DomainSummary>, LibvirtError> {
+        match self.manager()?.list_domains() {
+            Err(e) if !self.manager()?.is_alive() => {
+                tracing::warn!(hypervisor = %self.name, error = %e, "libvirt connection lost; reconnecting");
+                *lock(&self.conn) = None;
+                self.manager()?.list_domains()
+            }
+            other => other,
         }
     }
 

@@ -21,18 +21,30 @@ use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
 async fn open_fds(c: &mut GuestAgentClient<Channel>, domain: &str) -> usize {
-    // The agent serving libvirt's channel; its pid file is written by the image's /init.
+    // The agent serving libvirt's channel, found by its command line (qemu-ga writes no
+    // pid file unless it daemonizes). Exactly one process must match.
+    let script = r#"n=0; for p in /proc/[0-9]*; do
+      [ "$(cat $p/comm 2>/dev/null)" = qemu-ga ] || continue
+      tr '\0' ' ' <$p/cmdline | grep -q 'guest_agent\.0 ' || continue
+      n=$((n+1)); fds=$(ls $p/fd | wc -l)
+    done; [ $n = 1 ] && echo $fds"#;
     let o = drain_exec(
-        c.exec(sh_request(
-            domain,
-            "ls /proc/$(cat /run/qemu-ga.org.qemu.guest_agent.0.pid)/fd | wc -l",
-        ))
-        .await
-        .unwrap()
-        .into_inner(),
+        c.exec(sh_request(domain, script))
+            .await
+            .unwrap()
+            .into_inner(),
     )
     .await;
-    String::from_utf8(o.stdout).unwrap().trim().parse().unwrap()
+    let out = String::from_utf8(o.stdout).unwrap();
+    let n: usize = out
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no single agent found: {out:?}"));
+    assert!(
+        n >= 3,
+        "an agent process has at least stdin/stdout/stderr open: {n}"
+    );
+    n
 }
 
 async fn round_trip(

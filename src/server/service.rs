@@ -114,8 +114,14 @@ impl GuestAgentService {
 
     /// Maps an agent error, forgetting a cached guest that libvirt says is gone.
     pub(crate) fn agent_error(&self, domain: &str, e: QgaError) -> Status {
-        if matches!(e, QgaError::Transport(TransportError::DomainNotFound(_))) {
-            self.shared.guests.forget(domain);
+        match e {
+            QgaError::Transport(TransportError::DomainNotFound(_)) => {
+                self.shared.guests.forget(domain)
+            }
+            QgaError::Transport(TransportError::ConnectionLost(_)) => {
+                self.shared.guests.reconnect()
+            }
+            _ => {}
         }
         ApiError::Qga(e).into()
     }

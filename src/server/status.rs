@@ -86,6 +86,7 @@ fn transport_code(e: &TransportError) -> Code {
         | TransportError::AgentUnavailable(_)
         | TransportError::Libvirt { .. }
         | TransportError::Stopped => Code::Unavailable,
+        TransportError::ConnectionLost(_) => Code::Unavailable,
         TransportError::Timeout(_) => Code::DeadlineExceeded,
         TransportError::DomainNotRunning(_) => Code::FailedPrecondition,
         TransportError::DomainNotFound(_) => Code::NotFound,
@@ -173,6 +174,10 @@ mod tests {
                 Code::Unavailable,
             ),
             (tr(TransportError::Stopped), Code::Unavailable),
+            (
+                tr(TransportError::ConnectionLost("eof".into())),
+                Code::Unavailable,
+            ),
             (
                 tr(TransportError::Timeout(Duration::from_secs(1))),
                 Code::DeadlineExceeded,

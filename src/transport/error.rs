@@ -28,6 +28,10 @@ pub enum TransportError {
     /// libvirt reports that the guest agent is not connected or unusable.
     #[error("guest agent unavailable: {0}")]
     AgentUnavailable(String),
+    /// The connection to libvirtd is gone (libvirtd restarted or the link dropped); the
+    /// registry reconnects on the next request.
+    #[error("libvirt connection lost: {0}")]
+    ConnectionLost(String),
     /// The libvirt domain exists but is not running.
     #[error("domain is not running: {0}")]
     DomainNotRunning(String),

@@ -201,6 +201,16 @@ fn classify(
         });
     }
     let code = err.code();
+    const LOST: &[&str] = &[
+        "client socket is closed",
+        "End of file while reading data",
+        "Cannot recv data",
+        "Cannot write data",
+        "no valid connection",
+    ];
+    if LOST.iter().any(|m| msg.contains(m)) {
+        return Err(TransportError::ConnectionLost(msg.to_owned()));
+    }
     Err(if code.is(ErrorNumber::AgentUnresponsive) {
         if msg.contains("not available for now") {
             TransportError::Timeout(timeout)
