@@ -217,7 +217,9 @@ async fn shipped_plugins_decide_and_every_request_is_audited() {
     let mut r = argv("uptime", &[]);
     r.detach = true;
     let o = drain_exec(ops.exec(r).await.unwrap().into_inner()).await;
-    let attach = || ocloudview_atp::pb::ExecAttachRequest { exec_id: o.exec_id.clone() };
+    let attach = || ocloudview_atp::pb::ExecAttachRequest {
+        exec_id: o.exec_id.clone(),
+    };
     let st = dev.exec_attach(attach()).await.unwrap_err();
     assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
     let back = drain_exec(ops.exec_attach(attach()).await.unwrap().into_inner()).await;

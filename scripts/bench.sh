@@ -1,0 +1,12 @@
+#!/bin/bash
+# Sets up (scripts/setup.sh) and runs the side-by-side benchmark: the daemon vs a raw
+# agent client on a host qemu-ga, on a TCG guest over libvirt and over a direct socket
+# (plus a virsh loop), 100 agents behind one daemon, daemon RSS over a 1 GiB stream and
+# Ping fairness during a transfer. Prints one markdown table per section; about 5 minutes
+# on a 2-core machine (the first run also builds the guest image).
+# Environment: ATP_BENCH_MIB (host agent file size, default 256).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+./scripts/setup.sh
+exec cargo bench --locked --bench compare "$@"
