@@ -18,6 +18,8 @@ cargo build --locked --quiet
 ./target/debug/atp demo --prepare
 stage "cargo test"
 cargo test --all-targets --locked -- --nocapture
+stage "fuzz (bounded)"
+./scripts/fuzz.sh
 stage "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 echo; echo "all tests passed in $((SECONDS - t0)) s"

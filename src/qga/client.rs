@@ -276,11 +276,25 @@ fn encode<C: Command>(cmd: &C) -> Result<AgentRequest, QgaError> {
         command: C::NAME.into(),
         source,
     })?;
+    // qemu-ga's JSON parser rejects Unicode noncharacters with an error that carries no
+    // request id; refuse them here with a clear message instead.
+    if !args.is_ascii() && args.chars().any(is_noncharacter) {
+        return Err(QgaError::InvalidArgument(format!(
+            "{}: arguments contain a Unicode noncharacter, which the guest agent rejects",
+            C::NAME
+        )));
+    }
     Ok(AgentRequest {
         execute: C::NAME.to_owned(),
         arguments: (args != "null").then_some(args),
         expects_reply: C::SUCCESS_RESPONSE,
     })
+}
+
+/// U+FDD0..=U+FDEF and the last two code points of every plane.
+fn is_noncharacter(c: char) -> bool {
+    let u = u32::from(c);
+    (0xFDD0..=0xFDEF).contains(&u) || (u & 0xFFFE) == 0xFFFE
 }
 
 #[cfg(test)]

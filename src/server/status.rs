@@ -52,6 +52,13 @@ pub fn to_status(err: &ApiError) -> Status {
 fn generic_code(desc: &str) -> Code {
     const TABLE: &[(&str, Code)] = &[
         ("No such file or directory", Code::NotFound),
+        ("No such device or address", Code::FailedPrecondition),
+        ("Invalid argument", Code::InvalidArgument),
+        ("File name too long", Code::InvalidArgument),
+        ("Read-only file system", Code::FailedPrecondition),
+        ("Device or resource busy", Code::FailedPrecondition),
+        ("Text file busy", Code::FailedPrecondition),
+        ("Too many open files", Code::ResourceExhausted),
         ("has not been found", Code::NotFound),
         ("Permission denied", Code::PermissionDenied),
         ("Operation not permitted", Code::PermissionDenied),
@@ -215,6 +222,14 @@ mod tests {
                 Code::PermissionDenied,
             ),
             (agent("GenericError", "File exists"), Code::AlreadyExists),
+            (
+                agent("GenericError", "open: File name too long"),
+                Code::InvalidArgument,
+            ),
+            (
+                agent("GenericError", "open: No such device or address"),
+                Code::FailedPrecondition,
+            ),
             (
                 agent("GenericError", "No space left on device"),
                 Code::ResourceExhausted,
