@@ -61,21 +61,26 @@ const CALL_LIMIT: Duration = Duration::from_secs(60);
 /// A directory that does not exist; generated programs and paths live below it.
 const NOWHERE: &str = "/nonexistent-atp-props";
 
+/// 64 cases per property unless PROPTEST_CASES says otherwise; shrinking is bounded, and
+/// nothing is written to the source tree.
 fn config() -> Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     Config {
-        cases: 64,
-        max_shrink_iters: 64,
+        cases,
+        max_shrink_iters: 256,
         failure_persistence: None,
         ..Config::default()
     }
 }
 
-/// One daemon serving one host agent, and the runtime that drives the client.
+/// One daemon serving one host agent, and the runtime that drives the clients.
 struct Bed {
     rt: Runtime,
     agent: HostAgent,
     daemon: Daemon,
-    client: Client,
 }
 
 impl Bed {
@@ -88,20 +93,22 @@ impl Bed {
             .unwrap();
         let agent = HostAgent::start().unwrap();
         let daemon = rt.block_on(daemon_for(&agent, ""));
-        let client = rt.block_on(daemon.client());
-        Bed {
-            rt,
-            agent,
-            daemon,
-            client,
-        }
+        Bed { rt, agent, daemon }
+    }
+
+    /// A client on a connection of its own: an answer that breaks the HTTP/2 connection
+    /// must fail the case that caused it, not the next one.
+    fn client(&self) -> Client {
+        self.rt.block_on(self.daemon.client())
     }
 
     fn dir(&self) -> String {
         self.agent.dir().display().to_string()
     }
 
-    /// Runs one property over `strategy` and fails the test with its minimal input.
+    /// Runs one property over `strategy` (printing how many cases ran and how they were
+    /// answered), then checks that the daemon survived it; fails the test with the
+    /// property's minimal failing input, the daemon's state, or both.
     fn check<S: Strategy>(
         &self,
         name: &str,
@@ -111,36 +118,59 @@ impl Bed {
         S::Value: Debug,
     {
         let mut runner = TestRunner::new(config());
-        match runner.run(&strategy, test) {
-            Ok(()) => {}
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let t0 = std::time::Instant::now();
+        let res = runner.run(&strategy, |v| {
+            runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            test(v)
+        });
+        let answers: Vec<String> = SEEN
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(name))
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect();
+        eprintln!(
+            "{name}: {} runs (shrinking included) in {:?}; answers: {}",
+            runs.into_inner(),
+            t0.elapsed(),
+            answers.join(", ")
+        );
+        let failed = match res {
+            Ok(()) => None,
             Err(TestError::Fail(why, input)) => {
-                panic!("{name}: {why}\nminimal input: {}", short(&input))
+                Some(format!("{why}\nminimal input: {}", short(&input)))
             }
-            Err(e) => panic!("{name}: {e}"),
+            Err(e) => Some(e.to_string()),
+        };
+        match (failed, self.alive()) {
+            (None, Ok(_)) => {}
+            (Some(f), Ok(pid)) => panic!("{name}: {f}\n(the daemon, pid {pid}, still answers)"),
+            (f, Err(e)) => panic!("{name}: {}\nafterwards: {e}", f.unwrap_or_default()),
         }
-        self.still_alive(name);
     }
 
-    /// The daemon process is alive and still answers Ping for the real guest.
-    fn still_alive(&self, name: &str) {
+    /// The daemon's pid, if its process is alive and it answers Ping for the real guest
+    /// on a new connection.
+    fn alive(&self) -> Result<u32, String> {
         let config = self.daemon.dir.path().join("atp.toml");
-        let pid = daemon_pid(&config)
-            .unwrap_or_else(|| panic!("{name}: the daemon process is gone (or a zombie)"));
-        let mut c = self.client.clone();
-        let pong = self
-            .rt
-            .block_on(async {
-                tokio::time::timeout(
-                    CALL_LIMIT,
-                    c.ping(PingRequest {
-                        domain: "host".into(),
-                    }),
-                )
-                .await
-            })
-            .unwrap_or_else(|_| panic!("{name}: Ping hung after the property"));
-        if let Err(st) = pong {
-            panic!("{name}: daemon (pid {pid}) no longer answers Ping: {st:?}");
+        let pid = daemon_pid(&config).ok_or("the daemon process is gone (or a zombie)")?;
+        let pong = self.rt.block_on(async {
+            let mut c = self.daemon.client().await;
+            let ping = c.ping(PingRequest {
+                domain: "host".into(),
+            });
+            tokio::time::timeout(CALL_LIMIT, ping).await
+        });
+        match pong {
+            Ok(Ok(_)) => Ok(pid),
+            Ok(Err(st)) => Err(format!(
+                "the daemon (pid {pid}) no longer answers Ping: {st:?}"
+            )),
+            Err(_) => Err(format!(
+                "the daemon (pid {pid}) no longer answers Ping (hung)"
+            )),
         }
     }
 
@@ -201,8 +231,21 @@ fn short(v: &impl Debug) -> String {
     format!("{}… ({} chars in all)", &s[..cut], s.len())
 }
 
+/// How each RPC answered, by property, printed after the property (what it exercised).
+static SEEN: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn seen(rpc: &str, answer: &str) {
+    *SEEN
+        .lock()
+        .unwrap()
+        .entry(format!("{rpc}: {answer}"))
+        .or_default() += 1;
+}
+
 /// Passes OK and the clean refusals (plus `also`); prints and fails anything else.
 fn clean(rpc: &str, input: &impl Debug, st: &Status, also: &[Code]) -> Result<(), TestCaseError> {
+    seen(rpc, &format!("{:?}", st.code()));
     if CLEAN.contains(&st.code()) || also.contains(&st.code()) {
         return Ok(());
     }
@@ -217,14 +260,15 @@ fn clean(rpc: &str, input: &impl Debug, st: &Status, also: &[Code]) -> Result<()
 // ---------------------------------------------------------------------------------------
 // Generators
 
-/// Characters that break naive code: NUL, newlines, quotes, shell and format
-/// metacharacters, '=', combining marks, bidi overrides, BOM, noncharacters, emoji.
+/// Characters that break naive code: newlines, quotes, shell and format metacharacters,
+/// '=', combining marks, bidi overrides, BOM, noncharacters, emoji. NUL comes only from
+/// [`with_nul`], where a generator asks for it.
 fn odd_char() -> impl Strategy<Value = char> {
     prop_oneof![
-        4 => any::<char>(),
+        4 => any::<char>().prop_filter("no NUL", |c| *c != '\0'),
         2 => proptest::char::range('a', 'z'),
         2 => select(vec![
-            '\0', '\n', '\r', '\t', '\u{1b}', '\u{7f}', '\\', '=', '"', '\'', '$', '`', '*',
+            '\n', '\r', '\t', '\u{1b}', '\u{7f}', '\\', '=', '"', '\'', '$', '`', '*',
             '?', '%', ' ', '-', ':', ';', '&', '|', '\u{85}', '\u{a0}', '\u{fffd}', '\u{202e}',
             '\u{feff}', '\u{301}', '\u{200b}', '\u{fdd0}', '\u{10ffff}', 'é', 'ß', '€', '💥',
         ]),
@@ -281,20 +325,20 @@ fn with_nul(s: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
 /// The guest name: mostly the real one, so that requests get past resolution.
 fn domain() -> impl Strategy<Value = String> {
     prop_oneof![
-        8 => Just("host".to_owned()),
+        40 => Just("host".to_owned()),
         1 => Just(String::new()),
         1 => odd_string(24),
         1 => with_nul(Just("host".to_owned())),
         1 => odd_string(8).prop_map(|s| format!("host/{s}")),
         1 => odd_string(8).prop_map(|s| format!("{s}/host")),
-        1 => (1usize..=1000).prop_map(|n| "h".repeat(n)),
+        1 => (1usize..=100_000).prop_map(|n| "h".repeat(n)),
     ]
 }
 
 fn absurd_u64() -> impl Strategy<Value = u64> {
     prop_oneof![
-        3 => Just(0u64),
-        2 => 0u64..=1024,
+        10 => Just(0u64),
+        6 => 0u64..=1024,
         1 => Just(1u64 << 40),
         1 => Just(i64::MAX as u64),
         1 => Just(i64::MAX as u64 + 1),
@@ -322,12 +366,15 @@ fn chunk_size() -> impl Strategy<Value = u32> {
 fn ping_answers_cleanly_whatever_the_domain() {
     let bed = Bed::start();
     bed.check("Ping", domain(), |domain| {
-        let mut c = bed.client.clone();
+        let mut c = bed.client();
         let req = PingRequest {
             domain: domain.clone(),
         };
         match bed.block("Ping", c.ping(req.clone()))? {
-            Ok(_) => prop_assert_eq!(&domain, "host", "Ping succeeded for another name"),
+            Ok(_) => {
+                seen("Ping", "OK");
+                prop_assert_eq!(&domain, "host", "Ping succeeded for another name");
+            }
             Err(st) => {
                 prop_assert_ne!(&domain, "host", "Ping of the real guest failed: {:?}", st);
                 clean("Ping", &req, &st, &[])?;
@@ -342,8 +389,8 @@ fn ping_answers_cleanly_whatever_the_domain() {
 
 fn harmless_program() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => select(vec!["/bin/true", "true", "/bin/echo", "echo"]).prop_map(str::to_owned),
-        1 => segment().prop_map(|s| format!("{NOWHERE}/{s}")),
+        14 => select(vec!["/bin/true", "true", "/bin/echo", "echo"]).prop_map(str::to_owned),
+        2 => segment().prop_map(|s| format!("{NOWHERE}/{s}")),
         1 => Just(String::new()),
         1 => with_nul(Just("/bin/true".to_owned())),
     ]
@@ -351,7 +398,7 @@ fn harmless_program() -> impl Strategy<Value = String> {
 
 fn argv() -> impl Strategy<Value = Vec<String>> {
     prop_oneof![
-        6 => vec(odd_string(16), 0..8),
+        10 => vec(odd_string(16), 0..8),
         // Thousands of arguments, up to ~100 KB in all.
         1 => (1000usize..=3000, 0usize..=30).prop_map(|(n, len)| {
             (0..n).map(|i| format!("{i}:{}", "a".repeat(len))).collect()
@@ -376,7 +423,7 @@ fn env_entry() -> impl Strategy<Value = String> {
             e.insert(at, '=');
             e
         }),
-        2 => odd_string(30).prop_map(|v| format!("ATP_PROP_V={v}")),
+        6 => odd_string(30).prop_map(|v| format!("ATP_PROP_V={v}")),
         1 => select(vec!["", "=", "==", "=x", "ATP_PROP", "ATP_PROP_A=b\0c", "\0=x"])
             .prop_map(str::to_owned),
     ]
@@ -384,7 +431,8 @@ fn env_entry() -> impl Strategy<Value = String> {
 
 fn exec_request(dir: String) -> impl Strategy<Value = ExecRequest> {
     let command = prop_oneof![
-        8 => (harmless_program(), argv()).prop_map(|(path, args)| Some(Command::Argv(Argv { path, args }))),
+        16 => (harmless_program(), argv())
+            .prop_map(|(path, args)| Some(Command::Argv(Argv { path, args }))),
         1 => select(vec!["", "true", "\0"]).prop_map(|s| Some(Command::Shell(s.to_owned()))),
         1 => Just(None),
     ];
@@ -417,7 +465,7 @@ fn exec_request(dir: String) -> impl Strategy<Value = ExecRequest> {
     (
         domain(),
         command,
-        vec(env_entry(), 0..5),
+        prop_oneof![2 => Just(Vec::new()), 3 => vec(env_entry(), 1..5)],
         stdin,
         timeout,
         cwd,
@@ -480,7 +528,7 @@ async fn drain(mut s: Streaming<ExecEvent>) -> ExecSeen {
 fn exec_answers_cleanly_to_odd_argv_env_cwd_and_limits() {
     let bed = Bed::start();
     bed.check("Exec", exec_request(bed.dir()), |req| {
-        let mut c = bed.client.clone();
+        let mut c = bed.client();
         let st = match bed.block("Exec", c.exec(req.clone()))? {
             Err(st) => return clean("Exec", &req, &st, &[]),
             Ok(s) => s.into_inner(),
@@ -489,7 +537,11 @@ fn exec_answers_cleanly_to_odd_argv_env_cwd_and_limits() {
         if let Some(st) = &seen.error {
             return clean("Exec (stream)", &req, st, &[]);
         }
-        prop_assert!(seen.started, "an OK exec stream has no Started: {:?}", seen);
+        prop_assert!(
+            seen.started,
+            "an OK exec stream has no Started: {}",
+            short(&seen)
+        );
         if req.detach {
             prop_assert!(seen.exited.is_none(), "a detached exec reported its exit");
             // Follow it to its end, so that it is not left parked.
@@ -515,6 +567,14 @@ fn exec_answers_cleanly_to_odd_argv_env_cwd_and_limits() {
             )));
         };
         prop_assert_eq!(seen.events_after_exit, 0, "events after Exited");
+        self::seen(
+            "Exec",
+            &match (x.exit_code, x.timed_out) {
+                (_, true) => "OK, timed out".to_owned(),
+                (Some(c), _) => format!("OK, exit {c}"),
+                (None, _) => format!("OK, signal {:?}", x.signal),
+            },
+        );
         // The programs we know: their outcome, when nothing in the request stands in
         // the way (a short limit, a working directory, an environment entry).
         let plain =
@@ -549,7 +609,7 @@ const EMPTY: &str = "empty";
 fn read_path(dir: String) -> impl Strategy<Value = String> {
     let existing = select(vec![DATA, EMPTY, "", "state", "qga.log", "qga.sock"]);
     prop_oneof![
-        4 => existing.prop_map({
+        6 => existing.prop_map({
             let dir = dir.clone();
             move |name| format!("{dir}/{name}")
         }),
@@ -590,7 +650,7 @@ fn read_file_answers_cleanly_to_odd_paths_offsets_and_chunk_sizes() {
     std::fs::write(format!("{dir}/{DATA}"), &content).unwrap();
     std::fs::write(format!("{dir}/{EMPTY}"), b"").unwrap();
     bed.check("ReadFile", read_request(dir.clone()), |req| {
-        let mut c = bed.client.clone();
+        let mut c = bed.client();
         let mut s = match bed.block("ReadFile", c.read_file(req.clone()))? {
             Err(st) => return clean("ReadFile", &req, &st, &[]),
             Ok(s) => s.into_inner(),
@@ -624,6 +684,14 @@ fn read_file_answers_cleanly_to_odd_paths_offsets_and_chunk_sizes() {
             "messages after eof"
         );
         prop_assert_eq!(last.total_bytes, data.len() as u64);
+        seen(
+            "ReadFile",
+            if data.is_empty() {
+                "OK, empty"
+            } else {
+                "OK, data"
+            },
+        );
         prop_assert_eq!(last.sha256, Sha256::digest(&data).to_vec());
         if req.length > 0 {
             prop_assert!(data.len() as u64 <= req.length, "read past the length");
@@ -696,11 +764,11 @@ struct WriteCase {
 fn write_path(dir: String) -> impl Strategy<Value = String> {
     let existing = select(vec![EXISTING, SUBDIR, "", "state"]);
     prop_oneof![
-        2 => existing.prop_map({
+        3 => existing.prop_map({
             let dir = dir.clone();
             move |name| format!("{dir}/{name}")
         }),
-        6 => under(dir.clone()),
+        8 => under(dir.clone()),
         1 => segment().prop_map(|s| format!("{NOWHERE}/{s}")),
         1 => segment().prop_map(|s| format!("relative/{s}")),
         1 => Just(String::new()),
@@ -710,13 +778,13 @@ fn write_path(dir: String) -> impl Strategy<Value = String> {
 
 fn write_case(dir: String) -> impl Strategy<Value = WriteCase> {
     let mode = prop_oneof![
-        6 => 0i32..=3,
+        12 => 0i32..=3,
         1 => Just(4i32),
         1 => Just(-1i32),
         1 => any::<i32>(),
     ];
     let permissions = prop_oneof![
-        4 => Just(None),
+        16 => Just(None),
         1 => Just(Some(0o644u32)),
         1 => Just(Some(0u32)),
         1 => Just(Some(0o7777u32)),
@@ -725,8 +793,8 @@ fn write_case(dir: String) -> impl Strategy<Value = WriteCase> {
         1 => any::<u32>().prop_map(Some),
     ];
     let checksum = prop_oneof![
-        4 => Just(Checksum::None),
-        2 => Just(Checksum::Right),
+        6 => Just(Checksum::None),
+        3 => Just(Checksum::Right),
         1 => Just(Checksum::Wrong),
         1 => select(vec![1usize, 31, 33, 64]).prop_map(Checksum::Length),
     ];
@@ -736,7 +804,7 @@ fn write_case(dir: String) -> impl Strategy<Value = WriteCase> {
         1 => (1usize..=200_000).prop_map(|n| vec![b'w'; n]),
     ];
     let order = prop_oneof![
-        12 => Just(Order::Normal),
+        20 => Just(Order::Normal),
         1 => Just(Order::Empty),
         1 => Just(Order::DataFirst),
         1 => Just(Order::HeaderTwice),
@@ -840,7 +908,7 @@ fn write_file_answers_cleanly_to_odd_headers_and_streams() {
         let existing = format!("{dir}/{EXISTING}");
         std::fs::write(&existing, b"before\n").unwrap();
         std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let mut c = bed.client.clone();
+        let mut c = bed.client();
         let res = bed.block(
             "WriteFile",
             c.write_file(tokio_stream::iter(case.messages())),
@@ -860,6 +928,7 @@ fn write_file_answers_cleanly_to_odd_headers_and_streams() {
             Err(st) => return clean("WriteFile", &case, &st, &[Code::AlreadyExists]),
             Ok(r) => r.into_inner(),
         };
+        seen("WriteFile", "OK");
         // OK means: the normalised path is now a regular file holding the data.
         prop_assert_eq!(resp.bytes_written, case.data.len() as u64);
         prop_assert_eq!(&resp.sha256, &Sha256::digest(&case.data).to_vec());
@@ -893,6 +962,137 @@ fn write_file_answers_cleanly_to_odd_headers_and_streams() {
         }
         if path != existing {
             let _ = std::fs::remove_file(&path);
+        }
+        Ok(())
+    });
+}
+
+/// A legal file name: 1 to 255 bytes, no `/` or NUL, not `.` or `..`, and no Unicode
+/// noncharacter (which the agent's JSON parser refuses); often close to 255 bytes.
+fn legal_name() -> impl Strategy<Value = String> {
+    let ok = |c: &char| {
+        let u = u32::from(*c);
+        *c != '/' && *c != '\0' && !(0xFDD0..=0xFDEF).contains(&u) && (u & 0xFFFE) != 0xFFFE
+    };
+    let chars = vec(odd_char().prop_filter("legal in a name", ok), 1..=255);
+    prop_oneof![
+        chars.prop_map(String::from_iter),
+        (1usize..=255).prop_map(|n| "n".repeat(n)),
+        (200usize..=255).prop_map(|n| "n".repeat(n)),
+    ]
+    .prop_map(|s| {
+        let mut end = s.len().min(255);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_owned()
+    })
+    .prop_filter("a name is never . or ..", |s| s != "." && s != "..")
+}
+
+#[test]
+fn write_file_takes_every_legal_file_name() {
+    let bed = Bed::start();
+    let dir = bed.dir();
+    let case = (
+        legal_name(),
+        prop::option::of(any::<bool>()),
+        vec(any::<u8>(), 0..64),
+    );
+    bed.check("Legal names", case, |(name, atomic, data)| {
+        let path = format!("{dir}/{name}");
+        let header = WriteFileHeader {
+            domain: "host".into(),
+            path: path.clone(),
+            atomic,
+            ..Default::default()
+        };
+        let msgs = vec![
+            WriteFileRequest {
+                msg: Some(Msg::Header(header)),
+            },
+            WriteFileRequest {
+                msg: Some(Msg::Data(data.clone())),
+            },
+        ];
+        let mut c = bed.client();
+        let res = bed.block("WriteFile", c.write_file(tokio_stream::iter(msgs)))?;
+        let written = std::fs::read(&path);
+        let _ = std::fs::remove_file(&path);
+        match res {
+            Ok(_) => seen("Legal names", "OK"),
+            Err(st) => {
+                seen("Legal names", &format!("{:?}", st.code()));
+                return Err(TestCaseError::fail(format!(
+                    "a {}-byte name was refused: {:?} ({}), atomic {atomic:?}",
+                    name.len(),
+                    st.code(),
+                    short(&st.message())
+                )));
+            }
+        }
+        prop_assert!(
+            written.is_ok_and(|w| w == data),
+            "the file does not hold the data"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn write_file_never_replaces_a_directory() {
+    let bed = Bed::start();
+    let dir = bed.dir();
+    std::fs::create_dir(format!("{dir}/{SUBDIR}")).unwrap();
+    let case = (
+        select(vec!["", SUBDIR, "state"]),
+        select(vec!["", "/", "/."]),
+        0i32..=3,
+        prop::option::of(any::<bool>()),
+        vec(any::<u8>(), 0..64),
+    );
+    bed.check("Directories", case, |(name, tail, mode, atomic, data)| {
+        let path = format!("{dir}/{name}{tail}");
+        let header = WriteFileHeader {
+            domain: "host".into(),
+            path: path.clone(),
+            mode,
+            atomic,
+            ..Default::default()
+        };
+        let msgs = vec![
+            WriteFileRequest {
+                msg: Some(Msg::Header(header.clone())),
+            },
+            WriteFileRequest {
+                msg: Some(Msg::Data(data)),
+            },
+        ];
+        let mut c = bed.client();
+        let res = bed.block("WriteFile", c.write_file(tokio_stream::iter(msgs)))?;
+        let leftovers = temp_files(Path::new(&dir));
+        for p in &leftovers {
+            let _ = std::fs::remove_file(p);
+        }
+        let answer = match &res {
+            Ok(r) => format!("OK ({} bytes)", r.get_ref().bytes_written),
+            Err(st) => format!("{:?}", st.code()),
+        };
+        seen("Directories", answer.split(' ').next().unwrap_or_default());
+        prop_assert!(
+            res.is_err(),
+            "WriteFile to the directory {} answered {}; files left: {:?}",
+            path,
+            answer,
+            leftovers
+        );
+        prop_assert!(
+            leftovers.is_empty(),
+            "temp files left behind: {:?}",
+            leftovers
+        );
+        if let Err(st) = &res {
+            clean("Directories", &header, st, &[Code::AlreadyExists])?;
         }
         Ok(())
     });

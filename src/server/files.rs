@@ -312,10 +312,11 @@ pub(crate) async fn write(
         if atomic {
             if mode == pb::WriteMode::Exclusive {
                 // A hard link fails if the target appeared meanwhile: exclusive and atomic.
-                helper(&client, "/bin/ln", &["--", &dest, &target]).await?;
+                // -T: a directory at the target is an error, not a place to put the file.
+                helper(&client, "/bin/ln", &["-T", "--", &dest, &target]).await?;
                 helper(&client, "/bin/rm", &["-f", "--", &dest]).await?;
             } else {
-                helper(&client, "/bin/mv", &["-f", "--", &dest, &target]).await?;
+                helper(&client, "/bin/mv", &["-f", "-T", "--", &dest, &target]).await?;
             }
         }
         Ok::<_, Status>(())
@@ -420,9 +421,11 @@ async fn helper(client: &AgentClient, path: &str, args: &[&str]) -> Result<(), S
     }
 }
 
+/// A hidden temporary name next to `target`, of fixed length (so any legal target name
+/// still gives a legal temporary name).
 fn temp_name(target: &str) -> String {
-    let (dir, base) = target.rsplit_once('/').unwrap_or(("", target));
-    format!("{dir}/.{base}.atp-{}", uuid::Uuid::new_v4().simple())
+    let (dir, _) = target.rsplit_once('/').unwrap_or(("", target));
+    format!("{dir}/.atp-{}.tmp", uuid::Uuid::new_v4().simple())
 }
 
 fn hex(b: &[u8]) -> String {

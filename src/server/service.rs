@@ -24,6 +24,9 @@ use crate::{
     transport::TransportError,
 };
 
+/// Longest guest name accepted (libvirt names and UUIDs are far shorter).
+const MAX_DOMAIN: usize = 512;
+
 /// Events buffered per response stream; a slow client makes the producer wait.
 pub(crate) const STREAM_BUFFER: usize = 8;
 
@@ -101,6 +104,12 @@ impl GuestAgentService {
     pub(crate) async fn client(&self, domain: &str) -> Result<AgentClient, Status> {
         if domain.is_empty() {
             return Err(ApiError::InvalidArgument("domain must not be empty".into()).into());
+        }
+        if domain.len() > MAX_DOMAIN {
+            return Err(ApiError::InvalidArgument(format!(
+                "domain is longer than {MAX_DOMAIN} bytes"
+            ))
+            .into());
         }
         let client = self
             .shared

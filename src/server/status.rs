@@ -44,7 +44,23 @@ pub fn to_status(err: &ApiError) -> Status {
             QgaError::Decode { .. } | QgaError::Encode { .. } => Code::Internal,
         },
     };
-    Status::new(code, message(err))
+    Status::new(code, bounded(message(err)))
+}
+
+/// Longest status message: it travels in an HTTP/2 header, and messages can echo
+/// request fields (a huge guest name must not break the response).
+const MAX_MESSAGE: usize = 1024;
+
+fn bounded(mut m: String) -> String {
+    if m.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        m.push('…');
+    }
+    m
 }
 
 /// qemu-ga reports every other failure as `GenericError`; its description carries the
