@@ -326,7 +326,7 @@ async fn agent_killed_mid_read_write_and_exec_is_unavailable_then_replaced_witho
         });
         let dir = agent.dir().to_owned();
         bounded(Duration::from_secs(10), "upload under way", async {
-            while largest(&dir, ".w.bin.atp-") < 4 << 20 {
+            while largest(&dir, ".atp-") < 4 << 20 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -345,7 +345,7 @@ async fn agent_killed_mid_read_write_and_exec_is_unavailable_then_replaced_witho
         let st = res.expect_err("the upload succeeded although its agent was killed");
         eprintln!(
             "mid-WriteFile kill ({} MiB written): {:?} after {took:?}: {}",
-            largest(&dir, ".w.bin.atp-") >> 20,
+            largest(&dir, ".atp-") >> 20,
             st.code(),
             st.message()
         );

@@ -875,7 +875,7 @@ impl WriteCase {
     }
 }
 
-/// Temp files of atomic writes (`.NAME.atp-<32 hex>`) anywhere under `dir`.
+/// Temp files of atomic writes (`.atp-<32 hex>.tmp`) anywhere under `dir`.
 fn temp_files(dir: &Path) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     let mut todo = vec![dir.to_owned()];
@@ -886,11 +886,10 @@ fn temp_files(dir: &Path) -> BTreeSet<PathBuf> {
                 todo.push(p.clone());
             }
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.')
-                && name.rsplit_once(".atp-").is_some_and(|(_, id)| {
-                    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
-                })
-            {
+            let id = name
+                .strip_prefix(".atp-")
+                .and_then(|n| n.strip_suffix(".tmp"));
+            if id.is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())) {
                 out.insert(p);
             }
         }
