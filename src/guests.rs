@@ -208,9 +208,10 @@ impl GuestRegistry {
     }
 
     /// Drops a cached resolution (the domain went away or was recreated).
+    /// Every alias of the domain shares its client, so all cached resolutions go (the
+    /// next request looks the domain up again).
     pub fn forget(&self, name: &str) {
-        lock(&self.resolved).remove(name);
-        // The domain is gone or was recreated: drop every alias's client for it.
+        tracing::debug!(guest = name, "forgetting cached libvirt domains");
         lock(&self.by_domain).clear();
         lock(&self.resolved).clear();
     }

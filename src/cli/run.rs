@@ -69,15 +69,7 @@ pub async fn exec(
         path,
         args: argv.collect(),
     });
-    let req = request(domain, cmd, o)?;
-    let server = conn.server();
-    let mut c = conn.connect().await?;
-    let stream = c
-        .exec(req)
-        .await
-        .map_err(|s| explain(&server, &s))?
-        .into_inner();
-    follow(&server, &mut c, stream).await
+    start(conn, request(domain, cmd, o)?).await
 }
 
 /// `atp sh DOM 'CMD'`
@@ -87,7 +79,15 @@ pub async fn sh(
     line: String,
     o: &ExecOpts,
 ) -> Result<u8, ClientError> {
-    let req = request(domain, pb::exec_request::Command::Shell(line), o)?;
+    start(
+        conn,
+        request(domain, pb::exec_request::Command::Shell(line), o)?,
+    )
+    .await
+}
+
+/// Sends an Exec and follows its events.
+async fn start(conn: &Connection, req: pb::ExecRequest) -> Result<u8, ClientError> {
     let server = conn.server();
     let mut c = conn.connect().await?;
     let stream = c

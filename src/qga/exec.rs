@@ -339,6 +339,20 @@ impl AgentClient {
         }
     }
 
+    /// Polls `guest-exec-status` with a short backoff until `pid` exits; used for the
+    /// helper processes (mkdir, kill, rm) that finish in milliseconds.
+    pub(crate) async fn wait_exit(&self, pid: i64) -> Result<ExecStatus, QgaError> {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let st = self.call(&GuestExecStatus { pid }).await?;
+            if st.exited {
+                return Ok(st);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
     /// Runs a small helper program (chmod, mv, rm...) with captured output and waits for
     /// it; its output must be small (it travels in one reply).
     pub async fn run_small(&self, path: &str, args: &[&str]) -> Result<ExecResult, QgaError> {

@@ -1,8 +1,6 @@
 //! File helpers over `guest-file-*`: chunked whole-file read/write within each transport's
 //! per-call bounds, and handles that are closed on every path.
 
-use std::time::Duration;
-
 use super::{
     AgentClient, QgaError,
     commands::{
@@ -235,22 +233,5 @@ impl AgentClient {
         let closed = file.close().await;
         res?;
         closed
-    }
-
-    /// Polls `guest-exec-status` with a short backoff until `pid` exits; used for the
-    /// helper processes (mkdir, kill, rm) that finish in milliseconds.
-    pub(crate) async fn wait_exit(
-        &self,
-        pid: i64,
-    ) -> Result<super::commands::ExecStatus, QgaError> {
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let st = self.call(&super::commands::GuestExecStatus { pid }).await?;
-            if st.exited {
-                return Ok(st);
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
     }
 }

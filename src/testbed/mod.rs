@@ -84,8 +84,8 @@ pub fn cache_dir() -> PathBuf {
     base.join("ocloudview-atp")
 }
 
-/// Pings the agent behind `transport` until it answers or `limit` passes; each attempt may
-/// take `attempt` at most.
+/// Pings the agent behind `transport` until it answers or `limit` passes; each ping may
+/// take 2 s at most.
 pub async fn wait_for_agent(
     transport: impl Into<Transport>,
     what: &str,
