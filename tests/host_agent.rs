@@ -135,6 +135,43 @@ async fn cancelled_callers_do_not_desync_the_connection() {
 }
 
 #[tokio::test]
+async fn pipelined_reads_and_concurrent_pings_each_get_their_own_reply() {
+    let agent = HostAgent::start().unwrap();
+    let c = client(&agent);
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let path = agent.dir().join("pipelined.bin");
+    std::fs::write(&path, &data).unwrap();
+    let h = c
+        .file_open(path.to_str().unwrap(), Some("r"))
+        .await
+        .unwrap();
+    // Pings from another task land between the reads in the agent's queue.
+    let pinger = c.clone();
+    let pings = tokio::spawn(async move {
+        for _ in 0..200 {
+            pinger.ping().await.unwrap();
+        }
+    });
+    const CHUNK: usize = 16 << 10;
+    let mut window = std::collections::VecDeque::new();
+    let mut got = Vec::new();
+    for _ in 0..data.len() / CHUNK {
+        window.push_back(c.submit_file_read(h, CHUNK).await.unwrap());
+        if window.len() == 4 {
+            let r = window.pop_front().unwrap().reply().await.unwrap();
+            got.extend_from_slice(&r.data().unwrap());
+        }
+    }
+    while let Some(p) = window.pop_front() {
+        got.extend_from_slice(&p.reply().await.unwrap().data().unwrap());
+    }
+    pings.await.unwrap();
+    c.file_close(h).await.unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "chunks arrived out of order or mixed up");
+}
+
+#[tokio::test]
 async fn many_host_agents_at_once() {
     let agents: Vec<HostAgent> = (0..8).map(|_| HostAgent::start().unwrap()).collect();
     let mut tasks = tokio::task::JoinSet::new();

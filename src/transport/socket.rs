@@ -16,6 +16,7 @@
 //!    replies read in order, each checked against its own id.
 
 use std::{
+    collections::VecDeque,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -145,7 +146,8 @@ struct Worker {
 }
 
 /// Requests the worker keeps in flight on one connection. qemu-ga answers pipelined
-/// requests in order; with two, the agent encodes the next reply while we decode this one.
+/// requests in order; with two, the agent works on the next request while we read and
+/// decode this reply.
 const PIPELINE_DEPTH: usize = 2;
 
 /// A request taken from the queue, with its own deadline.
@@ -156,55 +158,98 @@ struct Pending {
     reply: oneshot::Sender<Result<AgentReply, TransportError>>,
 }
 
+/// A request written to the agent whose reply has not been read yet.
+struct InFlight {
+    pending: Pending,
+    id: u64,
+}
+
+/// What the worker woke up for while requests were in flight.
+enum Event {
+    /// The next reply line (for the oldest request in flight), or why there is none.
+    Reply(Result<Vec<u8>, TransportError>),
+    /// A new job, or `None` once every sender is gone.
+    Job(Option<Job>),
+}
+
 impl Worker {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        // Invariant: requests are in flight only on an open connection; whatever drops
+        // the connection fails them all first.
+        let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(PIPELINE_DEPTH);
         let mut held: Option<Job> = None;
         loop {
-            let job = match held.take() {
-                Some(j) => j,
-                None => match jobs.recv().await {
+            if inflight.is_empty() {
+                let job = match held.take() {
                     Some(j) => j,
-                    None => return,
-                },
+                    None => match jobs.recv().await {
+                        Some(j) => j,
+                        None => return,
+                    },
+                };
+                self.start(job, &mut inflight).await;
+                continue;
+            }
+            // A sliding window: while the oldest reply streams in, a newly queued request
+            // is written at once, so the agent always has its next request waiting.
+            let room = held.is_none() && inflight.len() < PIPELINE_DEPTH;
+            let Some(front) = inflight.front() else {
+                continue;
             };
-            let first = match job {
-                Job::Close(ack) => {
-                    self.conn = None;
-                    let _ = ack.send(());
-                    continue;
+            let (deadline, timeout) = (front.pending.deadline, front.pending.timeout);
+            let Some(conn) = self.conn.as_mut() else {
+                self.fail_all(
+                    inflight.drain(..).map(|f| f.pending),
+                    &TransportError::Closed,
+                );
+                continue;
+            };
+            let event = tokio::select! {
+                biased;
+                line = tokio::time::timeout_at(deadline, conn.read_line()) => {
+                    Event::Reply(line.unwrap_or(Err(TransportError::Timeout(timeout))))
                 }
-                Job::Call {
+                job = jobs.recv(), if room => Event::Job(job),
+            };
+            match event {
+                Event::Reply(line) => self.answer(line, &mut inflight),
+                Event::Job(None) => return,
+                Event::Job(Some(Job::Call {
                     request,
                     timeout,
                     reply,
-                } => self.take(request, timeout, reply),
-            };
-            let Some(first) = first else { continue };
-            if !first.request.expects_reply {
-                self.single(first).await;
-                continue;
+                })) if request.expects_reply => {
+                    if let Some(p) = self.take(request, timeout, reply) {
+                        self.send(p, &mut inflight).await;
+                    }
+                }
+                // A close or a no-reply command waits until the window is empty.
+                Event::Job(Some(other)) => held = Some(other),
             }
-            // Pipeline: whatever else is already queued (up to the depth) goes out now.
-            let mut batch = vec![first];
-            while batch.len() < PIPELINE_DEPTH {
-                match jobs.try_recv() {
-                    Ok(Job::Call {
-                        request,
-                        timeout,
-                        reply,
-                    }) if request.expects_reply => {
-                        if let Some(p) = self.take(request, timeout, reply) {
-                            batch.push(p);
-                        }
-                    }
-                    Ok(other) => {
-                        held = Some(other);
-                        break;
-                    }
-                    Err(_) => break,
+        }
+    }
+
+    /// Handles a job taken with nothing in flight.
+    async fn start(&mut self, job: Job, inflight: &mut VecDeque<InFlight>) {
+        match job {
+            Job::Close(ack) => {
+                self.conn = None;
+                let _ = ack.send(());
+            }
+            Job::Call {
+                request,
+                timeout,
+                reply,
+            } => {
+                let Some(p) = self.take(request, timeout, reply) else {
+                    return;
+                };
+                if p.request.expects_reply {
+                    self.send(p, inflight).await;
+                } else {
+                    self.single(p).await;
                 }
             }
-            self.pipelined(batch).await;
         }
     }
 
@@ -224,6 +269,7 @@ impl Worker {
         })
     }
 
+    /// Runs a command the agent answers only on failure, alone on the wire.
     async fn single(&mut self, p: Pending) {
         let result = match tokio::time::timeout_at(p.deadline, self.execute(&p.request)).await {
             Ok(r) => r,
@@ -238,83 +284,60 @@ impl Worker {
         }
     }
 
-    /// Writes every request of `batch`, then reads their replies in order, each checked
-    /// against its own id. After any failure the rest of the batch fails too and the
-    /// connection is dropped (the next request resyncs).
-    async fn pipelined(&mut self, batch: Vec<Pending>) {
-        if batch.len() == 1 {
-            let mut batch = batch;
-            if let Some(p) = batch.pop() {
-                self.single(p).await;
-            }
-            return;
-        }
-        let first_deadline = batch
-            .iter()
-            .map(|p| p.deadline)
-            .min()
-            .unwrap_or_else(Instant::now);
-        let sent = tokio::time::timeout_at(first_deadline, self.send_all(&batch)).await;
-        let ids = match sent {
-            Ok(Ok(ids)) => ids,
-            Ok(Err(e)) => return self.fail_all(batch, &e),
-            Err(_) => {
-                let t = batch.first().map_or(Duration::ZERO, |p| p.timeout);
-                return self.fail_all(batch, &TransportError::Timeout(t));
-            }
+    /// Writes `p` (connecting and resyncing first if needed) and adds it to the window.
+    /// A failed write drops the connection and fails everything in flight with it.
+    async fn send(&mut self, p: Pending, inflight: &mut VecDeque<InFlight>) {
+        let id = random_id();
+        let written = match tokio::time::timeout_at(p.deadline, self.write(&p.request, id)).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout(p.timeout)),
         };
-        let mut rest = batch.into_iter().zip(ids);
-        while let Some((p, id)) = rest.next() {
-            let got = match tokio::time::timeout_at(p.deadline, self.receive(id)).await {
-                Ok(r) => r,
-                Err(_) => Err(TransportError::Timeout(p.timeout)),
-            };
-            match got {
-                Ok(reply) => {
-                    let _ = p.reply.send(Ok(reply));
-                }
-                Err(e) => {
-                    let remaining: Vec<Pending> = rest.map(|(p, _)| p).collect();
-                    let lost = TransportError::Protocol(format!(
-                        "an earlier pipelined request failed: {e}"
-                    ));
-                    let _ = p.reply.send(Err(e));
-                    self.fail_all(remaining, &lost);
-                    return;
-                }
+        match written {
+            Ok(()) => inflight.push_back(InFlight { pending: p, id }),
+            Err(e) => {
+                let lost = lost(&e);
+                let _ = p.reply.send(Err(e));
+                self.fail_all(inflight.drain(..).map(|f| f.pending), &lost);
             }
         }
     }
 
-    async fn send_all(&mut self, batch: &[Pending]) -> Result<Vec<u64>, TransportError> {
+    async fn write(&mut self, request: &AgentRequest, id: u64) -> Result<(), TransportError> {
         if self.conn.is_none() {
             self.conn = Some(Conn::open(&self.path).await?);
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(TransportError::Closed);
         };
-        let mut ids = Vec::with_capacity(batch.len());
-        let mut bytes = Vec::new();
-        for p in batch {
-            let id = random_id();
-            bytes.extend_from_slice(&p.request.to_json(Some(id)));
-            ids.push(id);
-        }
-        conn.stream.write_all(&bytes).await?;
-        Ok(ids)
+        conn.stream.write_all(&request.to_json(Some(id))).await?;
+        Ok(())
     }
 
-    async fn receive(&mut self, id: u64) -> Result<AgentReply, TransportError> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(TransportError::Closed);
+    /// Delivers the reply line read for the oldest request in flight. After any failure
+    /// the rest of the window fails too and the connection is dropped (the next request
+    /// resyncs).
+    fn answer(&mut self, line: Result<Vec<u8>, TransportError>, inflight: &mut VecDeque<InFlight>) {
+        let Some(InFlight { pending, id }) = inflight.pop_front() else {
+            return;
         };
-        let line = conn.read_line().await?;
-        check_reply(&line, id)
+        match line.and_then(|l| check_reply(&l, id)) {
+            Ok(reply) => {
+                if pending.reply.send(Ok(reply)).is_err() {
+                    tracing::debug!(path = %self.path.display(), "caller left before the agent answered");
+                }
+            }
+            Err(e) => {
+                let lost = lost(&e);
+                let _ = pending.reply.send(Err(e));
+                self.fail_all(inflight.drain(..).map(|f| f.pending), &lost);
+            }
+        }
     }
 
-    fn fail_all(&mut self, batch: Vec<Pending>, e: &TransportError) {
+    /// Drops the connection and fails `pending` with (a copy of) `e`.
+    fn fail_all(&mut self, pending: impl Iterator<Item = Pending>, e: &TransportError) {
         self.conn = None;
-        for p in batch {
+        for p in pending {
             let err = match e {
                 TransportError::Timeout(_) => TransportError::Timeout(p.timeout),
                 TransportError::Closed => TransportError::Closed,
@@ -349,6 +372,16 @@ impl Worker {
             }
         };
         check_reply(&line, id)
+    }
+}
+
+/// What the requests behind a failed one are told: their replies are lost with the
+/// connection.
+fn lost(e: &TransportError) -> TransportError {
+    match e {
+        TransportError::Timeout(t) => TransportError::Timeout(*t),
+        TransportError::Closed => TransportError::Closed,
+        other => TransportError::Protocol(format!("an earlier pipelined request failed: {other}")),
     }
 }
 
@@ -433,3 +466,7 @@ impl Conn {
 fn random_id() -> u64 {
     uuid::Uuid::new_v4().as_u64_pair().0 >> 11
 }
+
+#[cfg(test)]
+#[path = "socket_tests.rs"]
+mod tests;
