@@ -53,7 +53,7 @@ const CLIENTS: usize = 32;
 const SCALE_RUN: Duration = Duration::from_secs(10);
 const BIG_MIB: usize = 1024;
 /// Runs of each transfer; the best is reported.
-const REPEAT: usize = 3;
+const REPEAT: usize = 5;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 type Grpc = GuestAgentClient<Channel>;
