@@ -1,7 +1,8 @@
 //! Reply framing for the agent's byte stream: newline-delimited JSON, where a reply to
 //! `guest-sync-delimited` is prefixed by the sentinel byte 0xFF.
 //!
-//! Pure and O(n): each byte is scanned once for the newline, however the reply arrives.
+//! Pure and amortised O(n): each byte is scanned once for the newline and copied a bounded
+//! number of times, however the replies arrive.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -17,10 +18,16 @@ pub const SENTINEL: u8 = 0xFF;
 pub const MAX_LINE: usize = 66 << 20;
 
 /// Accumulates bytes read from the agent and cuts them into reply lines.
+///
+/// Each byte is scanned once for the newline, and a returned line costs a copy of at most
+/// the smaller of the line and what follows it: a huge reply is moved out, not copied, and
+/// many small pipelined replies in one buffer are copied out one by one, not shifted.
 #[derive(Debug, Default)]
 pub struct Framer {
     buf: Vec<u8>,
-    /// Bytes of `buf` already known to hold no newline.
+    /// Bytes of `buf` before this were already returned (or discarded).
+    start: usize,
+    /// Bytes of `buf` before this are known to hold no newline (`>= start`).
     scanned: usize,
 }
 
@@ -32,17 +39,24 @@ impl Framer {
 
     /// The buffer to append freshly read bytes to.
     pub fn buffer_mut(&mut self) -> &mut Vec<u8> {
+        // Reclaim the consumed front before it grows the buffer (amortised O(1) per byte).
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
         &mut self.buf
     }
 
     /// Number of buffered bytes not yet returned.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// Drops everything buffered.
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.start = 0;
         self.scanned = 0;
     }
 
@@ -54,13 +68,27 @@ impl Framer {
         match tail.iter().position(|&b| b == b'\n') {
             Some(i) => {
                 let end = self.scanned + i;
-                let rest = self.buf.split_off(end + 1);
-                let mut line = std::mem::replace(&mut self.buf, rest);
-                line.truncate(end);
-                self.scanned = 0;
+                let line_len = end - self.start;
+                let rest_len = self.buf.len() - end - 1;
+                let line = if self.start == 0 && line_len > rest_len {
+                    // Move the line out and copy the (shorter) rest into a new buffer.
+                    let rest = self.buf.split_off(end + 1);
+                    let mut line = std::mem::replace(&mut self.buf, rest);
+                    line.truncate(end);
+                    self.start = 0;
+                    line
+                } else {
+                    let line = self.buf.get(self.start..end).unwrap_or_default().to_vec();
+                    self.start = end + 1;
+                    line
+                };
+                if self.start == self.buf.len() {
+                    self.clear();
+                }
+                self.scanned = self.start;
                 Ok(Some(line))
             }
-            None if self.buf.len() > MAX_LINE => Err(TransportError::Protocol(format!(
+            None if self.buffered() > MAX_LINE => Err(TransportError::Protocol(format!(
                 "reply longer than {MAX_LINE} bytes without a line end"
             ))),
             None => {
@@ -73,10 +101,14 @@ impl Framer {
     /// Discards input up to and including the next [`SENTINEL`]. Returns whether one was
     /// found; if not, everything buffered was discarded.
     pub fn skip_past_sentinel(&mut self) -> bool {
-        match self.buf.iter().position(|&b| b == SENTINEL) {
+        let tail = self.buf.get(self.start..).unwrap_or_default();
+        match tail.iter().position(|&b| b == SENTINEL) {
             Some(i) => {
-                self.buf.drain(..=i);
-                self.scanned = 0;
+                self.start += i + 1;
+                self.scanned = self.start;
+                if self.start == self.buf.len() {
+                    self.clear();
+                }
                 true
             }
             None => {
@@ -159,6 +191,32 @@ mod tests {
         f.buffer_mut().extend_from_slice(b"urn\": 1}\n");
         assert_eq!(f.next_line().unwrap().unwrap(), b"{\"return\": 1}");
         assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn mixed_big_and_small_lines_in_any_pieces_come_out_whole_and_in_order() {
+        let lines: Vec<Vec<u8>> = (0..40usize)
+            .map(|i| {
+                let len = if i % 7 == 3 { 300_000 + i } else { i * 3 };
+                (0..len).map(|j| b'a' + ((i + j) % 26) as u8).collect()
+            })
+            .collect();
+        let stream: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| [&l[..], b"\n"].concat())
+            .collect();
+        for piece in [1usize, 7, 4096, 65_536, 1 << 20] {
+            let mut f = Framer::new();
+            let mut got = Vec::new();
+            for chunk in stream.chunks(piece) {
+                f.buffer_mut().extend_from_slice(chunk);
+                while let Some(line) = f.next_line().unwrap() {
+                    got.push(line);
+                }
+            }
+            assert!(got == lines, "piece size {piece}");
+            assert_eq!(f.buffered(), 0);
+        }
     }
 
     #[test]
