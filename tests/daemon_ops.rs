@@ -11,54 +11,18 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use common::{daemon_for, drain_exec};
+use common::{daemon_for, drain_exec, fd_targets, grpc_channel, ping};
 use ocloudview_atp::{
     pb::{
         AgentCommandRequest, Argv, ExecRequest, GetGuestInfoRequest, ListDomainsRequest,
-        PingRequest, exec_event::Event, exec_request::Command,
+        exec_event::Event, exec_request::Command,
     },
     testbed::HostAgent,
 };
-use tonic::{
-    Code,
-    transport::{Channel, Endpoint, Uri},
-};
+use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-fn ping(domain: &str) -> PingRequest {
-    PingRequest {
-        domain: domain.into(),
-    }
-}
-
-/// Where each of the agent's file descriptors points.
-fn agent_fd_targets(agent: &HostAgent) -> Vec<String> {
-    let pid = agent.pid().unwrap();
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .map(|p| p.display().to_string())
-        .collect()
-}
-
-/// A channel over the daemon's UNIX socket (it is already listening).
-async fn unix_channel(socket: &Path) -> Channel {
-    let path = socket.to_owned();
-    Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
-}
 
 #[tokio::test]
 async fn sigterm_mid_exec_ends_the_stream_closes_handles_and_exits_zero() {
@@ -70,7 +34,7 @@ async fn sigterm_mid_exec_ends_the_stream_closes_handles_and_exits_zero() {
     // The daemon's connection to the agent is part of the baseline.
     let baseline = agent.open_files().unwrap();
 
-    let mut health = HealthClient::new(unix_channel(&d.socket).await);
+    let mut health = HealthClient::new(grpc_channel(&d.socket).await);
     let h = health
         .check(HealthCheckRequest {
             service: "ocloudview.atp.v1.GuestAgent".into(),
@@ -100,7 +64,7 @@ async fn sigterm_mid_exec_ends_the_stream_closes_handles_and_exits_zero() {
     eprintln!("agent fds: idle {idle_fds}, connected {baseline}, exec running {during}");
     assert!(during > baseline, "the exec holds no guest handle?");
     // The exec's private directory in the guest, to clean up at the end.
-    let exec_dir = agent_fd_targets(&agent)
+    let exec_dir = fd_targets(agent.pid().unwrap())
         .into_iter()
         .find(|t| t.contains("/.atp-exec-"))
         .and_then(|t| Some(Path::new(&t).parent()?.to_owned()));
@@ -140,7 +104,7 @@ async fn sigterm_mid_exec_ends_the_stream_closes_handles_and_exits_zero() {
         "agent back to its baseline of open files",
     )
     .await;
-    let exec_handles: Vec<String> = agent_fd_targets(&agent)
+    let exec_handles: Vec<String> = fd_targets(agent.pid().unwrap())
         .into_iter()
         .filter(|t| t.contains("/.atp-exec-"))
         .collect();

@@ -134,6 +134,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A Ping request for `domain`.
+pub fn ping(domain: &str) -> ocloudview_atp::pb::PingRequest {
+    ocloudview_atp::pb::PingRequest {
+        domain: domain.into(),
+    }
+}
+
+/// Where each file descriptor of process `pid` points.
+pub fn fd_targets(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
 /// Polls `cond` for up to 10 s (the cleanup it waits for runs in the background).
 pub async fn eventually(mut cond: impl FnMut() -> bool, what: &str) {
     for _ in 0..200 {
