@@ -181,3 +181,50 @@ async fn attach_resumes_after_the_client_leaves_and_cancel_kills() {
         .unwrap_err();
     assert_eq!(st.code(), tonic::Code::NotFound);
 }
+
+/// A directory shaped like one a daemon that died mid-exec leaves (program gone).
+fn abandoned_dir(tag: &str, age: &str) -> std::path::PathBuf {
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let dir = std::path::PathBuf::from(format!("/tmp/.atp-exec-test-{}-{tag}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    for (name, body) in [
+        ("pid", format!("{pid}\n")),
+        ("out", "x".repeat(4096)),
+        ("err", String::new()),
+    ] {
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    let touched = std::process::Command::new("touch")
+        .args(["-d", age])
+        .arg(dir.join("pid"))
+        .arg(dir.join("out"))
+        .arg(dir.join("err"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    dir
+}
+
+#[tokio::test]
+async fn the_first_exec_sweeps_directories_an_earlier_daemon_abandoned() {
+    let agent = HostAgent::start().unwrap();
+    let old = abandoned_dir("old", "2 hours ago");
+    let fresh = abandoned_dir("fresh", "1 minute ago");
+    let d = daemon_for(&agent, "").await;
+    let mut c = d.client().await;
+    let out = drain_exec(
+        c.exec(sh_request("host", "echo hi"))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(out.stdout, b"hi\n");
+    common::eventually(|| !old.exists(), "the abandoned directory is removed").await;
+    // Idle for less than the sweep's minimum: it may still be read by whoever made it.
+    assert!(fresh.join("out").exists());
+    std::fs::remove_dir_all(&fresh).unwrap();
+}

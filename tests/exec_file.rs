@@ -132,6 +132,19 @@ async fn streaming_exec_delivers_output_before_exit_and_cleans_up() {
         ))
         .await
         .unwrap();
+    // The wrapper records the program's pid, for a later client's sweep.
+    let pid = s.pid().to_string();
+    common::eventually(
+        || {
+            std::fs::read_dir("/tmp").unwrap().any(|e| {
+                let e = e.unwrap();
+                e.file_name().to_string_lossy().starts_with(".atp-exec-")
+                    && std::fs::read_to_string(e.path().join("pid")).is_ok_and(|p| p.trim() == pid)
+            })
+        },
+        "an exec directory holding the program's pid",
+    )
+    .await;
     let mut out = Vec::new();
     let mut err = Vec::new();
     let mut first_at = None;
@@ -272,6 +285,48 @@ async fn tcg_guest_exec_and_files_over_virtio_serial() {
         .await
         .unwrap();
     assert_eq!(left.decode_stdout().unwrap().trim(), "0");
+
+    // What a client that died mid-exec leaves, and what must survive a sweep (busybox sh).
+    let setup = c
+        .exec_shell(
+            "set -e; dead=$(sh -c 'echo $$'); sleep 60 >/dev/null 2>&1 </dev/null & live=$!; mkdir /data/victim; \
+             for n in dead nopid live inuse recent; do mkdir /tmp/.atp-exec-$n; : >/tmp/.atp-exec-$n/out; done; \
+             echo $dead >/tmp/.atp-exec-dead/pid; echo $live >/tmp/.atp-exec-live/pid; \
+             echo $dead >/tmp/.atp-exec-inuse/pid; echo $dead >/tmp/.atp-exec-recent/pid; \
+             ln -s /data/victim /tmp/.atp-exec-link; echo $dead",
+        )
+        .await
+        .unwrap();
+    assert_eq!(setup.exit_code, Some(0), "{:?}", setup.decode_stderr());
+    let dead: i64 = setup.decode_stdout().unwrap().trim().parse().unwrap();
+    // A long idle minimum keeps everything: all of it was just written.
+    let none = c
+        .reap_exec_dirs(Duration::from_secs(3600), &[])
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let mut removed = c.reap_exec_dirs(Duration::ZERO, &[dead]).await.unwrap();
+    removed.sort();
+    // `inuse` and `recent` share the dead pid the caller still uses; `live` still runs.
+    assert_eq!(removed, ["/tmp/.atp-exec-nopid"]);
+    let mut removed = c.reap_exec_dirs(Duration::ZERO, &[]).await.unwrap();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            "/tmp/.atp-exec-dead",
+            "/tmp/.atp-exec-inuse",
+            "/tmp/.atp-exec-recent"
+        ]
+    );
+    let left = c
+        .exec_shell("ls -d /tmp/.atp-exec-* /data/victim")
+        .await
+        .unwrap();
+    assert_eq!(
+        left.decode_stdout().as_deref(),
+        Some("/data/victim\n/tmp/.atp-exec-link\n/tmp/.atp-exec-live\n")
+    );
 }
 
 fn sha256_hex(d: &[u8]) -> String {

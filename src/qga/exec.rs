@@ -7,13 +7,14 @@
 //! `/bin/sh` wrapper that redirects stdout/stderr to files in a private guest directory:
 //!
 //! ```text
-//! /bin/sh -c 'd=$1; c=$2; shift 2; exec >"$d/out" 2>"$d/err"; [cd "$c";] exec "$@"' atp-exec DIR CWD PATH ARGS...
+//! /bin/sh -c 'd=$1; c=$2; shift 2; echo $$ >"$d/pid"; exec >"$d/out" 2>"$d/err"; [cd "$c";] exec "$@"' atp-exec DIR CWD PATH ARGS...
 //! ```
 //!
 //! argv travels as positional parameters, never spliced into a string; `exec` makes the
 //! agent's pid the command's own, so its exit code or signal comes exactly from
 //! `guest-exec-status`. The files are read in bounded chunks at saved offsets and the
-//! directory is removed at the end.
+//! directory is removed at the end (or, if the client dies first, by a later client's
+//! [`AgentClient::reap_exec_dirs`]).
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,7 @@ pub const MAX_CAPTURE: usize = 16 << 20;
 /// environment with the one given).
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-const WRAPPER: &str = r#"d=$1; c=$2; shift 2; exec >"$d/out" 2>"$d/err"; if [ -n "$c" ]; then cd -- "$c" || exit 126; fi; exec "$@""#;
+const WRAPPER: &str = r#"d=$1; c=$2; shift 2; echo $$ >"$d/pid"; exec >"$d/out" 2>"$d/err"; if [ -n "$c" ]; then cd -- "$c" || exit 126; fi; exec "$@""#;
 const SETUP: &str = r#"umask 077; mkdir -- "$1" && : >"$1/out" && : >"$1/err""#;
 
 /// Kills a process and all its descendants, found through /proc (no procps needed):
@@ -453,7 +454,11 @@ impl AgentClient {
 
     /// Creates a private per-exec directory in the guest's /tmp.
     async fn make_exec_dir(&self) -> Result<String, QgaError> {
-        let dir = format!("/tmp/.atp-exec-{}", uuid::Uuid::new_v4().simple());
+        let dir = format!(
+            "{}{}",
+            super::reap::EXEC_DIR_PREFIX,
+            uuid::Uuid::new_v4().simple()
+        );
         let setup = GuestExec {
             path: "/bin/sh".into(),
             arg: vec!["-c".into(), SETUP.into(), "atp-setup".into(), dir.clone()],

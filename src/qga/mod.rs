@@ -14,6 +14,7 @@ pub mod commands;
 mod error;
 mod exec;
 mod file;
+mod reap;
 mod stream;
 
 pub use blocking::QgaClient;

@@ -95,6 +95,11 @@ impl ExecRegistry {
         lock(&self.map).remove(id);
     }
 
+    /// The guest pids of every exec this daemon knows (running, parked or finished).
+    pub(crate) fn pids(&self) -> Vec<i64> {
+        lock(&self.map).values().map(|e| e.pid).collect()
+    }
+
     /// Closes the guest handles of every parked session (daemon shutdown).
     pub(crate) async fn close_parked(&self) {
         let entries: Vec<_> = lock(&self.map).values().cloned().collect();
@@ -174,6 +179,7 @@ pub(crate) async fn exec(
             return Err(e);
         }
     };
+    s.shared.reaper.maybe_sweep(s, &r.domain, &client);
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let collect = r.mode == pb::ExecMode::Collect as i32;
     if collect && !r.detach {

@@ -7,6 +7,7 @@ mod facts;
 mod files;
 mod gate;
 mod metrics;
+mod reap;
 mod service;
 pub mod status;
 mod tasks;

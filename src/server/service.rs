@@ -13,6 +13,7 @@ use super::{
     facts, files,
     gate::{Call, Detail, Gate},
     metrics,
+    reap::Reaper,
     status::ApiError,
     tasks,
 };
@@ -44,6 +45,7 @@ pub struct GuestAgentService {
 pub(crate) struct Shared {
     pub(crate) guests: Arc<GuestRegistry>,
     pub(crate) execs: ExecRegistry,
+    pub(crate) reaper: Reaper,
     pub(crate) shutdown: CancellationToken,
     pub(crate) exec_timeout: Duration,
     pub(crate) gate: Gate,
@@ -61,6 +63,7 @@ impl GuestAgentService {
             shared: Arc::new(Shared {
                 guests,
                 execs: ExecRegistry::default(),
+                reaper: Reaper::default(),
                 shutdown,
                 exec_timeout,
                 gate,

@@ -1,0 +1,68 @@
+//! Removing exec directories a dead client left behind.
+//!
+//! Streaming exec keeps a program's output in a private guest directory
+//! (`/tmp/.atp-exec-<id>`, see [`super::exec`]) that the client removes when the program
+//! ends. A client that dies mid-exec (a crashed or killed daemon) leaves it, with output
+//! of any size. The wrapper records the program's pid in `pid`, so a later client can tell
+//! which directories are abandoned: their program is gone and nothing has touched their
+//! files for a while.
+
+use std::time::Duration;
+
+use super::{AgentClient, QgaError};
+
+/// Prefix of every exec directory (kept in step with `make_exec_dir`).
+pub(crate) const EXEC_DIR_PREFIX: &str = "/tmp/.atp-exec-";
+
+/// `$1`: minimum idle seconds; `$2...`: pids still in use by the caller. Prints each
+/// directory it removed. Skips symlinks, directories whose recorded program still runs or
+/// is listed, and directories whose newest mtime (itself, `out`, `err`) is too recent.
+const REAP: &str = r#"a=$1; shift; now=$(date +%s) || exit 1
+for d in /tmp/.atp-exec-*; do
+  [ -d "$d" ] && [ ! -L "$d" ] || continue
+  p=$(cat -- "$d/pid" 2>/dev/null); case $p in ''|*[!0-9]*) p= ;; esac
+  if [ -n "$p" ]; then
+    [ -d "/proc/$p" ] && continue
+    for k in "$@"; do [ "$k" = "$p" ] && continue 2; done
+  fi
+  t=$(stat -c %Y -- "$d" "$d/out" "$d/err" 2>/dev/null | sort -n | tail -n 1)
+  [ -n "$t" ] && [ $((now - t)) -ge "$a" ] || continue
+  rm -rf -- "$d" && echo "$d"
+done"#;
+
+impl AgentClient {
+    /// Removes the exec directories whose program is gone and whose files have not
+    /// changed for `min_idle`, except those of `in_use` pids (the caller's own sessions,
+    /// still being read). Returns the directories removed. Windows guests have none.
+    pub async fn reap_exec_dirs(
+        &self,
+        min_idle: Duration,
+        in_use: &[i64],
+    ) -> Result<Vec<String>, QgaError> {
+        if self.os().await?.is_windows() {
+            return Ok(Vec::new());
+        }
+        let idle = min_idle.as_secs().to_string();
+        let pids: Vec<String> = in_use.iter().map(i64::to_string).collect();
+        let mut args = vec!["-c", REAP, "atp-reap", idle.as_str()];
+        args.extend(pids.iter().map(String::as_str));
+        let r = self.run_small("/bin/sh", &args).await?;
+        if r.exit_code != Some(0) {
+            return Err(QgaError::Agent {
+                command: "guest-exec".into(),
+                class: "ReapFailed".into(),
+                desc: format!(
+                    "removing abandoned exec directories failed (exit {:?}, signal {:?}): {}",
+                    r.exit_code,
+                    r.signal,
+                    String::from_utf8_lossy(&r.stderr).trim()
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&r.stdout)
+            .lines()
+            .filter(|l| l.starts_with(EXEC_DIR_PREFIX))
+            .map(str::to_owned)
+            .collect())
+    }
+}

@@ -1,0 +1,66 @@
+//! Sweeping exec directories that an earlier daemon (one that crashed or was killed
+//! mid-exec) left in a guest; see [`AgentClient::reap_exec_dirs`]. A sweep starts in the
+//! background on an Exec to a guest not swept for [`REAP_INTERVAL`], so a restarted daemon
+//! cleans up where it works, without touching guests nobody uses.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use super::service::GuestAgentService;
+use crate::qga::{AgentClient, QgaError};
+
+/// A directory is abandoned once its program is gone and its files were idle this long.
+pub(crate) const REAP_IDLE: Duration = Duration::from_secs(600);
+/// Each guest is swept at most this often.
+pub(crate) const REAP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// When each guest was last swept.
+#[derive(Debug, Default)]
+pub(crate) struct Reaper {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl Reaper {
+    /// Starts a background sweep of `domain` unless one started within [`REAP_INTERVAL`].
+    pub(crate) fn maybe_sweep(&self, s: &GuestAgentService, domain: &str, client: &AgentClient) {
+        {
+            let mut last = self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last
+                .get(domain)
+                .is_some_and(|t| t.elapsed() < REAP_INTERVAL)
+            {
+                return;
+            }
+            last.insert(domain.to_owned(), Instant::now());
+        }
+        let (svc, client, domain) = (s.clone(), client.clone(), domain.to_owned());
+        tokio::spawn(async move {
+            // This daemon's own sessions (on any guest) are never swept, even when their
+            // program has ended and the output is still being read.
+            let in_use = svc.shared.execs.pids();
+            match client.reap_exec_dirs(REAP_IDLE, &in_use).await {
+                Ok(dirs) if dirs.is_empty() => {
+                    tracing::debug!(domain, "no abandoned exec directories");
+                }
+                Ok(dirs) => tracing::info!(
+                    domain,
+                    removed = dirs.len(),
+                    ?dirs,
+                    "removed exec directories abandoned by an earlier client"
+                ),
+                Err(e @ QgaError::CommandDisabled { .. }) => {
+                    tracing::debug!(domain, error = %e, "exec directories not swept");
+                }
+                Err(e) => {
+                    tracing::warn!(domain, error = %e, "sweeping abandoned exec directories failed");
+                }
+            }
+        });
+    }
+}
