@@ -147,6 +147,22 @@ async fn sixty_four_mib_round_trip_with_equal_hashes() {
         .await
         .unwrap_err();
     assert_eq!(st.code(), Code::InvalidArgument);
+    // The other OS's form is refused: this guest would open `C:\x` relative to its cwd.
+    for (path, says) in [
+        ("C:\\x", "drive-letter paths are for Windows guests"),
+        ("\\\\server\\share", "UNC and device paths"),
+    ] {
+        let st = c
+            .read_file(ReadFileRequest {
+                domain: "host".into(),
+                path: path.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::InvalidArgument, "{path}");
+        assert!(st.message().contains(says), "{path}: {}", st.message());
+    }
     let missing = ReadFileRequest {
         domain: "host".into(),
         path: "/nonexistent/x".into(),

@@ -11,6 +11,7 @@
 
 pub mod cases;
 pub mod engine;
+pub mod path;
 pub mod plugin;
 pub mod reload;
 pub mod request;

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     pb,
+    policy::path::check_guest_path,
     qga::{AgentClient, DEFAULT_CHUNK, OpenFile, QgaError, commands::Whence},
 };
 
@@ -21,18 +22,16 @@ use crate::{
 /// otherwise stay open for as long as a stalled client keeps its connection).
 const WRITE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The checks that need no guest: empty, NUL, relative, UNC (see [`check_guest_path`]).
 fn check_path(path: &str) -> Result<(), Status> {
-    if path.is_empty() || path.contains('\0') {
-        return Err(Status::invalid_argument(format!(
-            "invalid guest path {path:?}"
-        )));
-    }
-    if !(path.starts_with('/') || path.get(1..3) == Some(":\\")) {
-        return Err(Status::invalid_argument(format!(
-            "guest path must be absolute: {path:?}"
-        )));
-    }
-    Ok(())
+    check_guest_path(path, None).map_err(Status::invalid_argument)
+}
+
+/// Refuses a path in the other OS's form: the guest would not open what the policy saw.
+/// With the OS unknown (`guest-get-osinfo` disabled or failing) both forms pass.
+async fn check_path_for(client: &AgentClient, path: &str) -> Result<(), Status> {
+    let os = client.os().await.ok();
+    check_guest_path(path, os.as_deref()).map_err(Status::invalid_argument)
 }
 
 fn data_err(e: base64::DecodeError) -> QgaError {
@@ -54,6 +53,7 @@ pub(crate) async fn read(
             Status::invalid_argument(format!("offset {} is out of range", r.offset))
         })?;
         let client = s.client(&r.domain).await?;
+        check_path_for(&client, &r.path).await?;
         let file = client
             .open(&r.path, "r")
             .await
@@ -236,6 +236,7 @@ pub(crate) async fn write(
         .os()
         .await
         .map_err(|e| s.agent_error(&header.domain, e))?;
+    check_guest_path(&header.path, Some(&os)).map_err(Status::invalid_argument)?;
     let append = mode == pb::WriteMode::Append;
     // Atomic replace needs the guest's mv/ln; on Windows guests writes go straight in.
     let atomic = header.atomic.unwrap_or(true) && !append && !os.is_windows();
