@@ -67,6 +67,8 @@ pub struct Config {
     pub tokens: Vec<TokenEntry>,
     /// Run-time limit for execs that give none.
     pub exec_timeout: Duration,
+    /// Minimum idle time of an abandoned exec directory before it is swept; `None`: off.
+    pub exec_dir_sweep: Option<Duration>,
     /// Where Prometheus metrics are served.
     pub metrics_listen: Option<SocketAddr>,
     /// Policy plugins; without them every authenticated request is allowed.
@@ -94,6 +96,9 @@ pub struct AuditConfig {
     /// Refuse requests (true) or carry on (false) when the log cannot be written.
     pub refuse_on_failure: bool,
 }
+
+/// Default for `agent.sweep_exec_dirs_after_s`: ten minutes.
+pub const DEFAULT_EXEC_DIR_SWEEP: Duration = Duration::from_secs(600);
 
 /// Default for `agent.exec_timeout_ms`: one hour.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -249,6 +254,11 @@ impl Config {
             Some(0) => return Err(invalid("agent.exec_timeout_ms", "0", "must be at least 1")),
             Some(ms) => Duration::from_millis(ms),
         };
+        let exec_dir_sweep = match raw.agent.sweep_exec_dirs_after_s {
+            None => Some(DEFAULT_EXEC_DIR_SWEEP),
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+        };
         let metrics_listen = raw
             .metrics
             .listen
@@ -316,6 +326,7 @@ impl Config {
             tls,
             tokens,
             exec_timeout,
+            exec_dir_sweep,
             metrics_listen,
             policy,
             audit,
@@ -387,6 +398,12 @@ mod tests {
         assert_eq!(c.listen[2], Listen::Unix("/etc/atp/rel.sock".into()));
         assert_eq!(c.guests[0].socket, PathBuf::from("/etc/atp/demo/qga.sock"));
         assert_eq!(c.agent_timeout, Duration::from_millis(2500));
+        assert_eq!(c.exec_dir_sweep, Some(DEFAULT_EXEC_DIR_SWEEP));
+        let off = parse(
+            "[server]\nlisten = [\"unix:///run/atp.sock\"]\n[agent]\nsweep_exec_dirs_after_s = 0",
+        )
+        .unwrap();
+        assert_eq!(off.exec_dir_sweep, None);
     }
 
     #[test]

@@ -129,4 +129,6 @@ pub struct RawAgent {
     pub timeout_ms: Option<u64>,
     /// Run-time limit of an exec that gives none, in milliseconds.
     pub exec_timeout_ms: Option<u64>,
+    /// Idle seconds after which an abandoned exec directory is swept; 0: never.
+    pub sweep_exec_dirs_after_s: Option<u64>,
 }

@@ -12,20 +12,31 @@ use std::{
 use super::service::GuestAgentService;
 use crate::qga::{AgentClient, QgaError};
 
-/// A directory is abandoned once its program is gone and its files were idle this long.
-pub(crate) const REAP_IDLE: Duration = Duration::from_secs(600);
 /// Each guest is swept at most this often.
 pub(crate) const REAP_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// When each guest was last swept.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Reaper {
+    /// A directory is abandoned once its program is gone and its files were idle this
+    /// long (`agent.sweep_exec_dirs_after_s`); `None`: never swept.
+    min_idle: Option<Duration>,
     last: Mutex<HashMap<String, Instant>>,
 }
 
 impl Reaper {
+    pub(crate) fn new(min_idle: Option<Duration>) -> Self {
+        Self {
+            min_idle,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Starts a background sweep of `domain` unless one started within [`REAP_INTERVAL`].
     pub(crate) fn maybe_sweep(&self, s: &GuestAgentService, domain: &str, client: &AgentClient) {
+        let Some(min_idle) = self.min_idle else {
+            return;
+        };
         {
             let mut last = self
                 .last
@@ -44,7 +55,7 @@ impl Reaper {
             // This daemon's own sessions (on any guest) are never swept, even when their
             // program has ended and the output is still being read.
             let in_use = svc.shared.execs.pids();
-            match client.reap_exec_dirs(REAP_IDLE, &in_use).await {
+            match client.reap_exec_dirs(min_idle, &in_use).await {
                 Ok(dirs) if dirs.is_empty() => {
                     tracing::debug!(domain, "no abandoned exec directories");
                 }

@@ -56,14 +56,14 @@ impl GuestAgentService {
     pub(crate) fn new(
         guests: Arc<GuestRegistry>,
         shutdown: CancellationToken,
-        exec_timeout: Duration,
+        (exec_timeout, exec_dir_sweep): (Duration, Option<Duration>),
         gate: Gate,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 guests,
                 execs: ExecRegistry::default(),
-                reaper: Reaper::default(),
+                reaper: Reaper::new(exec_dir_sweep),
                 shutdown,
                 exec_timeout,
                 gate,

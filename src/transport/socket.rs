@@ -178,10 +178,14 @@ impl Worker {
         // the connection fails them all first.
         let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(PIPELINE_DEPTH);
         let mut held: Option<Job> = None;
+        // Whether a transport handle still exists: without one no job can come, but the
+        // replies already in flight are still read and delivered to their tickets.
+        let mut open = true;
         loop {
             if inflight.is_empty() {
                 let job = match held.take() {
                     Some(j) => j,
+                    None if !open => return,
                     None => match jobs.recv().await {
                         Some(j) => j,
                         None => return,
@@ -192,7 +196,7 @@ impl Worker {
             }
             // A sliding window: while the oldest reply streams in, a newly queued request
             // is written at once, so the agent always has its next request waiting.
-            let room = held.is_none() && inflight.len() < PIPELINE_DEPTH;
+            let room = open && held.is_none() && inflight.len() < PIPELINE_DEPTH;
             let Some(front) = inflight.front() else {
                 continue;
             };
@@ -213,7 +217,7 @@ impl Worker {
             };
             match event {
                 Event::Reply(line) => self.answer(line, &mut inflight),
-                Event::Job(None) => return,
+                Event::Job(None) => open = false,
                 Event::Job(Some(Job::Call {
                     request,
                     timeout,

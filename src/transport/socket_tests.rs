@@ -131,3 +131,33 @@ async fn a_reply_with_a_foreign_id_fails_the_window_and_resyncs() {
     assert_eq!(c.unwrap(), AgentReply::Return(b"{}".to_vec()));
     drop(peer.await.unwrap());
 }
+
+#[tokio::test]
+async fn replies_in_flight_still_arrive_after_the_last_handle_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let peer = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut s = synced_peer(&listener, &mut buf).await;
+        let a = next_request(&mut s, &mut buf).await;
+        let b = next_request(&mut s, &mut buf).await;
+        // Answer only once the client side has let go of its transport.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let replies = format!(
+            "{{\"return\": 1, \"id\": {}}}\n{{\"return\": 2, \"id\": {}}}\n",
+            a["id"], b["id"]
+        );
+        s.write_all(replies.as_bytes()).await.unwrap();
+        s
+    });
+    let t = SocketTransport::new(&path);
+    let a = t.submit(ping(), WAIT).await.unwrap();
+    let b = t.submit(ping(), WAIT).await.unwrap();
+    drop(t);
+    let a = tokio::time::timeout(WAIT, a.wait()).await.unwrap();
+    let b = tokio::time::timeout(WAIT, b.wait()).await.unwrap();
+    assert_eq!(a.unwrap(), AgentReply::Return(b"1".to_vec()));
+    assert_eq!(b.unwrap(), AgentReply::Return(b"2".to_vec()));
+    drop(peer.await.unwrap());
+}

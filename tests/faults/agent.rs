@@ -67,7 +67,13 @@ async fn agent_killed_mid_read_write_and_exec_is_unavailable_then_replaced_witho
     bounded(Duration::from_secs(90), "agent kill test", async {
         let mut agent = HostAgent::start().unwrap();
         let socket = agent.socket().to_owned();
-        let d = daemon_for(&agent, "\n[agent]\ntimeout_ms = 2000\n").await;
+        // No background sweep of exec directories: it would talk to the agents this test
+        // swaps under the daemon, and a host qemu-ga serves one connection at a time.
+        let d = daemon_for(
+            &agent,
+            "\n[agent]\ntimeout_ms = 2000\nsweep_exec_dirs_after_s = 0\n",
+        )
+        .await;
         let mut c = d.client().await;
         let big = agent.dir().join("big.bin");
         std::fs::File::create(&big)
