@@ -8,7 +8,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use ocloudview_atp::{
-    qga::{AgentClient, ExecEvent, GuestExecCommand, QgaError},
+    qga::{
+        AgentClient, ExecEvent, GuestExecCommand, QgaError,
+        commands::{GuestFileRead, GuestFileWrite},
+    },
     testbed::{BootOptions, HostAgent, QemuGuest},
     transport::socket::SocketTransport,
 };
@@ -285,6 +288,30 @@ async fn tcg_guest_exec_and_files_over_virtio_serial() {
         .await
         .unwrap();
     assert_eq!(left.decode_stdout().unwrap().trim(), "0");
+
+    // A file-write chunk queued behind a read, ten times: qemu-ga over virtio-serial lost
+    // the read's reply when the write arrived mid-answer (9 of 10), so large requests go
+    // out alone; both replies must arrive, each to its own request.
+    let reader = c.file_open("/data/blob", Some("r")).await.unwrap();
+    let writer = c.file_open("/data/pipe.bin", Some("w")).await.unwrap();
+    let chunk = vec![5u8; 16 << 10];
+    for _ in 0..10 {
+        let read = c
+            .submit(&GuestFileRead {
+                handle: reader,
+                count: Some(4096),
+            })
+            .await
+            .unwrap();
+        let write = c
+            .submit(&GuestFileWrite::new(writer, &chunk))
+            .await
+            .unwrap();
+        assert_eq!(read.reply().await.unwrap().count, 4096);
+        assert_eq!(write.reply().await.unwrap().count, 16 << 10);
+    }
+    c.file_close(reader).await.unwrap();
+    c.file_close(writer).await.unwrap();
 
     // What a client that died mid-exec leaves, and what must survive a sweep (busybox sh).
     let setup = c

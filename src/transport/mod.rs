@@ -34,6 +34,11 @@ pub struct AgentRequest {
 pub const NO_REPLY_WAIT: Duration = Duration::from_secs(1);
 
 impl AgentRequest {
+    /// About how many bytes [`AgentRequest::to_json`] produces (within a few bytes).
+    pub fn wire_len(&self) -> usize {
+        self.execute.len() + self.arguments.as_ref().map_or(0, String::len) + 48
+    }
+
     /// Builds the wire form `{"execute":..,"arguments":..[,"id":..]}`.
     ///
     /// `id` is echoed by qemu-ga in its reply, which lets the socket transport prove that a

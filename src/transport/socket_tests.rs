@@ -161,3 +161,48 @@ async fn replies_in_flight_still_arrive_after_the_last_handle_is_dropped() {
     assert_eq!(b.unwrap(), AgentReply::Return(b"2".to_vec()));
     drop(peer.await.unwrap());
 }
+
+#[tokio::test]
+async fn a_large_request_waits_for_an_empty_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let peer = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut s = synced_peer(&listener, &mut buf).await;
+        let a = next_request(&mut s, &mut buf).await;
+        // Nothing more may arrive while A is unanswered.
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(300), s.read(&mut byte)).await;
+        assert!(early.is_err(), "the large request was written behind A");
+        s.write_all(format!("{{\"return\": 1, \"id\": {}}}\n", a["id"]).as_bytes())
+            .await
+            .unwrap();
+        let b = next_request(&mut s, &mut buf).await;
+        s.write_all(format!("{{\"return\": 2, \"id\": {}}}\n", b["id"]).as_bytes())
+            .await
+            .unwrap();
+        (b["execute"].clone(), s)
+    });
+    let t = SocketTransport::new(&path);
+    let a = t.submit(ping(), WAIT).await.unwrap();
+    let big = AgentRequest {
+        execute: "guest-file-write".into(),
+        arguments: Some(format!(
+            r#"{{"handle":1,"buf-b64":"{}"}}"#,
+            "A".repeat(8192)
+        )),
+        expects_reply: true,
+    };
+    let b = t.submit(big, WAIT).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(WAIT, a.wait()).await.unwrap().unwrap(),
+        AgentReply::Return(b"1".to_vec())
+    );
+    assert_eq!(
+        tokio::time::timeout(WAIT, b.wait()).await.unwrap().unwrap(),
+        AgentReply::Return(b"2".to_vec())
+    );
+    let (execute, _s) = peer.await.unwrap();
+    assert_eq!(execute.as_str(), Some("guest-file-write"));
+}
