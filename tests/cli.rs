@@ -210,6 +210,24 @@ async fn each_failure_has_one_line_and_its_own_exit_code() {
         .unwrap();
     assert_eq!(o.status.code(), Some(66));
     assert!(one_line(&o).contains("/nonexistent/file"));
+    // Missing file in the guest (the read itself is allowed under /var/log/): not an
+    // unknown guest.
+    let o = Command::cargo_bin("atp")
+        .unwrap()
+        .args([
+            "--server",
+            &tcp,
+            "--token",
+            token,
+            "cp",
+            "host:/var/log/atp-no-such-file",
+            "/tmp/atp-cli-never-written",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(66));
+    let e = one_line(&o);
+    assert!(e.contains("in the guest") && !e.contains("atp ls"), "{e}");
     // Allowed by the shipped plugins: ops may ping over TCP with the token.
     Command::cargo_bin("atp")
         .unwrap()

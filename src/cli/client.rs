@@ -68,7 +68,7 @@ pub mod exit {
     pub const UNKNOWN_GUEST: u8 = 68;
     /// A policy denied the request.
     pub const DENIED: u8 = 77;
-    /// A local file is missing or unreadable.
+    /// A file is missing or unreadable: a local one, or one in the guest.
     pub const NO_INPUT: u8 = 66;
     /// The guest agent is unavailable or timed out (try again).
     pub const TEMPFAIL: u8 = 75;
@@ -111,6 +111,15 @@ pub fn explain(server: &str, st: &Status) -> ClientError {
             ),
         ),
         Code::PermissionDenied => ClientError::new(exit::DENIED, format!("denied: {msg}")),
+        // The guest is there; the file in it is not.
+        Code::NotFound if msg.contains("No such file or directory") => {
+            ClientError::new(exit::NO_INPUT, format!("in the guest: {msg}"))
+        }
+        Code::NotFound
+            if msg.starts_with("no exec with id") || msg.starts_with("no task named") =>
+        {
+            ClientError::new(exit::UNKNOWN_GUEST, msg.to_owned())
+        }
         Code::NotFound => ClientError::new(
             exit::UNKNOWN_GUEST,
             format!("{msg}; `atp ls` lists the guests"),
