@@ -106,6 +106,27 @@ async fn shipped_plugins_decide_and_every_request_is_audited() {
     // Argument-level exec rules.
     let o = drain_exec(ops.exec(argv("uptime", &[])).await.unwrap().into_inner()).await;
     assert_eq!(o.exited.unwrap().exit_code, Some(0));
+    // The program path is normalised before the policy sees it, and that is what runs:
+    // `/usr/local/../bin/uptime` is `/usr/bin/uptime` (allowed), while a `..` walk out
+    // of the system directories is not `uptime` at all.
+    let o = drain_exec(
+        ops.exec(argv("/usr/local/../bin//uptime", &[]))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(o.exited.unwrap().exit_code, Some(0));
+    let st = ops
+        .exec(argv("/usr/bin/../../tmp/uptime", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied);
+    assert!(
+        st.message().contains("ops may not run /tmp/uptime"),
+        "{}",
+        st.message()
+    );
     let marker = agent.dir().join("ops-was-here");
     let st = ops
         .exec(argv("touch", &[marker.to_str().unwrap()]))
@@ -231,12 +252,16 @@ async fn shipped_plugins_decide_and_every_request_is_audited() {
     let decisions = lines.iter().filter(|l| l["kind"] == "decision").count();
     let outcomes = lines.iter().filter(|l| l["kind"] == "outcome").count();
     assert_eq!(decisions, outcomes, "every decision has its outcome");
-    assert_eq!(decisions, 16, "one decision per request made above");
+    assert_eq!(decisions, 18, "one decision per request made above");
     let text = std::fs::read_to_string(&audit).unwrap();
     for secret in ["hunter2-env-value", "topsecret-stdin", "filedata-xyz"] {
         assert!(!text.contains(secret), "{secret} leaked into the audit log");
     }
     assert!(text.contains("\"SECRET\""), "env keys are recorded");
+    assert!(
+        text.contains("\"/usr/bin/uptime\"") && !text.contains("/usr/local/../bin"),
+        "the audit records the normalised program path"
+    );
     let denied_touch = lines
         .iter()
         .find(|l| {

@@ -88,6 +88,10 @@ pub fn run(set: &PolicySet, file: &CaseFile) -> Vec<CaseResult> {
             if let Some(f) = req.file.as_mut() {
                 f.path = normalize_path(&f.path);
             }
+            if let Some(e) = req.exec.as_mut() {
+                e.path = normalize_path(&e.path);
+                e.cwd = normalize_path(&e.cwd);
+            }
             let d = set.evaluate(&req);
             let got = if d.allow { "allow" } else { "deny" };
             let by = d.plugin.clone().unwrap_or_default();

@@ -279,8 +279,16 @@ impl GuestAgent for GuestAgentService {
 
     async fn exec(
         &self,
-        request: Request<pb::ExecRequest>,
+        mut request: Request<pb::ExecRequest>,
     ) -> Result<Response<Self::ExecStream>, Status> {
+        // As for files: policies decide on the normalised program path and working
+        // directory, and that is what the guest runs (`/bin/../bin/rm` is `/bin/rm`).
+        // Relative paths (`systemctl`) and empty ones stay as given.
+        let r = request.get_mut();
+        if let Some(pb::exec_request::Command::Argv(a)) = r.command.as_mut() {
+            a.path = normalize_path(&a.path);
+        }
+        r.cwd = normalize_path(&r.cwd);
         let detail = exec_detail(request.get_ref());
         let call = self
             .admit("Exec", &request, &request.get_ref().domain.clone(), detail)
