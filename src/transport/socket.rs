@@ -319,9 +319,8 @@ impl Worker {
                 inflight.push_back(InFlight { pending: p, id });
             }
             Err(e) => {
-                let lost = lost(&e);
+                self.fail_all(inflight.drain(..).map(|f| f.pending), &e);
                 let _ = p.reply.send(Err(e));
-                self.fail_all(inflight.drain(..).map(|f| f.pending), &lost);
             }
         }
     }
@@ -352,21 +351,23 @@ impl Worker {
                 }
             }
             Err(e) => {
-                let lost = lost(&e);
+                self.fail_all(inflight.drain(..).map(|f| f.pending), &e);
                 let _ = pending.reply.send(Err(e));
-                self.fail_all(inflight.drain(..).map(|f| f.pending), &lost);
             }
         }
     }
 
-    /// Drops the connection and fails `pending` with (a copy of) `e`.
+    /// Drops the connection and fails `pending`, the requests whose replies are lost with
+    /// it because of `e`.
     fn fail_all(&mut self, pending: impl Iterator<Item = Pending>, e: &TransportError) {
         self.conn = None;
         for p in pending {
             let err = match e {
                 TransportError::Timeout(_) => TransportError::Timeout(p.timeout),
                 TransportError::Closed => TransportError::Closed,
-                other => TransportError::Protocol(other.to_string()),
+                other => TransportError::Protocol(format!(
+                    "an earlier pipelined request failed: {other}"
+                )),
             };
             let _ = p.reply.send(Err(err));
         }
@@ -397,16 +398,6 @@ impl Worker {
             }
         };
         check_reply(&line, id)
-    }
-}
-
-/// What the requests behind a failed one are told: their replies are lost with the
-/// connection.
-fn lost(e: &TransportError) -> TransportError {
-    match e {
-        TransportError::Timeout(t) => TransportError::Timeout(*t),
-        TransportError::Closed => TransportError::Closed,
-        other => TransportError::Protocol(format!("an earlier pipelined request failed: {other}")),
     }
 }
 

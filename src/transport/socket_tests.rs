@@ -12,7 +12,7 @@ use tokio::{
 };
 
 use super::SocketTransport;
-use crate::transport::{AgentReply, AgentRequest, framing::SENTINEL};
+use crate::transport::{AgentReply, AgentRequest, Ticket, TransportError, framing::SENTINEL};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -22,6 +22,25 @@ fn ping() -> AgentRequest {
         arguments: None,
         expects_reply: true,
     }
+}
+
+/// A listening socket in a fresh directory (kept alive by the returned guard).
+fn bind() -> (tempfile::TempDir, std::path::PathBuf, UnixListener) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    (dir, path, listener)
+}
+
+/// Writes the reply line `{"return": RET, "id": ID}`.
+async fn answer(s: &mut UnixStream, ret: &str, id: &Value) {
+    let line = format!("{{\"return\": {ret}, \"id\": {id}}}\n");
+    s.write_all(line.as_bytes()).await.unwrap();
+}
+
+/// The ticket's reply, within [`WAIT`].
+async fn reply(t: Ticket) -> Result<AgentReply, TransportError> {
+    tokio::time::timeout(WAIT, t.wait()).await.unwrap()
 }
 
 /// Reads the next complete JSON object the client sent (skipping the resync byte).
@@ -60,9 +79,7 @@ async fn synced_peer(listener: &UnixListener, buf: &mut Vec<u8>) -> UnixStream {
 
 #[tokio::test]
 async fn next_request_goes_out_while_a_reply_is_still_arriving() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent.sock");
-    let listener = UnixListener::bind(&path).unwrap();
+    let (_dir, path, listener) = bind();
     let peer = tokio::spawn(async move {
         let mut buf = Vec::new();
         let mut s = synced_peer(&listener, &mut buf).await;
@@ -70,11 +87,10 @@ async fn next_request_goes_out_while_a_reply_is_still_arriving() {
         // Half of A's reply, then nothing more until B has arrived.
         s.write_all(b"{\"return\": {}, ").await.unwrap();
         let b = next_request(&mut s, &mut buf).await;
-        let rest = format!(
-            "\"id\": {}}}\n{{\"return\": {{\"b\": 1}}, \"id\": {}}}\n",
-            a["id"], b["id"]
-        );
-        s.write_all(rest.as_bytes()).await.unwrap();
+        s.write_all(format!("\"id\": {}}}\n", a["id"]).as_bytes())
+            .await
+            .unwrap();
+        answer(&mut s, r#"{"b": 1}"#, &b["id"]).await;
         (a["execute"].clone(), b["execute"].clone())
     });
     let t = SocketTransport::new(&path);
@@ -83,10 +99,14 @@ async fn next_request_goes_out_while_a_reply_is_still_arriving() {
     // would sit reading A, never send B, and the peer would wait forever.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let second = t.submit(ping(), WAIT).await.unwrap();
-    let a = tokio::time::timeout(WAIT, first.wait()).await.unwrap();
-    let b = tokio::time::timeout(WAIT, second.wait()).await.unwrap();
-    assert_eq!(a.unwrap(), AgentReply::Return(b"{}".to_vec()));
-    assert_eq!(b.unwrap(), AgentReply::Return(br#"{"b": 1}"#.to_vec()));
+    assert_eq!(
+        reply(first).await.unwrap(),
+        AgentReply::Return(b"{}".to_vec())
+    );
+    assert_eq!(
+        reply(second).await.unwrap(),
+        AgentReply::Return(br#"{"b": 1}"#.to_vec())
+    );
     let (ea, eb) = peer.await.unwrap();
     assert_eq!(
         (ea.as_str(), eb.as_str()),
@@ -96,9 +116,7 @@ async fn next_request_goes_out_while_a_reply_is_still_arriving() {
 
 #[tokio::test]
 async fn a_reply_with_a_foreign_id_fails_the_window_and_resyncs() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent.sock");
-    let listener = UnixListener::bind(&path).unwrap();
+    let (_dir, path, listener) = bind();
     let peer = tokio::spawn(async move {
         let mut buf = Vec::new();
         let mut s = synced_peer(&listener, &mut buf).await;
@@ -110,20 +128,24 @@ async fn a_reply_with_a_foreign_id_fails_the_window_and_resyncs() {
         let mut buf = Vec::new();
         let mut s2 = synced_peer(&listener, &mut buf).await;
         let c = next_request(&mut s2, &mut buf).await;
-        let reply = format!("{{\"return\": {{}}, \"id\": {}}}\n", c["id"]);
-        s2.write_all(reply.as_bytes()).await.unwrap();
+        answer(&mut s2, "{}", &c["id"]).await;
         drop(s);
         s2
     });
     let t = SocketTransport::new(&path);
     let a = t.submit(ping(), WAIT).await.unwrap();
     let b = t.submit(ping(), WAIT).await.unwrap();
-    let a = tokio::time::timeout(WAIT, a.wait()).await.unwrap();
-    let b = tokio::time::timeout(WAIT, b.wait()).await.unwrap();
-    assert!(a.unwrap_err().to_string().contains("another request"));
     assert!(
-        b.is_err(),
-        "the request behind a foreign reply cannot be trusted"
+        reply(a)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("another request")
+    );
+    let b = reply(b).await.unwrap_err().to_string();
+    assert!(
+        b.contains("an earlier pipelined request failed"),
+        "the request behind a foreign reply cannot be trusted: {b}"
     );
     let c = tokio::time::timeout(WAIT, t.call(ping(), WAIT))
         .await
@@ -134,9 +156,7 @@ async fn a_reply_with_a_foreign_id_fails_the_window_and_resyncs() {
 
 #[tokio::test]
 async fn replies_in_flight_still_arrive_after_the_last_handle_is_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent.sock");
-    let listener = UnixListener::bind(&path).unwrap();
+    let (_dir, path, listener) = bind();
     let peer = tokio::spawn(async move {
         let mut buf = Vec::new();
         let mut s = synced_peer(&listener, &mut buf).await;
@@ -144,29 +164,22 @@ async fn replies_in_flight_still_arrive_after_the_last_handle_is_dropped() {
         let b = next_request(&mut s, &mut buf).await;
         // Answer only once the client side has let go of its transport.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let replies = format!(
-            "{{\"return\": 1, \"id\": {}}}\n{{\"return\": 2, \"id\": {}}}\n",
-            a["id"], b["id"]
-        );
-        s.write_all(replies.as_bytes()).await.unwrap();
+        answer(&mut s, "1", &a["id"]).await;
+        answer(&mut s, "2", &b["id"]).await;
         s
     });
     let t = SocketTransport::new(&path);
     let a = t.submit(ping(), WAIT).await.unwrap();
     let b = t.submit(ping(), WAIT).await.unwrap();
     drop(t);
-    let a = tokio::time::timeout(WAIT, a.wait()).await.unwrap();
-    let b = tokio::time::timeout(WAIT, b.wait()).await.unwrap();
-    assert_eq!(a.unwrap(), AgentReply::Return(b"1".to_vec()));
-    assert_eq!(b.unwrap(), AgentReply::Return(b"2".to_vec()));
+    assert_eq!(reply(a).await.unwrap(), AgentReply::Return(b"1".to_vec()));
+    assert_eq!(reply(b).await.unwrap(), AgentReply::Return(b"2".to_vec()));
     drop(peer.await.unwrap());
 }
 
 #[tokio::test]
 async fn a_large_request_waits_for_an_empty_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("agent.sock");
-    let listener = UnixListener::bind(&path).unwrap();
+    let (_dir, path, listener) = bind();
     let peer = tokio::spawn(async move {
         let mut buf = Vec::new();
         let mut s = synced_peer(&listener, &mut buf).await;
@@ -175,13 +188,9 @@ async fn a_large_request_waits_for_an_empty_window() {
         let mut byte = [0u8; 1];
         let early = tokio::time::timeout(Duration::from_millis(300), s.read(&mut byte)).await;
         assert!(early.is_err(), "the large request was written behind A");
-        s.write_all(format!("{{\"return\": 1, \"id\": {}}}\n", a["id"]).as_bytes())
-            .await
-            .unwrap();
+        answer(&mut s, "1", &a["id"]).await;
         let b = next_request(&mut s, &mut buf).await;
-        s.write_all(format!("{{\"return\": 2, \"id\": {}}}\n", b["id"]).as_bytes())
-            .await
-            .unwrap();
+        answer(&mut s, "2", &b["id"]).await;
         (b["execute"].clone(), s)
     });
     let t = SocketTransport::new(&path);
@@ -195,14 +204,8 @@ async fn a_large_request_waits_for_an_empty_window() {
         expects_reply: true,
     };
     let b = t.submit(big, WAIT).await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(WAIT, a.wait()).await.unwrap().unwrap(),
-        AgentReply::Return(b"1".to_vec())
-    );
-    assert_eq!(
-        tokio::time::timeout(WAIT, b.wait()).await.unwrap().unwrap(),
-        AgentReply::Return(b"2".to_vec())
-    );
+    assert_eq!(reply(a).await.unwrap(), AgentReply::Return(b"1".to_vec()));
+    assert_eq!(reply(b).await.unwrap(), AgentReply::Return(b"2".to_vec()));
     let (execute, _s) = peer.await.unwrap();
     assert_eq!(execute.as_str(), Some("guest-file-write"));
 }
