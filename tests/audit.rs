@@ -12,29 +12,18 @@ use ocloudview_atp::audit::{
 };
 
 fn entry(request_id: String) -> AuditEntry {
-    AuditEntry {
-        kind: EntryKind::Decision,
-        request_id,
-        caller: Caller {
-            id: "alice".into(),
-            auth: "token".into(),
-            roles: vec!["ops".into()],
-            peer: "127.0.0.1:40000".into(),
-        },
-        rpc: "Ping".into(),
-        domain: "vm1".into(),
-        summary: Some(serde_json::json!({ "argv": ["uptime"] })),
-        decision: Some("allow".into()),
-        plugin: Some("00-baseline".into()),
-        reason: Some("ping is allowed".into()),
-        extra: None,
-        status: None,
-        message: None,
-        exit_code: None,
-        signal: None,
-        bytes: None,
-        duration_ms: None,
-    }
+    let caller = Caller {
+        id: "alice".into(),
+        auth: "token".into(),
+        roles: vec!["ops".into()],
+        peer: "127.0.0.1:40000".into(),
+    };
+    let mut e = AuditEntry::new(EntryKind::Decision, request_id, caller, "Ping", "vm1");
+    e.summary = Some(serde_json::json!({ "argv": ["uptime"] }));
+    e.decision = Some("allow".into());
+    e.plugin = Some("00-baseline".into());
+    e.reason = Some("ping is allowed".into());
+    e
 }
 
 /// Writes `tasks * each` records concurrently; returns records/s.

@@ -79,6 +79,37 @@ pub struct AuditEntry {
     pub duration_ms: Option<u64>,
 }
 
+impl AuditEntry {
+    /// A record of `kind` for one request, with every optional field empty; the gate fills
+    /// in what applies (decision or outcome details).
+    pub fn new(
+        kind: EntryKind,
+        request_id: String,
+        caller: Caller,
+        rpc: &str,
+        domain: &str,
+    ) -> Self {
+        Self {
+            kind,
+            request_id,
+            caller,
+            rpc: rpc.to_owned(),
+            domain: domain.to_owned(),
+            summary: None,
+            decision: None,
+            plugin: None,
+            reason: None,
+            extra: None,
+            status: None,
+            message: None,
+            exit_code: None,
+            signal: None,
+            bytes: None,
+            duration_ms: None,
+        }
+    }
+}
+
 /// A record as written, without its hash: fixed member order.
 #[derive(Serialize)]
 struct Unsealed<'a> {
@@ -152,29 +183,17 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn entry() -> AuditEntry {
-        AuditEntry {
-            kind: EntryKind::Decision,
-            request_id: "r1".into(),
-            caller: Caller {
-                id: "alice".into(),
-                auth: "token".into(),
-                roles: vec!["ops".into()],
-                peer: "127.0.0.1:5".into(),
-            },
-            rpc: "Ping".into(),
-            domain: "vm1".into(),
-            summary: Some(serde_json::json!({"argv": ["ls", "/"], "env_keys": ["A"]})),
-            decision: Some("allow".into()),
-            plugin: Some("10-base".into()),
-            reason: None,
-            extra: None,
-            status: None,
-            message: None,
-            exit_code: None,
-            signal: None,
-            bytes: None,
-            duration_ms: None,
-        }
+        let caller = Caller {
+            id: "alice".into(),
+            auth: "token".into(),
+            roles: vec!["ops".into()],
+            peer: "127.0.0.1:5".into(),
+        };
+        let mut e = AuditEntry::new(EntryKind::Decision, "r1".into(), caller, "Ping", "vm1");
+        e.summary = Some(serde_json::json!({"argv": ["ls", "/"], "env_keys": ["A"]}));
+        e.decision = Some("allow".into());
+        e.plugin = Some("10-base".into());
+        e
     }
 
     #[test]

@@ -79,24 +79,13 @@ fn entry(
     rpc: &str,
     domain: &str,
 ) -> AuditEntry {
-    AuditEntry {
+    AuditEntry::new(
         kind,
-        request_id: request_id.to_owned(),
-        caller: audit_caller(caller),
-        rpc: rpc.to_owned(),
-        domain: domain.to_owned(),
-        summary: None,
-        decision: None,
-        plugin: None,
-        reason: None,
-        extra: None,
-        status: None,
-        message: None,
-        exit_code: None,
-        signal: None,
-        bytes: None,
-        duration_ms: None,
-    }
+        request_id.to_owned(),
+        audit_caller(caller),
+        rpc,
+        domain,
+    )
 }
 
 /// The gRPC code's canonical name, as audit records and metrics spell it.
