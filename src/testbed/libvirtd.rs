@@ -40,6 +40,32 @@ pub struct LibvirtDomain {
     boot_time: Duration,
 }
 
+/// The session libvirtd on the state under `root`, as the test bed runs it: as `nobody`
+/// when we are root, its HOME and XDG directories under `root`, no stdin or stdout (the
+/// caller picks stderr). Also for tests that restart it on the same state.
+pub fn libvirtd_command(root: &Path) -> Command {
+    let mut cmd = if Uid::effective().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "libvirtd",
+        ]);
+        c
+    } else {
+        Command::new("libvirtd")
+    };
+    cmd.env("HOME", root)
+        .env("XDG_RUNTIME_DIR", root.join("run"))
+        .env("XDG_CONFIG_HOME", root.join("config"))
+        .env("XDG_CACHE_HOME", root.join("cache"))
+        .env_remove("LIBVIRT_DEFAULT_URI")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
+}
+
 impl LibvirtSession {
     /// Starts the daemon and waits until it accepts connections.
     pub async fn start() -> Result<Self, TestbedError> {
@@ -61,29 +87,11 @@ impl LibvirtSession {
         if as_root {
             chown_tree(root)?;
         }
-        let mut cmd = if as_root {
-            let mut c = Command::new("setpriv");
-            c.args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "libvirtd",
-            ]);
-            c
-        } else {
-            Command::new("libvirtd")
-        };
-        cmd.env("HOME", root)
-            .env("XDG_RUNTIME_DIR", root.join("run"))
-            .env("XDG_CONFIG_HOME", root.join("config"))
-            .env("XDG_CACHE_HOME", root.join("cache"))
-            .env_remove("LIBVIRT_DEFAULT_URI")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(root.join("libvirtd.stderr"))
-                    .map_err(io_err("creating libvirtd log"))?,
-            );
+        let mut cmd = libvirtd_command(root);
+        cmd.stderr(
+            std::fs::File::create(root.join("libvirtd.stderr"))
+                .map_err(io_err("creating libvirtd log"))?,
+        );
         let started = Instant::now();
         let process = Supervised::spawn("libvirtd", &mut cmd)?;
         let socket = root.join("run/libvirt/libvirt-sock");

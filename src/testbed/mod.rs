@@ -23,7 +23,7 @@ use std::{
 
 pub use host_agent::{HOST_BLOCKED_COMMANDS, HostAgent};
 pub use image::{Flavour, GuestImage};
-pub use libvirtd::{LibvirtDomain, LibvirtSession};
+pub use libvirtd::{LibvirtDomain, LibvirtSession, libvirtd_command};
 pub use qemu::{BootOptions, QemuGuest};
 
 use crate::{

@@ -1,13 +1,9 @@
 //! The session libvirtd's processes outside the test bed: finding, signalling and
-//! restarting it, and the QEMU it leaves behind.
+//! restarting it (with the test bed's own command), and the QEMU it leaves behind.
 
-use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, process::Child, time::Duration};
 
-use ocloudview_atp::libvirt::LibvirtManager;
+use ocloudview_atp::{libvirt::LibvirtManager, testbed::libvirtd_command};
 
 /// The pid of the libvirtd this test process started for `session` (found through /proc
 /// by its parent and its `XDG_RUNTIME_DIR`).
@@ -66,7 +62,8 @@ fn qemu_pids(name: &str) -> Vec<u32> {
 }
 
 /// A second libvirtd on the state of a session whose first daemon was stopped, started
-/// the way the test bed starts it (once [`RestartedLibvirtd::start`] ran). On drop it destroys the session's domains (the
+/// with the test bed's own command, `libvirtd_command` (once [`RestartedLibvirtd::start`]
+/// ran). On drop it destroys the session's domains (the
 /// session's own cleanup would find no daemon), stops, and kills any QEMU of `domain`
 /// still running.
 pub struct RestartedLibvirtd {
@@ -78,26 +75,7 @@ pub struct RestartedLibvirtd {
 impl RestartedLibvirtd {
     /// Starts the second libvirtd.
     pub fn start(&mut self, root: &Path) {
-        let mut cmd = if nix::unistd::Uid::effective().is_root() {
-            let mut c = Command::new("setpriv");
-            c.args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "libvirtd",
-            ]);
-            c
-        } else {
-            Command::new("libvirtd")
-        };
-        let child = cmd
-            .env("HOME", root)
-            .env("XDG_RUNTIME_DIR", root.join("run"))
-            .env("XDG_CONFIG_HOME", root.join("config"))
-            .env("XDG_CACHE_HOME", root.join("cache"))
-            .env_remove("LIBVIRT_DEFAULT_URI")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        let child = libvirtd_command(root)
             .stderr(std::fs::File::create(root.join("libvirtd-restarted.stderr")).unwrap())
             .spawn()
             .unwrap();
