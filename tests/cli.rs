@@ -151,6 +151,15 @@ async fn each_failure_has_one_line_and_its_own_exit_code() {
     )
     .await;
     let tcp = format!("127.0.0.1:{port}");
+    // `atp --server TCP --token TOKEN ARGS...`
+    let atp_as = |token: &str, args: &[&str]| {
+        Command::cargo_bin("atp")
+            .unwrap()
+            .args(["--server", &tcp, "--token", token])
+            .args(args)
+            .output()
+            .unwrap()
+    };
     let one_line = |o: &std::process::Output| {
         let e = String::from_utf8_lossy(&o.stderr).into_owned();
         assert_eq!(e.trim_end().lines().count(), 1, "{e}");
@@ -165,29 +174,15 @@ async fn each_failure_has_one_line_and_its_own_exit_code() {
     assert_eq!(o.status.code(), Some(69));
     assert!(one_line(&o).contains("is `atp serve` running?"));
     // Bad token.
-    let o = Command::cargo_bin("atp")
-        .unwrap()
-        .args(["--server", &tcp, "--token", "wrong", "ping", "host"])
-        .output()
-        .unwrap();
+    let o = atp_as("wrong", &["ping", "host"]);
     assert_eq!(o.status.code(), Some(67));
     assert!(one_line(&o).contains("--token"));
     // Unknown guest.
-    let o = Command::cargo_bin("atp")
-        .unwrap()
-        .args(["--server", &tcp, "--token", token, "ping", "nope"])
-        .output()
-        .unwrap();
+    let o = atp_as(token, &["ping", "nope"]);
     assert_eq!(o.status.code(), Some(68));
     assert!(one_line(&o).contains("atp ls"));
     // Denied by policy, with the policy's reason.
-    let o = Command::cargo_bin("atp")
-        .unwrap()
-        .args([
-            "--server", &tcp, "--token", token, "exec", "host", "--", "rm", "-rf", "/tmp/x",
-        ])
-        .output()
-        .unwrap();
+    let o = atp_as(token, &["exec", "host", "--", "rm", "-rf", "/tmp/x"]);
     assert_eq!(o.status.code(), Some(77));
     let e = one_line(&o);
     assert!(
@@ -195,45 +190,25 @@ async fn each_failure_has_one_line_and_its_own_exit_code() {
         "{e}"
     );
     // Missing local file.
-    let o = Command::cargo_bin("atp")
-        .unwrap()
-        .args([
-            "--server",
-            &tcp,
-            "--token",
-            token,
-            "cp",
-            "/nonexistent/file",
-            "host:/tmp/x",
-        ])
-        .output()
-        .unwrap();
+    let o = atp_as(token, &["cp", "/nonexistent/file", "host:/tmp/x"]);
     assert_eq!(o.status.code(), Some(66));
     assert!(one_line(&o).contains("/nonexistent/file"));
     // Missing file in the guest (the read itself is allowed under /var/log/): not an
     // unknown guest.
-    let o = Command::cargo_bin("atp")
-        .unwrap()
-        .args([
-            "--server",
-            &tcp,
-            "--token",
-            token,
+    let o = atp_as(
+        token,
+        &[
             "cp",
             "host:/var/log/atp-no-such-file",
             "/tmp/atp-cli-never-written",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(o.status.code(), Some(66));
     let e = one_line(&o);
     assert!(e.contains("in the guest") && !e.contains("atp ls"), "{e}");
     // Allowed by the shipped plugins: ops may ping over TCP with the token.
-    Command::cargo_bin("atp")
-        .unwrap()
-        .args(["--server", &tcp, "--token", token, "ping", "host"])
-        .assert()
-        .success();
+    let o = atp_as(token, &["ping", "host"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     drop(d);
 }
 
