@@ -2,9 +2,11 @@
 //! [`Config`], which is passed down explicitly. Errors name the key and the value.
 
 mod auth;
+mod limits;
 pub mod raw;
 
 pub use auth::{TlsConfig, TokenEntry};
+pub use limits::{DEFAULT_NEW_FILE_MODE, Limits};
 
 use std::{
     collections::HashSet,
@@ -75,6 +77,10 @@ pub struct Config {
     pub policy: Option<PolicyConfig>,
     /// The audit log; without it nothing is recorded.
     pub audit: Option<AuditConfig>,
+    /// Bounds on requests, streams and connections.
+    pub limits: Limits,
+    /// Mode of a file WriteFile creates without `permissions`.
+    pub new_file_mode: u32,
 }
 
 /// A validated `[policy]`.
@@ -317,7 +323,11 @@ impl Config {
                 })
             })
             .transpose()?;
+        let limits = limits::limits(raw.limits)?;
+        let new_file_mode = limits::new_file_mode(raw.files.new_file_mode)?;
         Ok(Config {
+            limits,
+            new_file_mode,
             listen,
             hypervisors,
             guests,

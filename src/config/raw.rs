@@ -25,6 +25,44 @@ pub struct RawConfig {
     pub policy: Option<RawPolicy>,
     /// `[audit]`
     pub audit: Option<RawAudit>,
+    /// `[limits]`
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// `[files]`
+    #[serde(default)]
+    pub files: RawFiles,
+}
+
+/// `[limits]`: bounds on what one request, caller or connection may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Guest file handles open at once per guest.
+    pub open_handles_per_guest: Option<u64>,
+    /// Open server streams per caller.
+    pub streams_per_caller: Option<u64>,
+    /// Running or parked execs per caller.
+    pub execs_per_caller: Option<u64>,
+    /// Bytes buffered per response stream.
+    pub stream_buffer_bytes: Option<u64>,
+    /// A stream whose client reads nothing this long is ended, in milliseconds.
+    pub stream_idle_timeout_ms: Option<u64>,
+    /// Deadline for a WriteFile header, in milliseconds.
+    pub write_header_timeout_ms: Option<u64>,
+    /// Connections served at once per listener.
+    pub max_connections: Option<u64>,
+    /// Deadline of a connection's HTTP/2 (and TLS) handshake, in milliseconds.
+    pub handshake_timeout_ms: Option<u64>,
+    /// HTTP/2 keepalive ping interval, in milliseconds.
+    pub http2_keepalive_ms: Option<u64>,
+}
+
+/// `[files]`: how WriteFile creates files.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFiles {
+    /// Mode of a new file when the request gives none, octal ("0644").
+    pub new_file_mode: Option<String>,
 }
 
 /// `[policy]`: the plugin directory and what happens when no plugin decides.

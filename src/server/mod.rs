@@ -101,12 +101,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let token = CancellationToken::new();
     let gate = build_gate(&config, &token).await?;
     let audit = gate.audit.clone();
-    let service = GuestAgentService::new(
-        guests,
-        token.clone(),
-        (config.exec_timeout, config.exec_dir_sweep),
-        gate,
-    );
+    let service = GuestAgentService::new(guests, token.clone(), &config, gate);
     let mtls = config
         .tls
         .as_ref()

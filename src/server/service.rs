@@ -42,6 +42,7 @@ pub struct GuestAgentService {
 
 /// State shared by all requests.
 #[derive(Debug)]
+#[allow(dead_code)] // `limits` and `new_file_mode` are read by the handlers of issue 11's work
 pub(crate) struct Shared {
     pub(crate) guests: Arc<GuestRegistry>,
     pub(crate) execs: ExecRegistry,
@@ -49,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) exec_timeout: Duration,
     pub(crate) gate: Gate,
+    /// Bounds on handles, streams and execs (`[limits]`).
+    pub(crate) limits: crate::config::Limits,
+    /// Mode of files WriteFile creates without `permissions` (`[files] new_file_mode`).
+    pub(crate) new_file_mode: u32,
 }
 
 impl GuestAgentService {
@@ -56,17 +61,19 @@ impl GuestAgentService {
     pub(crate) fn new(
         guests: Arc<GuestRegistry>,
         shutdown: CancellationToken,
-        (exec_timeout, exec_dir_sweep): (Duration, Option<Duration>),
+        config: &crate::config::Config,
         gate: Gate,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 guests,
                 execs: ExecRegistry::default(),
-                reaper: Reaper::new(exec_dir_sweep),
+                reaper: Reaper::new(config.exec_dir_sweep),
                 shutdown,
-                exec_timeout,
+                exec_timeout: config.exec_timeout,
                 gate,
+                limits: config.limits.clone(),
+                new_file_mode: config.new_file_mode,
             }),
         }
     }
