@@ -278,37 +278,52 @@ fn serve_to_exit(config: &Path) -> (Option<i32>, String) {
     )
 }
 
+/// Issue 11 item 11: anonymous TCP callers (loopback included) are admitted only with
+/// `insecure = true`, and never without a [policy] (they would be allowed everything).
 #[tokio::test]
-async fn non_loopback_tcp_needs_authentication_or_insecure() {
+async fn tcp_needs_authentication_or_insecure_with_a_policy() {
     let agent = HostAgent::start().unwrap();
     let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("exposed.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = [\"tcp://0.0.0.0:{port}\"]\n\n{}",
-            guest_entry(&agent)
-        ),
-    )
-    .unwrap();
-    let (code, err) = tokio::task::spawn_blocking(move || serve_to_exit(&path))
-        .await
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for (addr, extra, needs) in [
+        ("0.0.0.0", "", "insecure"),
+        ("127.0.0.1", "", "insecure"),
+        ("127.0.0.1", "insecure = true\n", "[policy]"),
+    ] {
+        let path = dir.path().join("exposed.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nlisten = [\"tcp://{addr}:{port}\"]\n{extra}\n{}",
+                guest_entry(&agent)
+            ),
+        )
         .unwrap();
-    assert_eq!(code, Some(78), "{err}");
-    assert!(
-        err.contains("server.listen[0]") && err.contains("insecure"),
-        "{err}"
-    );
-    assert!(err.contains(&format!("0.0.0.0:{port}")), "{err}");
+        let (code, err) = tokio::task::spawn_blocking(move || serve_to_exit(&path))
+            .await
+            .unwrap();
+        assert_eq!(code, Some(78), "{err}");
+        assert!(
+            err.contains("server.listen[0]") && err.contains(needs),
+            "{addr} {extra}: {err}"
+        );
+        assert!(err.contains(&format!("{addr}:{port}")), "{err}");
+    }
 
     let mut d = Daemon::start(
         &[format!("tcp://0.0.0.0:{port}")],
-        &format!("insecure = true\n\n{}", guest_entry(&agent)),
+        &format!(
+            "insecure = true\n\n{}\n[policy]\ndir = \"{}\"\n",
+            guest_entry(&agent),
+            policies.display()
+        ),
     )
     .await;
     let mut tcp = GuestAgentClient::new(tcp_channel(port).await);
-    tcp.ping(ping(None)).await.unwrap();
+    // Anonymous callers get nothing from the shipped plugins.
+    let denied = tcp.ping(ping(None)).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     drop(tcp);
     let status = tokio::task::spawn_blocking(move || d.terminate())
         .await

@@ -13,16 +13,20 @@ use ocloudview_atp::{
     },
     testbed::HostAgent,
 };
+use sha2::Digest;
 use tonic::Code;
 
 #[tokio::test]
 async fn serves_ping_info_osinfo_on_unix_and_tcp() {
     let agent = HostAgent::start().unwrap();
     let port = common::free_port();
+    // TCP callers must authenticate (loopback included): a token for this one.
+    let digest = format!("{:x}", sha2::Sha256::digest(b"serve-test-token"));
     let daemon = Daemon::start(
         &[format!("tcp://127.0.0.1:{port}")],
         &format!(
-            "[[guests]]\nname = \"host\"\nsocket = \"{}\"\n",
+            "[[server.tokens]]\nsha256 = \"{digest}\"\nidentity = \"ci\"\n\n\
+             [[guests]]\nname = \"host\"\nsocket = \"{}\"\n",
             agent.socket().display()
         ),
     )
@@ -70,13 +74,19 @@ async fn serves_ping_info_osinfo_on_unix_and_tcp() {
     let mut tcp = GuestAgentClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .unwrap();
-    let os = tcp
+    let anonymous = tcp
         .get_os_info(GetOsInfoRequest {
             domain: "host".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous:?}");
+    let mut req = tonic::Request::new(GetOsInfoRequest {
+        domain: "host".into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", "Bearer serve-test-token".parse().unwrap());
+    let os = tcp.get_os_info(req).await.unwrap().into_inner();
     assert_eq!(os.machine, std::env::consts::ARCH);
     assert!(!os.id.is_empty() && !os.kernel_release.is_empty());
 }

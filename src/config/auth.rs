@@ -92,24 +92,37 @@ pub(super) fn tokens(raw: Vec<raw::RawToken>) -> Result<Vec<TokenEntry>, ConfigE
         .collect()
 }
 
+/// Refuses listener layouts that admit callers nobody identified. A TCP caller is
+/// anonymous unless it presents a token or a client certificate; anonymous TCP callers
+/// are admitted only with `server.insecure = true`, and never without `[policy]` (every
+/// admitted request would then be allowed: root in every guest for anyone who can
+/// connect, loopback included, since any local user or process can).
 pub(super) fn check_exposure(
     listen: &[Listen],
     mtls: bool,
     tokens: bool,
     insecure: bool,
+    policy: bool,
 ) -> Result<(), ConfigError> {
     for (i, l) in listen.iter().enumerate() {
-        if let Listen::Tcp(addr) = l
-            && !addr.ip().is_loopback()
-            && !mtls
-            && !tokens
-            && !insecure
-        {
+        if !matches!(l, Listen::Tcp(_)) || mtls || tokens {
+            continue;
+        }
+        let key = format!("server.listen[{i}]");
+        if !insecure {
             return Err(invalid(
-                &format!("server.listen[{i}]"),
+                &key,
                 &l.to_string(),
-                "a non-loopback TCP listener needs callers to authenticate: [server.tls] with client_ca, \
-                 or [[server.tokens]] (or `insecure = true` to accept anonymous callers anyway)",
+                "a TCP listener needs callers to authenticate: [[server.tokens]] or \
+                 [server.tls] with client_ca (or `insecure = true` to admit anonymous callers)",
+            ));
+        }
+        if !policy {
+            return Err(invalid(
+                &key,
+                &l.to_string(),
+                "anonymous TCP callers (`insecure = true`) need a [policy]: without one \
+                 every request is allowed",
             ));
         }
     }
@@ -136,15 +149,29 @@ mod tests {
     #[test]
     fn exposure_rule() {
         let parse = |t: &str| Config::parse(t, Path::new("/"));
-        let e = parse("[server]\nlisten=[\"tcp://0.0.0.0:5000\"]")
+        for addr in ["0.0.0.0:5000", "127.0.0.1:5000"] {
+            let e = parse(&format!("[server]\nlisten=[\"tcp://{addr}\"]"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("server.listen[0]") && e.contains("insecure"),
+                "{e}"
+            );
+            // Anonymous callers without a policy would be allowed everything.
+            let e = parse(&format!(
+                "[server]\nlisten=[\"tcp://{addr}\"]\ninsecure=true"
+            ))
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("server.listen[0]") && e.contains("insecure"),
-            "{e}"
-        );
-        parse("[server]\nlisten=[\"tcp://0.0.0.0:5000\"]\ninsecure=true").unwrap();
-        parse("[server]\nlisten=[\"tcp://127.0.0.1:5000\"]").unwrap();
+            assert!(e.contains("[policy]"), "{e}");
+        }
+        let dir = std::env::temp_dir();
+        parse(&format!(
+            "[server]\nlisten=[\"tcp://127.0.0.1:5000\"]\ninsecure=true\n[policy]\ndir={:?}",
+            dir.display().to_string()
+        ))
+        .unwrap();
+        parse("[server]\nlisten=[\"unix:///run/a.sock\"]").unwrap();
         let ok = format!(
             "[server]\nlisten=[\"tcp://0.0.0.0:5000\"]\n[[server.tokens]]\nsha256=\"{}\"\nidentity=\"ci\"\nroles=[\"ops\"]",
             "ab".repeat(32)

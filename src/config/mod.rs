@@ -251,9 +251,10 @@ impl Config {
         let tokens = auth::tokens(raw.server.tokens)?;
         auth::check_exposure(
             &listen,
-            tls.is_some(),
+            tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
             !tokens.is_empty(),
             raw.server.insecure,
+            raw.policy.is_some(),
         )?;
         let exec_timeout = match raw.agent.exec_timeout_ms {
             None => DEFAULT_EXEC_TIMEOUT,
@@ -392,6 +393,9 @@ mod tests {
             r#"
             [server]
             listen = ["unix:///run/atp/atp.sock", "tcp://127.0.0.1:50051", "unix://rel.sock"]
+            [[server.tokens]]
+            sha256 = "abababababababababababababababababababababababababababababababab"
+            identity = "ci"
             [[hypervisors]]
             name = "local"
             uri = "qemu:///system"
@@ -441,6 +445,18 @@ mod tests {
     fn shipped_configs_parse() {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         Config::load(&base.join("atp.toml")).unwrap();
+        // The shipped file admits nobody anonymous: a TCP listener needs a token first.
+        let shipped = std::fs::read_to_string(base.join("atp.toml")).unwrap();
+        let tcp = shipped.replace(
+            "listen = [\"unix:///run/atp/atp.sock\"]",
+            "listen = [\"unix:///run/atp/atp.sock\", \"tcp://127.0.0.1:50051\"]",
+        );
+        assert_ne!(tcp, shipped, "the shipped listen line changed");
+        let e = Config::parse(&tcp, &base).unwrap_err().to_string();
+        assert!(
+            e.contains("server.listen[1]") && e.contains("tokens"),
+            "{e}"
+        );
         let demo = include_str!("../../config/demo.toml")
             .replace("@SOCKET@", "/tmp/a.sock")
             .replace("@TCP@", "127.0.0.1:1")
