@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
 #[path = "../src/cli/audit.rs"]
+#[allow(dead_code)] // `atp audit head` is exercised in tests/security_audit.rs
 mod cli_audit;
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, time::Instant};
@@ -60,7 +61,7 @@ async fn write_concurrently(log: &AuditLog, tasks: usize, each: usize) -> f64 {
 async fn broken(dir: &Path, name: &str, text: &str) -> (u64, Option<u64>) {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    let message = cli_audit::verify(&path).await.unwrap_err().to_string();
+    let message = cli_audit::verify(&path, None).await.unwrap_err().to_string();
     match verify(&path) {
         Err(VerifyError::Broken { line, seq, reason }) => {
             let seq_text = seq.map_or("unknown".into(), |s| s.to_string());
@@ -101,7 +102,7 @@ async fn chain_survives_concurrency_and_reopening_and_shows_tampering() {
     log.close().await;
     let report = verify(&path).unwrap();
     assert_eq!(report.records, 1060);
-    cli_audit::verify(&path).await.unwrap();
+    cli_audit::verify(&path, None).await.unwrap();
 
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();

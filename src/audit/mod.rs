@@ -26,6 +26,8 @@
 //! (the file is cut back to its last good record) and, by [`OnFailure`], either refuses the
 //! request or is logged and ignored. The file is `flock`ed against a second writer.
 
+pub mod cap;
+pub mod head;
 mod record;
 mod sink;
 mod verify;
@@ -34,7 +36,7 @@ use std::{path::PathBuf, sync::Arc};
 
 pub use record::{AuditEntry, Caller, EntryKind, GENESIS};
 pub use sink::AuditLog;
-pub use verify::{ChainBroken, VerifyError, VerifyReport, verify};
+pub use verify::{ChainBroken, VerifyError, VerifyReport, verify, verify_against};
 
 /// What [`AuditLog::record`] does when the sink cannot write (`[audit] on_failure`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -67,6 +69,15 @@ pub enum AuditError {
         /// 1-based line number of the last record.
         line: u64,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// The log no longer holds the record its head file names (records were cut from its
+    /// end or the file was replaced while the daemon was stopped).
+    #[error("audit log {path} was tampered with: {reason}")]
+    Tampered {
+        /// The log file.
+        path: PathBuf,
+        /// What does not match.
         reason: String,
     },
     /// A record could not be made durable (only with [`OnFailure::Refuse`]).

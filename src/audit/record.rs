@@ -28,6 +28,8 @@ pub enum EntryKind {
     Decision,
     /// What happened once the request ran (or was refused).
     Outcome,
+    /// How many anonymous denials a minute left out of the log (their budget was spent).
+    Suppressed,
 }
 
 /// What the gate hands to the log; `seq`, `time`, `prev` and `hash` are added by the sink.

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AuditError, OnFailure,
+    head::{self, Anchor, HeadFile},
     record::{self, AuditEntry},
     verify::{self, VerifyError},
 };
@@ -71,14 +72,17 @@ impl AuditLog {
         Ok(Self { path, tx })
     }
 
-    /// Appends one record and returns its seq only once it is durable (written and
+    /// Appends one record (bounded first: see [`super::cap`]) and returns its seq only once it is durable (written and
     /// fdatasync'ed). With [`OnFailure::Refuse`] a write failure is an `Err`; with
     /// [`OnFailure::Continue`] it is logged and `Ok(seq)` is returned anyway (that record
     /// is missing from the file and its seq is given to the next one).
     /// Dropping the call once the entry is queued does not withdraw it.
     pub async fn record(&self, entry: AuditEntry) -> Result<u64, AuditError> {
         let (ack, reply) = oneshot::channel();
-        let sent = self.tx.send(Msg::Entry(Box::new(entry), ack)).await;
+        let sent = self
+            .tx
+            .send(Msg::Entry(Box::new(entry.bounded()), ack))
+            .await;
         sent.map_err(|_| closed(&self.path))?;
         reply.await.map_err(|_| closed(&self.path))?
     }
@@ -118,6 +122,8 @@ struct Writer {
     seq: u64,
     hash: String,
     on_failure: OnFailure,
+    /// `<log>.head`, rewritten after every commit (regular files only).
+    head: Option<HeadFile>,
 }
 
 impl Writer {
@@ -155,8 +161,22 @@ impl Writer {
             },
             VerifyError::Io { error, .. } => err(error),
         })?;
+        let head = if regular {
+            check_head(&file, good_len, (seq, &hash), &path)?;
+            let h = HeadFile::open(&path).map_err(err)?;
+            h.set(&Anchor {
+                seq,
+                hash: hash.clone(),
+                len: Some(good_len),
+            })
+            .map_err(err)?;
+            Some(h)
+        } else {
+            None
+        };
         let (dirty, path) = (false, path.clone());
         Ok(Self {
+            head,
             path,
             file,
             _lock,
@@ -189,6 +209,11 @@ impl Writer {
             }
             self.commit(&mut batch);
             if close.is_some() {
+                if let Some(h) = &self.head
+                    && let Err(e) = h.sync()
+                {
+                    tracing::error!(error = %e, "cannot sync the audit head file");
+                }
                 return close;
             }
         }
@@ -214,6 +239,16 @@ impl Writer {
             return;
         }
         let Err(e) = self.write(&buf) else {
+            if let Some(h) = &self.head {
+                let anchor = Anchor {
+                    seq: self.seq,
+                    hash: self.hash.clone(),
+                    len: Some(self.good_len),
+                };
+                if let Err(e) = h.set(&anchor) {
+                    tracing::error!(error = %e, "cannot update the audit head file");
+                }
+            }
             acks.into_iter()
                 .for_each(|(seq, ack)| drop(ack.send(Ok(seq))));
             return;
@@ -248,6 +283,46 @@ impl Writer {
         self.good_len += buf.len() as u64;
         Ok(())
     }
+}
+
+/// Refuses to continue a log that no longer holds the record its head file names:
+/// records were cut from its end (or it was replaced) while the daemon was stopped.
+fn check_head(
+    file: &File,
+    len: u64,
+    (seq, hash): (u64, &str),
+    path: &Path,
+) -> Result<(), AuditError> {
+    let tampered = |reason: String| AuditError::Tampered {
+        path: path.to_owned(),
+        reason,
+    };
+    let saved = head::read(&head::head_path(path)).map_err(|error| AuditError::Open {
+        path: head::head_path(path),
+        error,
+    })?;
+    let Some(saved) = saved else {
+        if seq > 0 {
+            tracing::warn!(path = %path.display(), "the audit log has no head file (written by an older version, or removed): \
+                records cut from its end before now cannot be detected; one is kept from now on");
+        }
+        return Ok(());
+    };
+    let found = match saved.len {
+        _ if seq < saved.seq => None,
+        _ if seq == saved.seq => Some((seq, hash.to_owned())),
+        Some(l) if l <= len => verify::chain_head(file, l, path).ok(),
+        _ => None,
+    };
+    if found.as_ref() == Some(&(saved.seq, saved.hash.clone())) {
+        return Ok(());
+    }
+    Err(tampered(format!(
+        "the log ends at seq {seq}, but its head file records seq {} with hash {}: records were \
+         removed or replaced while the daemon was stopped. Keep both files as evidence and move \
+         them aside to start a new log",
+        saved.seq, saved.hash
+    )))
 }
 
 #[cfg(test)]
@@ -300,5 +375,54 @@ mod tests {
         writer.commit(&mut entries);
         assert_eq!(acks(replies)[0].as_ref().unwrap(), &3);
         assert_eq!(verify(&path).unwrap().records, 3);
+    }
+
+    #[test]
+    fn a_log_cut_while_stopped_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut writer = Writer::open(path.clone(), OnFailure::Refuse).unwrap();
+        let (mut entries, replies) = batch(3);
+        writer.commit(&mut entries);
+        assert!(acks(replies).iter().all(Result::is_ok));
+        drop(writer);
+        // Intact: continues.
+        drop(Writer::open(path.clone(), OnFailure::Refuse).unwrap());
+        // Cut the last record, as an intruder would after stopping the daemon.
+        let text = std::fs::read(&path).unwrap();
+        let cut = text[..text.len() - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .unwrap()
+            + 1;
+        std::fs::write(&path, &text[..cut]).unwrap();
+        assert_eq!(
+            verify(&path).unwrap().records,
+            2,
+            "the chain alone still verifies"
+        );
+        match Writer::open(path.clone(), OnFailure::Refuse) {
+            Err(AuditError::Tampered { reason, .. }) => {
+                assert!(
+                    reason.contains("seq 2") && reason.contains("seq 3"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        // The head lagging behind the log (a crash between commit and head update) is fine.
+        std::fs::write(&path, &text).unwrap();
+        let head = crate::audit::head::head_path(&path);
+        let anchor = crate::audit::head::read(&head).unwrap().unwrap();
+        let earlier = crate::audit::head::Anchor {
+            seq: 2,
+            hash: record::unseal(text.split(|&b| b == b'\n').nth(1).unwrap())
+                .unwrap()
+                .hash,
+            len: Some(cut as u64),
+        };
+        assert_eq!(anchor.seq, 3);
+        std::fs::write(&head, serde_json::to_vec(&earlier).unwrap()).unwrap();
+        drop(Writer::open(path, OnFailure::Refuse).unwrap());
     }
 }

@@ -68,16 +68,48 @@ fn seq_text(seq: Option<u64>) -> String {
 /// Reads the whole log and checks every record: a complete line that parses, `seq` one
 /// more than the previous, `prev` equal to the previous `hash`, and its own `hash`.
 pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
+    scan(path, None).map(|(report, _)| report)
+}
+
+/// Like [`verify`], and the log must still hold the record `anchor` names (exported
+/// earlier with `atp audit head`, or read from the log's head file): a log cut after a
+/// complete record verifies on its own, not against an anchor past its end.
+pub fn verify_against(
+    path: &Path,
+    anchor: &super::head::Anchor,
+) -> Result<VerifyReport, VerifyError> {
+    let (report, found) = scan(path, Some(anchor.seq))?;
+    let reason = match found {
+        Some(h) if h == anchor.hash => return Ok(report),
+        Some(h) => format!(
+            "record {} has hash {h}, the anchor {anchor} says otherwise: the log was replaced",
+            anchor.seq
+        ),
+        None => format!(
+            "the log ends at seq {}, before the anchor's seq {}: records were removed from its end",
+            report.records, anchor.seq
+        ),
+    };
+    Err(VerifyError::Broken {
+        line: report.records + 1,
+        seq: Some(anchor.seq),
+        reason,
+    })
+}
+
+/// Checks the whole chain; also returns the hash of record `want`, if present.
+fn scan(path: &Path, want: Option<u64>) -> Result<(VerifyReport, Option<String>), VerifyError> {
     let io = |error| VerifyError::Io {
         path: path.to_owned(),
         error,
     };
     let mut reader = BufReader::new(File::open(path).map_err(io)?);
     let (mut records, mut last_hash, mut buf) = (0, GENESIS.to_owned(), Vec::new());
+    let mut found = None;
     loop {
         buf.clear();
         if reader.read_until(b'\n', &mut buf).map_err(io)? == 0 {
-            return Ok(VerifyReport { records, last_hash });
+            return Ok((VerifyReport { records, last_hash }, found));
         }
         let line = records + 1;
         let broken = |seq, reason| VerifyError::Broken { line, seq, reason };
@@ -94,6 +126,9 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
         if head.prev != last_hash {
             let reason = "prev is not the hash of the previous record".to_owned();
             return Err(broken(seq, reason));
+        }
+        if Some(head.seq) == want {
+            found = Some(head.hash.clone());
         }
         (records, last_hash) = (head.seq, head.hash);
     }

@@ -139,8 +139,18 @@ struct DomainArg {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check a log's hash chain; reports the first broken record.
+    /// Check a log's hash chain and that it still ends where its head says; reports the
+    /// first broken record.
     Verify {
+        /// The JSONL audit log.
+        file: PathBuf,
+        /// `SEQ:HASH` exported earlier by `atp audit head`: the log must still hold that
+        /// record (default: the log's own `FILE.head`, when present).
+        #[arg(long, value_name = "SEQ:HASH")]
+        head: Option<String>,
+    },
+    /// Print the last record's SEQ:HASH (after checking the chain), to keep elsewhere.
+    Head {
         /// The JSONL audit log.
         file: PathBuf,
     },
@@ -210,7 +220,10 @@ async fn run_local(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
         Command::Policy(PolicyCommand::Test { dir, cases }) => policy::test(&dir, &cases),
-        Command::Audit(AuditCommand::Verify { file }) => audit::verify(&file).await,
+        Command::Audit(AuditCommand::Verify { file, head }) => {
+            audit::verify(&file, head.as_deref()).await
+        }
+        Command::Audit(AuditCommand::Head { file }) => audit::head(&file).await,
         _ => unreachable!("client commands are handled by run()"),
     }
 }
@@ -230,7 +243,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         EXIT_CONFIG
     } else if let Some(c) = err.downcast_ref::<client::ClientError>() {
         c.code
-    } else if err.downcast_ref::<ChainBroken>().is_some() {
+    } else if err.downcast_ref::<ChainBroken>().is_some()
+        || matches!(
+            err.downcast_ref::<ServeError>(),
+            Some(ServeError::AuditTampered(_))
+        )
+    {
         EXIT_DATAERR
     } else if err.downcast_ref::<TestbedError>().is_some() {
         EXIT_UNAVAILABLE

@@ -101,7 +101,12 @@ pub struct AuditConfig {
     pub path: PathBuf,
     /// Refuse requests (true) or carry on (false) when the log cannot be written.
     pub refuse_on_failure: bool,
+    /// Anonymous denials recorded one by one per minute; the rest are counted.
+    pub anonymous_denials_per_minute: u32,
 }
+
+/// Default for `audit.anonymous_denials_per_minute`.
+pub const DEFAULT_ANONYMOUS_DENIALS_PER_MINUTE: u32 = 60;
 
 /// Default for `agent.sweep_exec_dirs_after_s`: ten minutes.
 pub const DEFAULT_EXEC_DIR_SWEEP: Duration = Duration::from_secs(600);
@@ -321,6 +326,9 @@ impl Config {
                 Ok(AuditConfig {
                     path: base.join(&a.path),
                     refuse_on_failure,
+                    anonymous_denials_per_minute: a
+                        .anonymous_denials_per_minute
+                        .unwrap_or(DEFAULT_ANONYMOUS_DENIALS_PER_MINUTE),
                 })
             })
             .transpose()?;

@@ -85,6 +85,8 @@ pub struct RawAudit {
     pub path: String,
     /// `refuse` (default: requests fail when the log cannot be written) or `continue`.
     pub on_failure: Option<String>,
+    /// Anonymous denials recorded one by one per minute (default 60); 0 records none.
+    pub anonymous_denials_per_minute: Option<u32>,
 }
 
 /// `[server]`: where the daemon listens.

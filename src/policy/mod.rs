@@ -9,6 +9,7 @@
 //! - [`cases`]: `atp policy test` tables;
 //! - [`PolicyEngine`]: the set in force, swapped atomically on reload.
 
+pub mod agent_args;
 pub mod cases;
 pub mod engine;
 pub mod path;

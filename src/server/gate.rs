@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Instant};
 use tonic::{Code, Request, Status};
 
 use super::{
-    auth::{self, Caller},
+    auth::{self, AuthMethod, Caller},
+    denials::{DenialBudget, Suppressed},
     metrics::{self, RpcTimer},
 };
 use crate::{
@@ -26,6 +27,8 @@ use crate::{
 pub(crate) struct Gate {
     pub(crate) policy: Option<Arc<PolicyEngine>>,
     pub(crate) audit: Option<AuditLog>,
+    /// Bounds the records of anonymous denials (with an audit log only).
+    pub(crate) denials: Option<Arc<DenialBudget>>,
 }
 
 /// The RPC-specific part of what policies see.
@@ -162,7 +165,19 @@ impl Gate {
             timer: Some(timer),
             started: Instant::now(),
         };
-        if let Some(log) = &self.audit {
+        if !decision.allow
+            && call.caller.auth == AuthMethod::None
+            && let Some(budget) = &self.denials
+        {
+            let (recorded, ended) = budget.check(&call.caller.peer, Instant::now());
+            if let (Some(s), Some(log)) = (ended, &self.audit) {
+                record_suppressed(log, s).await;
+            }
+            if !recorded {
+                call.audit = None; // counted in the next summary record instead
+            }
+        }
+        if let Some(log) = &call.audit {
             let mut e = entry(
                 EntryKind::Decision,
                 &call.request_id,
@@ -181,9 +196,9 @@ impl Gate {
             e.reason = Some(decision.reason.clone());
             e.extra = extra;
             if let Err(err) = log.record(e).await {
-                let st = Status::unavailable(format!(
-                    "the audit log cannot be written ({err}); request refused"
-                ));
+                // The cause (with the host path of the log) goes to the daemon's log only.
+                tracing::error!(error = %err, rpc, "decision record not written; request refused");
+                let st = Status::unavailable("the audit log cannot be written; request refused");
                 call.audit = None; // nothing more can be recorded
                 call.finish_with(st.code(), st.message(), Outcome::default())
                     .await;
@@ -198,6 +213,27 @@ impl Gate {
             return Err(st);
         }
         Ok(call)
+    }
+}
+
+/// Writes the summary of anonymous denials a window left out (see [`DenialBudget`]).
+pub(crate) async fn record_suppressed(log: &AuditLog, s: Suppressed) {
+    let caller = audit::Caller {
+        id: "anonymous".into(),
+        auth: AuthMethod::None.as_str().into(),
+        roles: Vec::new(),
+        peer: String::new(),
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut e = AuditEntry::new(EntryKind::Suppressed, id, caller, "*", "");
+    e.decision = Some("deny".into());
+    e.message = Some(format!(
+        "{} anonymous denials in the last minute were not recorded one by one",
+        s.count
+    ));
+    e.extra = Some(serde_json::json!({ "suppressed": s.count, "peers": s.peers }));
+    if let Err(err) = log.record(e).await {
+        tracing::error!(error = %err, "summary of suppressed anonymous denials not written");
     }
 }
 

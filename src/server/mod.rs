@@ -2,6 +2,7 @@
 //! reflection on each, and shuts down gracefully when told to.
 
 pub mod auth;
+mod denials;
 mod exec;
 mod facts;
 mod files;
@@ -53,6 +54,10 @@ pub enum ServeError {
     /// The audit log cannot be opened.
     #[error("audit log: {0}")]
     Audit(String),
+    /// The audit log no longer holds the record its head file names: refused, so that a
+    /// cut log is never continued silently.
+    #[error("{0}")]
+    AuditTampered(String),
     /// The transport failed while serving.
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -190,6 +195,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         tracing::info!("all connections drained");
     }
     service.close_parked().await;
+    if let (Some(b), Some(a)) = (&service.shared.gate.denials, &audit)
+        && let Some(left_out) = b.take_pending()
+    {
+        gate::record_suppressed(a, left_out).await;
+    }
     if let Some(a) = audit {
         a.close().await;
     }
@@ -244,7 +254,12 @@ async fn build_gate(config: &Config, token: &CancellationToken) -> Result<gate::
             };
             let log = crate::audit::AuditLog::open(&a.path, mode)
                 .await
-                .map_err(|e| ServeError::Audit(e.to_string()))?;
+                .map_err(|e| match e {
+                    crate::audit::AuditError::Tampered { .. } => {
+                        ServeError::AuditTampered(e.to_string())
+                    }
+                    e => ServeError::Audit(e.to_string()),
+                })?;
             tracing::info!(path = %a.path.display(), "audit log open");
             Some(log)
         }
@@ -253,5 +268,38 @@ async fn build_gate(config: &Config, token: &CancellationToken) -> Result<gate::
             None
         }
     };
-    Ok(gate::Gate { policy, audit })
+    let denials = match (&config.audit, &audit) {
+        (Some(a), Some(log)) => {
+            let budget = Arc::new(denials::DenialBudget::new(a.anonymous_denials_per_minute));
+            spawn_denial_flush(Arc::clone(&budget), log.clone(), token.clone());
+            Some(budget)
+        }
+        _ => None,
+    };
+    Ok(gate::Gate {
+        policy,
+        audit,
+        denials,
+    })
+}
+
+/// Writes the summary of left-out anonymous denials once their minute is over, even
+/// when no further request comes to trigger it.
+fn spawn_denial_flush(
+    budget: Arc<denials::DenialBudget>,
+    log: crate::audit::AuditLog,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(denials::WINDOW / 4);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Some(s) = budget.expired(std::time::Instant::now()) {
+                gate::record_suppressed(&log, s).await;
+            }
+        }
+    });
 }

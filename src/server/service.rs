@@ -261,13 +261,12 @@ impl GuestAgent for GuestAgentService {
         request: Request<pb::AgentCommandRequest>,
     ) -> Result<Response<pb::AgentCommandResponse>, Status> {
         let r = request.get_ref();
-        let mut arguments: serde_json::Value =
-            serde_json::from_str(&r.arguments_json).unwrap_or_default();
-        if r.command == "guest-set-user-password"
-            && let Some(m) = arguments.as_object_mut()
-        {
-            m.insert("password".into(), "<redacted>".into());
-        }
+        // Secrets and bulk data never reach policies or the audit log: only their names
+        // and sizes (see `policy::agent_args`).
+        let arguments = crate::policy::agent_args::redact(
+            &r.command,
+            serde_json::from_str(&r.arguments_json).unwrap_or_default(),
+        );
         let detail = Detail::Agent(AgentInfo {
             command: r.command.clone(),
             arguments,

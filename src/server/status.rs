@@ -128,6 +128,10 @@ fn message(err: &ApiError) -> String {
                  (BLOCK_RPCS/ALLOW_RPCS in /etc/sysconfig/qemu-ga on RHEL-like guests)"
             )
         }
+        // The socket's host path is the daemon's business, not the caller's.
+        ApiError::Qga(QgaError::Transport(TransportError::Connect { error, .. })) => {
+            format!("cannot connect to the guest agent's socket: {error}")
+        }
         _ => err.to_string(),
     }
 }
@@ -283,5 +287,16 @@ mod tests {
         ));
         assert!(st.message().contains("--block-rpcs"), "{}", st.message());
         assert!(st.message().contains("/etc/sysconfig/qemu-ga"));
+    }
+
+    #[test]
+    fn host_paths_stay_out_of_messages() {
+        let st = to_status(&tr(TransportError::Connect {
+            path: "/run/qemu/secret-guest/qga.sock".into(),
+            error: std::io::Error::from(std::io::ErrorKind::NotFound),
+        }));
+        assert_eq!(st.code(), Code::Unavailable);
+        assert!(!st.message().contains("/run/qemu"), "{}", st.message());
+        assert!(st.message().contains("agent"), "{}", st.message());
     }
 }
