@@ -61,7 +61,10 @@ async fn write_concurrently(log: &AuditLog, tasks: usize, each: usize) -> f64 {
 async fn broken(dir: &Path, name: &str, text: &str) -> (u64, Option<u64>) {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    let message = cli_audit::verify(&path, None).await.unwrap_err().to_string();
+    let message = cli_audit::verify(&path, None)
+        .await
+        .unwrap_err()
+        .to_string();
     match verify(&path) {
         Err(VerifyError::Broken { line, seq, reason }) => {
             let seq_text = seq.map_or("unknown".into(), |s| s.to_string());

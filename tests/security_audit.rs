@@ -262,3 +262,36 @@ async fn callers_never_see_the_audit_path() {
     assert_eq!(st.code(), Code::Unavailable, "{st:?}");
     assert!(!st.message().contains("atp-secret-dir"), "{}", st.message());
 }
+
+/// A raw AgentCommand with a duplicate key: qemu-ga cannot parse such a request and
+/// answers without an id, which used to drop the connection and fail every other
+/// caller's request in flight with it. Arguments are now re-encoded before sending.
+#[tokio::test]
+async fn odd_agent_command_arguments_do_not_break_other_callers() {
+    let agent = HostAgent::start().unwrap();
+    let d = common::daemon_for(&agent, "").await;
+    let mut pinger = d.client().await;
+    let pings = tokio::spawn(async move {
+        for _ in 0..200 {
+            pinger.ping(common::ping("host")).await.unwrap();
+        }
+    });
+    let mut c = d.client().await;
+    for _ in 0..20 {
+        let r = c
+            .agent_command(AgentCommandRequest {
+                domain: "host".into(),
+                command: "guest-get-time".into(),
+                arguments_json: r#"{"x":1,"x":2}"#.into(),
+                ..Default::default()
+            })
+            .await;
+        let st = r.unwrap_err();
+        assert_ne!(st.code(), Code::Unavailable, "{st:?}");
+        assert!(
+            st.message().contains("'x'"),
+            "the agent's own complaint: {st:?}"
+        );
+    }
+    pings.await.unwrap();
+}

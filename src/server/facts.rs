@@ -250,8 +250,11 @@ pub(crate) async fn agent_command(
     let arguments = if r.arguments_json.trim().is_empty() {
         None
     } else {
+        // Sent re-encoded, never as given: the agent then gets exactly what the policy saw
+        // (a duplicate key is resolved once, here), and nothing it cannot parse — qemu-ga
+        // answers an unparsable request without an id, which no caller could be matched to.
         match serde_json::from_str::<Value>(&r.arguments_json) {
-            Ok(Value::Object(_)) => Some(r.arguments_json.clone()),
+            Ok(v @ Value::Object(_)) => Some(v.to_string()),
             _ => {
                 return Err(Status::invalid_argument(
                     "arguments_json must be a JSON object",
