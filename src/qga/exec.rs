@@ -31,28 +31,85 @@ use super::{
 /// Captured output kept per stream by collecting helpers, like qemu-ga's own cap.
 pub const MAX_CAPTURE: usize = 16 << 20;
 
-/// Used when a command gives an environment without `PATH` (qemu-ga replaces the whole
-/// environment with the one given).
+/// The fixed `PATH` every helper and wrapper runs with (qemu-ga replaces the whole
+/// environment with the one given), and the default of a program given no `PATH`.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-const WRAPPER: &str = r#"d=$1; c=$2; shift 2; echo $$ >"$d/pid"; exec >"$d/out" 2>"$d/err"; if [ -n "$c" ]; then cd -- "$c" || exit 126; fi; exec "$@""#;
+/// The redirecting wrapper. Positional parameters: `DIR CWD M K ARGV(M) ENV(K)`.
+///
+/// It runs with a clean environment (only [`DEFAULT_PATH`]), records its pid and start
+/// time (field 22 of `/proc/$$/stat`) in `DIR`, resolves the program in the fixed `PATH`
+/// (so a caller's `PATH` cannot swap it), and exports the caller's entries as its very
+/// last step, so nothing the caller sends is interpreted by this shell: the loop keeps
+/// its state in positional parameters, not in variables an entry could overwrite.
+/// `setsid` (no fork: qemu-ga's child is not a group leader) gives the program its own
+/// session and process group, keeping the pid; without a `setsid` the program runs in
+/// the agent's group and only its process tree is killed.
+const WRAPPER: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; echo "$q/$1"; return 0; fi; done; IFS=$o; return 1; }
+t() { shift 19; echo "$1"; }
+d=$1; c=$2; m=$3; k=$4; shift 4
+echo $$ >"$d/pid"
+if read -r s </proc/$$/stat; then t ${s##*) } >"$d/start"; fi
+exec >"$d/out" 2>"$d/err"
+if [ -n "$c" ]; then cd -- "$c" || exit 126; fi
+p=$1; shift
+case $p in */*) ;; *) n=$p; p=$(w "$n") || { echo "atp-exec: $n: not found" >&2; exit 127; } ;; esac
+case $p in -*) p=./$p ;; esac
+x=$(w setsid) || x=
+if [ -n "$x" ]; then set -- "$@" "$x"; fi
+set -- "$@" "$p"
+i=1; while [ "$i" -lt "$m" ]; do set -- "$@" "$1"; shift; i=$((i + 1)); done
+set -- "$k" "$@"
+while [ "$1" -gt 0 ]; do c=$(($1 - 1)); e=$2; shift 2; set -- "$c" "$@"; export "$e"; done
+shift; exec "$@""#;
 const SETUP: &str = r#"umask 077; mkdir -- "$1" && : >"$1/out" && : >"$1/err""#;
 
-/// Kills a process and all its descendants, found through /proc (no procps needed):
-/// with captured output, qemu-ga reports a process as exited only once every holder
-/// of its output pipes is gone.
-const KILL_TREE: &str = r#"tree() {
-  echo "$1"
-  for st in /proc/[0-9]*/status; do
-    while read -r k v; do
-      if [ "$k" = PPid: ]; then
-        if [ "$v" = "$1" ]; then p=${st#/proc/}; tree "${p%/status}"; fi
-        break
-      fi
-    done 2>/dev/null <"$st"
+/// Kills a program only if `$1` is still the process we started, then its process group
+/// and its /proc descendants. `$2`: the file holding its recorded start time (may be empty
+/// or not yet written). The target must be a child of the agent (the helper's own parent)
+/// and, when recorded, have the same start time; otherwise exit 3 and signal nothing.
+/// The group is killed only when the program leads it (it ran under `setsid`).
+const KILL_VERIFIED: &str = r#"p=$1; f=$2
+case $p in ''|*[!0-9]*) exit 3 ;; esac
+read -r s 2>/dev/null <"/proc/$p/stat" || exit 3
+s=${s##*) }
+set -- $s
+[ "$2" = "$PPID" ] || exit 3
+g=$3
+if [ -n "$f" ] && [ -s "$f" ]; then
+  read -r want <"$f"; shift 19; [ "$1" = "$want" ] || exit 3
+fi
+all=$p; todo=$p
+while [ -n "$todo" ]; do
+  next=
+  for st in /proc/[0-9]*/stat; do
+    read -r l 2>/dev/null <"$st" || continue
+    l=${l##*) }; set -- $l
+    for q in $todo; do
+      if [ "$2" = "$q" ]; then x=${st#/proc/}; next="$next ${x%/stat}"; fi
+    done
   done
+  all="$all$next"; todo=$next
+done
+if [ "$g" = "$p" ]; then kill -9 -"$p" 2>/dev/null; fi
+kill -9 $all 2>/dev/null
+exit 0"#;
+
+/// Exit code of [`KILL_VERIFIED`] when the pid is no longer the program we started.
+const NOT_OURS: i32 = 3;
+
+/// What [`AgentClient::kill`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillOutcome {
+    /// The program was running and has been sent SIGKILL (with its group and tree).
+    Killed,
+    /// The agent reported the program already exited: nothing was signalled. The status
+    /// is returned because the agent forgets a pid once it reported its exit.
+    Exited(ExecStatus),
+    /// The pid no longer names the program we started (it exited between the status
+    /// check and the kill): nothing was signalled.
+    Gone,
 }
-kill -9 $(tree "$1") 2>/dev/null; exit 0"#;
 
 /// A program to run in the guest: argv, environment, stdin and limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,16 +183,17 @@ impl GuestExecCommand {
         if self.path.contains('\0') || self.args.iter().any(|a| a.contains('\0')) {
             return bad("exec: NUL byte in program or argument");
         }
-        if self
-            .env
-            .iter()
-            .any(|e| e.contains('\0') || !e.contains('=') || e.starts_with('='))
-        {
-            return bad("exec: environment entries must be KEY=value without NUL");
+        if let Some(bad_entry) = self.env.iter().find(|e| !valid_env_entry(e)) {
+            let name = bad_entry.split('=').next().unwrap_or_default();
+            return Err(QgaError::InvalidArgument(format!(
+                "exec: environment entries must be NAME=value with NAME an identifier \
+                 ([A-Za-z_][A-Za-z0-9_]*) and no NUL; {name:?} is not"
+            )));
         }
         Ok(())
     }
 
+    /// The caller's entries plus the fixed `PATH` when they give none (direct path).
     fn env_with_path(&self) -> Vec<String> {
         let mut env = self.env.clone();
         if !env.is_empty() && !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -149,13 +207,15 @@ impl GuestExecCommand {
         GuestExec {
             path: self.path.clone(),
             arg: self.args.clone(),
-            env: self.env.clone(),
+            env: self.env_with_path(),
             input_data: self.input_data.as_ref().map(|d| STANDARD.encode(d)),
             capture_output: self.capture_output,
         }
     }
 
-    /// The same command under the redirecting wrapper, writing into `dir`.
+    /// The same command under the redirecting wrapper, writing into `dir`. The wrapper's
+    /// own environment is only the fixed `PATH`; the caller's entries travel as arguments
+    /// and are applied to the program alone.
     fn redirected(&self, dir: &str) -> GuestExec {
         let mut arg = vec![
             "-c".to_owned(),
@@ -163,17 +223,35 @@ impl GuestExecCommand {
             "atp-exec".to_owned(),
             dir.to_owned(),
             self.cwd.clone().unwrap_or_default(),
+            (self.args.len() + 1).to_string(),
+            self.env.len().to_string(),
+            self.path.clone(),
         ];
-        arg.push(self.path.clone());
         arg.extend(self.args.iter().cloned());
+        arg.extend(self.env.iter().cloned());
         GuestExec {
             path: "/bin/sh".into(),
             arg,
-            env: self.env_with_path(),
+            env: vec![DEFAULT_PATH.to_owned()],
             input_data: self.input_data.as_ref().map(|d| STANDARD.encode(d)),
             capture_output: false,
         }
     }
+}
+
+/// Whether `e` is `NAME=value` with an identifier name and no NUL. Anything else
+/// (`BASH_FUNC_x%%`, `A-B`, `=x`) could be taken by a guest shell as code or be
+/// ambiguous, and is refused before it reaches the guest.
+pub fn valid_env_entry(e: &str) -> bool {
+    let Some((name, _)) = e.split_once('=') else {
+        return false;
+    };
+    let mut chars = name.chars();
+    !e.contains('\0')
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The outcome of a finished command, with its collected output.
@@ -281,7 +359,13 @@ impl AgentClient {
 
     /// `guest-exec-status`. Once it reports `exited`, the agent forgets the pid.
     pub async fn exec_status(&self, pid: i64) -> Result<ExecStatus, QgaError> {
-        let mut st = self.call(&GuestExecStatus { pid }).await?;
+        let st = self.call(&GuestExecStatus { pid }).await?;
+        self.complete_status(pid, st).await
+    }
+
+    /// Fills an exited redirected exec's status with the output from its directory and
+    /// removes the directory.
+    async fn complete_status(&self, pid: i64, mut st: ExecStatus) -> Result<ExecStatus, QgaError> {
         if st.exited {
             let dir = lock(&self.state().redirected).remove(&pid);
             if let Some(dir) = dir {
@@ -315,7 +399,8 @@ impl AgentClient {
     }
 
     /// Polls `pid` (started by [`AgentClient::exec`] at `started`) every `poll` until it
-    /// exits, killing it once `limit` has passed.
+    /// exits, killing it once `limit` has passed. `timed_out` is reported only when our
+    /// kill hit the running program and it then died by a signal.
     pub async fn wait_for(
         &self,
         pid: i64,
@@ -323,18 +408,24 @@ impl AgentClient {
         limit: Option<Duration>,
         poll: Duration,
     ) -> Result<ExecResult, QgaError> {
-        let mut timed_out = false;
+        let mut killed = false;
         loop {
             let st = self.exec_status(pid).await?;
             if st.exited {
+                let timed_out = killed && st.signal.is_some();
                 return Ok(ExecResult::from_status(&st, timed_out, started.elapsed()));
             }
             if let Some(limit) = limit
-                && !timed_out
+                && !killed
                 && started.elapsed() >= limit
             {
-                self.kill(pid).await?;
-                timed_out = true;
+                match self.kill(pid).await? {
+                    KillOutcome::Killed => killed = true,
+                    KillOutcome::Exited(st) => {
+                        return Ok(ExecResult::from_status(&st, false, started.elapsed()));
+                    }
+                    KillOutcome::Gone => {}
+                }
             }
             tokio::time::sleep(poll).await;
         }
@@ -380,8 +471,28 @@ impl AgentClient {
         .await
     }
 
-    /// Kills guest process `pid` and its descendants (SIGKILL; `taskkill /F /T` on Windows).
-    pub async fn kill(&self, pid: i64) -> Result<(), QgaError> {
+    /// Kills guest program `pid` (started by this client), its process group and its
+    /// descendants with SIGKILL (`taskkill /F /T` on Windows) — but only while it runs:
+    /// first `guest-exec-status` (an exited program is never signalled, whatever holds its
+    /// pid now), then a helper that signals only if `pid` is still a child of the agent
+    /// with the start time the wrapper recorded. On Windows there is no such check: the
+    /// window between the status reply and `taskkill` remains.
+    pub async fn kill(&self, pid: i64) -> Result<KillOutcome, QgaError> {
+        let dir = lock(&self.state().redirected).get(&pid).cloned();
+        let st = self.call(&GuestExecStatus { pid }).await?;
+        if st.exited {
+            return Ok(KillOutcome::Exited(self.complete_status(pid, st).await?));
+        }
+        self.kill_running(pid, dir.as_deref()).await
+    }
+
+    /// The kill itself, once `guest-exec-status` said `pid` runs; `dir` is its exec
+    /// directory (holding the recorded start time), if it has one.
+    pub(crate) async fn kill_running(
+        &self,
+        pid: i64,
+        dir: Option<&str>,
+    ) -> Result<KillOutcome, QgaError> {
         let os = self.os().await?;
         let cmd = if os.is_windows() {
             GuestExec {
@@ -394,15 +505,25 @@ impl AgentClient {
                 path: "/bin/sh".into(),
                 arg: vec![
                     "-c".into(),
-                    KILL_TREE.into(),
+                    KILL_VERIFIED.into(),
                     "atp-kill".into(),
                     pid.to_string(),
+                    dir.map(|d| format!("{d}/start")).unwrap_or_default(),
                 ],
+                env: vec![DEFAULT_PATH.to_owned()],
                 ..GuestExec::default()
             }
         };
         let helper = self.call(&cmd).await?.pid;
-        self.wait_exit(helper).await.map(drop)
+        let st = self.wait_exit(helper).await?;
+        if !os.is_windows() && st.exit_code == Some(NOT_OURS) {
+            tracing::info!(
+                pid,
+                "not killed: the pid no longer names the program we started"
+            );
+            return Ok(KillOutcome::Gone);
+        }
+        Ok(KillOutcome::Killed)
     }
 
     /// Starts `cmd` for live output; read events with [`ExecSession::next_event`].
@@ -443,8 +564,9 @@ impl AgentClient {
                 Ok(session)
             }
             (Err(e), _) | (_, Err(e)) => {
-                let _ = self.kill(pid).await;
-                let _ = self.wait_exit(pid).await;
+                if let Ok(KillOutcome::Killed | KillOutcome::Gone) = session.kill(false).await {
+                    let _ = self.wait_exit(pid).await;
+                }
                 session.finished = true;
                 self.remove_dir(&dir).await;
                 Err(e)

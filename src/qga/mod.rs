@@ -21,5 +21,7 @@ pub use blocking::QgaClient;
 pub use client::{AgentClient, DEFAULT_TIMEOUT, Pending};
 pub use command::Command;
 pub use error::QgaError;
-pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand};
+pub use exec::{
+    ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand, KillOutcome, valid_env_entry,
+};
 pub use file::{DEFAULT_CHUNK, OpenFile};
