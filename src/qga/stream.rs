@@ -38,6 +38,8 @@ pub struct ExecSession {
     /// Our kill (for the time limit) hit the running program.
     timed_out: bool,
     exited: Option<ExecStatus>,
+    /// When the exit was first seen (the exit's duration).
+    ended: Option<Duration>,
     poll: Duration,
     pub(crate) finished: bool,
     /// Windows fallback: captured output not yet emitted.
@@ -65,6 +67,7 @@ impl ExecSession {
             deadline: timeout.map(|t| started + t),
             timed_out: false,
             exited: None,
+            ended: None,
             poll: POLL_MIN,
             finished: false,
             pending: Vec::new(),
@@ -132,7 +135,7 @@ impl ExecSession {
         }
         let st = self.client.call(&GuestExecStatus { pid: self.pid }).await?;
         if st.exited {
-            self.exited = Some(st.clone());
+            self.set_exited(st.clone());
             return Ok(KillOutcome::Exited(st));
         }
         let res = self
@@ -152,7 +155,7 @@ impl ExecSession {
         }
         let st = self.client.call(&GuestExecStatus { pid: self.pid }).await?;
         if st.exited {
-            self.exited = Some(st);
+            self.set_exited(st);
         }
         Ok(self.exited.is_some())
     }
@@ -228,7 +231,7 @@ impl ExecSession {
                 return Ok(None);
             }
             // Exited: read what it wrote last, then report the exit.
-            self.exited = Some(st);
+            self.set_exited(st);
         }
         Ok(None)
     }
@@ -274,11 +277,16 @@ impl ExecSession {
         }))
     }
 
+    fn set_exited(&mut self, st: ExecStatus) {
+        self.ended.get_or_insert_with(|| self.started.elapsed());
+        self.exited = Some(st);
+    }
+
     fn exit_of(&self, st: &ExecStatus) -> ExecExit {
         ExecExit {
             exit_code: st.exit_code,
             signal: st.signal,
-            duration: self.started.elapsed(),
+            duration: self.ended.unwrap_or_else(|| self.started.elapsed()),
             // Only when our kill hit it and it died by a signal: a program that exited
             // on its own (code 0 included) did not time out.
             timed_out: self.timed_out && st.signal.is_some(),

@@ -83,6 +83,12 @@ impl ExecEntry {
         self.pid.store(pid, Ordering::Relaxed);
     }
 
+    /// The program has ended: it no longer counts against `limits.execs_per_caller`
+    /// (its task may still hold its output for an attach).
+    pub(crate) fn mark_ended(&self) {
+        self.live.store(false, Ordering::Relaxed);
+    }
+
     /// How the exec ended, once its task is done.
     pub(crate) fn finished(&self) -> Option<pb::ExecExited> {
         *lock(&self.finished)

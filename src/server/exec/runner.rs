@@ -520,6 +520,9 @@ impl Runner {
             done.timed_out = x.timed_out && self.killed == Some(Kill::Timeout);
             self.exit = Some(done);
         }
+        if self.exit.is_some() {
+            self.entry.mark_ended();
+        }
         let Some(call) = self.call.take() else {
             return;
         };
