@@ -186,9 +186,9 @@ async fn max_bytes_binds_the_exec_across_detach_and_attach() {
     let agent = HostAgent::start().unwrap();
     let (d, _p) = daemon_with_limits(&agent, "#{ max_bytes: 100, timeout_ms: 30000 }", "").await;
     let mut c = d.client().await;
-    // 9,000 bytes in 60-byte pieces, then a long sleep.
+    // 9,000 bytes in 30-byte pieces, then a long sleep.
     let script =
-        "i=0; while [ $i -lt 150 ]; do printf '%060d' 0; sleep 0.1; i=$((i+1)); done; sleep 30";
+        "i=0; while [ $i -lt 300 ]; do printf '%030d' 0; sleep 0.05; i=$((i+1)); done; sleep 30";
 
     // Read the first piece, leave, attach again: one budget for both streams.
     let mut s = c
