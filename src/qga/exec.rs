@@ -6,15 +6,14 @@
 //! 10 MiB disables libvirt's agent for the domain), the command runs under a small
 //! `/bin/sh` wrapper that redirects stdout/stderr to files in a private guest directory:
 //!
-//! ```text
-//! /bin/sh -c 'd=$1; c=$2; shift 2; echo $$ >"$d/pid"; exec >"$d/out" 2>"$d/err"; [cd "$c";] exec "$@"' atp-exec DIR CWD PATH ARGS...
-//! ```
-//!
-//! argv travels as positional parameters, never spliced into a string; `exec` makes the
-//! agent's pid the command's own, so its exit code or signal comes exactly from
-//! `guest-exec-status`. The files are read in bounded chunks at saved offsets and the
+//! see [`super::wrapper`]. It runs with a clean environment, applies the caller's
+//! environment to the program alone, records the program's pid and start time, and
+//! `exec`s it through `setsid`, so the pid the agent reports is the program's own (its
+//! exit code or signal come exactly from `guest-exec-status`) and it leads its own
+//! process group. The files are read in bounded chunks at saved offsets and the
 //! directory is removed at the end (or, if the client dies first, by a later client's
-//! [`AgentClient::reap_exec_dirs`]).
+//! [`AgentClient::reap_exec_dirs`]). Kills never hit an exited program: see
+//! [`AgentClient::kill`].
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use super::{
     AgentClient, QgaError,
     client::lock,
     commands::{ExecStatus, GuestExec, GuestExecStatus, OsInfo},
+    kill::KillOutcome,
 };
 
 /// Captured output kept per stream by collecting helpers, like qemu-ga's own cap.
@@ -33,83 +33,8 @@ pub const MAX_CAPTURE: usize = 16 << 20;
 
 /// The fixed `PATH` every helper and wrapper runs with (qemu-ga replaces the whole
 /// environment with the one given), and the default of a program given no `PATH`.
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The redirecting wrapper. Positional parameters: `DIR CWD M K ARGV(M) ENV(K)`.
-///
-/// It runs with a clean environment (only [`DEFAULT_PATH`]), records its pid and start
-/// time (field 22 of `/proc/$$/stat`) in `DIR`, resolves the program in the fixed `PATH`
-/// (so a caller's `PATH` cannot swap it), and exports the caller's entries as its very
-/// last step, so nothing the caller sends is interpreted by this shell: the loop keeps
-/// its state in positional parameters, not in variables an entry could overwrite.
-/// `setsid` (no fork: qemu-ga's child is not a group leader) gives the program its own
-/// session and process group, keeping the pid; without a `setsid` the program runs in
-/// the agent's group and only its process tree is killed.
-const WRAPPER: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; echo "$q/$1"; return 0; fi; done; IFS=$o; return 1; }
-t() { shift 19; echo "$1"; }
-d=$1; c=$2; m=$3; k=$4; shift 4
-echo $$ >"$d/pid"
-if read -r s </proc/$$/stat; then t ${s##*) } >"$d/start"; fi
-exec >"$d/out" 2>"$d/err"
-if [ -n "$c" ]; then cd -- "$c" || exit 126; fi
-p=$1; shift
-case $p in */*) ;; *) n=$p; p=$(w "$n") || { echo "atp-exec: $n: not found" >&2; exit 127; } ;; esac
-case $p in -*) p=./$p ;; esac
-x=$(w setsid) || x=
-if [ -n "$x" ]; then set -- "$@" "$x"; fi
-set -- "$@" "$p"
-i=1; while [ "$i" -lt "$m" ]; do set -- "$@" "$1"; shift; i=$((i + 1)); done
-set -- "$k" "$@"
-while [ "$1" -gt 0 ]; do c=$(($1 - 1)); e=$2; shift 2; set -- "$c" "$@"; export "$e"; done
-shift; exec "$@""#;
-const SETUP: &str = r#"umask 077; mkdir -- "$1" && : >"$1/out" && : >"$1/err""#;
-
-/// Kills a program only if `$1` is still the process we started, then its process group
-/// and its /proc descendants. `$2`: the file holding its recorded start time (may be empty
-/// or not yet written). The target must be a child of the agent (the helper's own parent)
-/// and, when recorded, have the same start time; otherwise exit 3 and signal nothing.
-/// The group is killed only when the program leads it (it ran under `setsid`).
-const KILL_VERIFIED: &str = r#"p=$1; f=$2
-case $p in ''|*[!0-9]*) exit 3 ;; esac
-read -r s 2>/dev/null <"/proc/$p/stat" || exit 3
-s=${s##*) }
-set -- $s
-[ "$2" = "$PPID" ] || exit 3
-g=$3
-if [ -n "$f" ] && [ -s "$f" ]; then
-  read -r want <"$f"; shift 19; [ "$1" = "$want" ] || exit 3
-fi
-all=$p; todo=$p
-while [ -n "$todo" ]; do
-  next=
-  for st in /proc/[0-9]*/stat; do
-    read -r l 2>/dev/null <"$st" || continue
-    l=${l##*) }; set -- $l
-    for q in $todo; do
-      if [ "$2" = "$q" ]; then x=${st#/proc/}; next="$next ${x%/stat}"; fi
-    done
-  done
-  all="$all$next"; todo=$next
-done
-if [ "$g" = "$p" ]; then kill -9 -"$p" 2>/dev/null; fi
-kill -9 $all 2>/dev/null
-exit 0"#;
-
-/// Exit code of [`KILL_VERIFIED`] when the pid is no longer the program we started.
-const NOT_OURS: i32 = 3;
-
-/// What [`AgentClient::kill`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KillOutcome {
-    /// The program was running and has been sent SIGKILL (with its group and tree).
-    Killed,
-    /// The agent reported the program already exited: nothing was signalled. The status
-    /// is returned because the agent forgets a pid once it reported its exit.
-    Exited(ExecStatus),
-    /// The pid no longer names the program we started (it exited between the status
-    /// check and the kill): nothing was signalled.
-    Gone,
-}
+pub(crate) const DEFAULT_PATH: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A program to run in the guest: argv, environment, stdin and limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -210,31 +135,6 @@ impl GuestExecCommand {
             env: self.env_with_path(),
             input_data: self.input_data.as_ref().map(|d| STANDARD.encode(d)),
             capture_output: self.capture_output,
-        }
-    }
-
-    /// The same command under the redirecting wrapper, writing into `dir`. The wrapper's
-    /// own environment is only the fixed `PATH`; the caller's entries travel as arguments
-    /// and are applied to the program alone.
-    fn redirected(&self, dir: &str) -> GuestExec {
-        let mut arg = vec![
-            "-c".to_owned(),
-            WRAPPER.to_owned(),
-            "atp-exec".to_owned(),
-            dir.to_owned(),
-            self.cwd.clone().unwrap_or_default(),
-            (self.args.len() + 1).to_string(),
-            self.env.len().to_string(),
-            self.path.clone(),
-        ];
-        arg.extend(self.args.iter().cloned());
-        arg.extend(self.env.iter().cloned());
-        GuestExec {
-            path: "/bin/sh".into(),
-            arg,
-            env: vec![DEFAULT_PATH.to_owned()],
-            input_data: self.input_data.as_ref().map(|d| STANDARD.encode(d)),
-            capture_output: false,
         }
     }
 }
@@ -365,7 +265,11 @@ impl AgentClient {
 
     /// Fills an exited redirected exec's status with the output from its directory and
     /// removes the directory.
-    async fn complete_status(&self, pid: i64, mut st: ExecStatus) -> Result<ExecStatus, QgaError> {
+    pub(crate) async fn complete_status(
+        &self,
+        pid: i64,
+        mut st: ExecStatus,
+    ) -> Result<ExecStatus, QgaError> {
         if st.exited {
             let dir = lock(&self.state().redirected).remove(&pid);
             if let Some(dir) = dir {
@@ -471,61 +375,6 @@ impl AgentClient {
         .await
     }
 
-    /// Kills guest program `pid` (started by this client), its process group and its
-    /// descendants with SIGKILL (`taskkill /F /T` on Windows) — but only while it runs:
-    /// first `guest-exec-status` (an exited program is never signalled, whatever holds its
-    /// pid now), then a helper that signals only if `pid` is still a child of the agent
-    /// with the start time the wrapper recorded. On Windows there is no such check: the
-    /// window between the status reply and `taskkill` remains.
-    pub async fn kill(&self, pid: i64) -> Result<KillOutcome, QgaError> {
-        let dir = lock(&self.state().redirected).get(&pid).cloned();
-        let st = self.call(&GuestExecStatus { pid }).await?;
-        if st.exited {
-            return Ok(KillOutcome::Exited(self.complete_status(pid, st).await?));
-        }
-        self.kill_running(pid, dir.as_deref()).await
-    }
-
-    /// The kill itself, once `guest-exec-status` said `pid` runs; `dir` is its exec
-    /// directory (holding the recorded start time), if it has one.
-    pub(crate) async fn kill_running(
-        &self,
-        pid: i64,
-        dir: Option<&str>,
-    ) -> Result<KillOutcome, QgaError> {
-        let os = self.os().await?;
-        let cmd = if os.is_windows() {
-            GuestExec {
-                path: "taskkill.exe".into(),
-                arg: vec!["/F".into(), "/T".into(), "/PID".into(), pid.to_string()],
-                ..GuestExec::default()
-            }
-        } else {
-            GuestExec {
-                path: "/bin/sh".into(),
-                arg: vec![
-                    "-c".into(),
-                    KILL_VERIFIED.into(),
-                    "atp-kill".into(),
-                    pid.to_string(),
-                    dir.map(|d| format!("{d}/start")).unwrap_or_default(),
-                ],
-                env: vec![DEFAULT_PATH.to_owned()],
-                ..GuestExec::default()
-            }
-        };
-        let helper = self.call(&cmd).await?.pid;
-        let st = self.wait_exit(helper).await?;
-        if !os.is_windows() && st.exit_code == Some(NOT_OURS) {
-            tracing::info!(
-                pid,
-                "not killed: the pid no longer names the program we started"
-            );
-            return Ok(KillOutcome::Gone);
-        }
-        Ok(KillOutcome::Killed)
-    }
-
     /// Starts `cmd` for live output; read events with [`ExecSession::next_event`].
     /// On Windows guests output arrives at exit (captured by the agent).
     pub async fn exec_stream(&self, cmd: &GuestExecCommand) -> Result<ExecSession, QgaError> {
@@ -571,49 +420,6 @@ impl AgentClient {
                 self.remove_dir(&dir).await;
                 Err(e)
             }
-        }
-    }
-
-    /// Creates a private per-exec directory in the guest's /tmp.
-    async fn make_exec_dir(&self) -> Result<String, QgaError> {
-        let dir = format!(
-            "{}{}",
-            super::reap::EXEC_DIR_PREFIX,
-            uuid::Uuid::new_v4().simple()
-        );
-        let setup = GuestExec {
-            path: "/bin/sh".into(),
-            arg: vec!["-c".into(), SETUP.into(), "atp-setup".into(), dir.clone()],
-            ..GuestExec::default()
-        };
-        let pid = self.call(&setup).await?.pid;
-        let st = self.wait_exit(pid).await?;
-        if st.exit_code != Some(0) {
-            return Err(QgaError::Agent {
-                command: "guest-exec".into(),
-                class: "ExecSetupFailed".into(),
-                desc: format!(
-                    "cannot create {dir} in the guest (exit {:?}, signal {:?})",
-                    st.exit_code, st.signal
-                ),
-            });
-        }
-        Ok(dir)
-    }
-
-    /// Removes an exec directory; failures are logged, not returned (cleanup path).
-    pub(crate) async fn remove_dir(&self, dir: &str) {
-        let rm = GuestExec {
-            path: "/bin/rm".into(),
-            arg: vec!["-rf".into(), "--".into(), dir.to_owned()],
-            ..GuestExec::default()
-        };
-        let res = match self.call(&rm).await {
-            Ok(p) => self.wait_exit(p.pid).await.map(drop),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = res {
-            tracing::warn!(dir, error = %e, "could not remove guest exec directory");
         }
     }
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use super::{
     AgentClient, QgaError,
     commands::{ExecStatus, GuestExecStatus, Whence},
-    exec::{ExecEvent, ExecExit, KillOutcome},
+    exec::{ExecEvent, ExecExit},
     file::DEFAULT_CHUNK,
+    kill::KillOutcome,
 };
 
 /// One output file being tailed.

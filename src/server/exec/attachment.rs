@@ -1,4 +1,5 @@
-//! The client currently following an exec, and the one place events are sent to it.
+//! The client currently following an exec, and the one place events are sent to clients
+//! (every send of an exec event goes through [`send`], [`send_now`] or [`send_error`]).
 
 use tonic::{Code, Status};
 
@@ -39,6 +40,11 @@ pub(super) async fn send(tx: &EventTx, ev: &pb::ExecEvent) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// Sends without waiting: the first message on a stream just created, which has room.
+pub(super) fn send_now(tx: &EventTx, ev: pb::ExecEvent) -> bool {
+    tx.try_send(Ok(ev)).is_ok()
 }
 
 /// Ends a stream with an error status, if there is room for it (never waits).

@@ -145,10 +145,13 @@ pub(crate) async fn exec(
     };
     entry.set_pid(session.pid());
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    let _ = tx.try_send(Ok(event(Event::Started(pb::ExecStarted {
-        exec_id: entry.id.clone(),
-        pid: session.pid(),
-    }))));
+    attachment::send_now(
+        &tx,
+        event(Event::Started(pb::ExecStarted {
+            exec_id: entry.id.clone(),
+            pid: session.pid(),
+        })),
+    );
     let client = (!r.detach).then(|| Attachment {
         tx,
         call: None,
@@ -222,7 +225,7 @@ pub(crate) async fn attach(
     // The task is over: report how the exec ended.
     match entry.finished() {
         Some(x) => {
-            let _ = tx.try_send(Ok(event(Event::Exited(x))));
+            attachment::send_now(&tx, event(Event::Exited(x)));
             let outcome = super::gate::Outcome {
                 exit_code: x.exit_code,
                 signal: x.signal,
