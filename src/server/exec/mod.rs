@@ -158,7 +158,9 @@ pub(crate) async fn exec(
         bytes: 0,
     });
     let limits = ExecLimits {
-        deadline: started + timeout,
+        deadline: started
+            .checked_add(timeout)
+            .unwrap_or(started + Duration::from_secs(100 * 365 * 24 * 3600)),
         timeout,
         max_bytes: call.limits.max_bytes,
     };
