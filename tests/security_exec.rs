@@ -64,6 +64,27 @@ async fn started(s: &mut Streaming<ExecEvent>) -> (String, i64) {
     }
 }
 
+/// A client with small HTTP/2 windows, so that one which stops reading stalls the daemon
+/// soon (the default windows would absorb megabytes first).
+async fn small_window_client(socket: &Path) -> GuestAgentClient<Channel> {
+    let p = socket.to_owned();
+    let ch = tonic::transport::Endpoint::try_from("http://localhost")
+        .unwrap()
+        .initial_stream_window_size(16_384)
+        .initial_connection_window_size(16_384)
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let p = p.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(p).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    GuestAgentClient::new(ch)
+}
+
 async fn attach(c: &mut GuestAgentClient<Channel>, id: &str) -> common::ExecOutcome {
     drain_exec(
         c.exec_attach(ExecAttachRequest {
@@ -159,7 +180,8 @@ async fn the_policy_deadline_holds_without_a_reader() {
     );
 
     // A client that stops reading does not extend it (output keeps coming meanwhile).
-    let mut s = c
+    let mut slow = small_window_client(&d.socket).await;
+    let mut s = slow
         .exec(sh_request(
             "host",
             "while :; do head -c 65536 /dev/zero; sleep 0.05; done",
@@ -230,7 +252,7 @@ async fn max_bytes_binds_the_exec_across_detach_and_attach() {
 #[tokio::test]
 async fn a_parked_exec_holds_no_agent_handles() {
     let agent = HostAgent::start().unwrap();
-    let d = common::daemon_for(&agent, "").await;
+    let d = common::daemon_for(&agent, "[limits]\nstream_idle_timeout_ms = 1000\n").await;
     let mut c = d.client().await;
     // The agent's handles on exec output files (it also keeps a pidfd per child).
     let output_handles = || {
@@ -253,8 +275,42 @@ async fn a_parked_exec_holds_no_agent_handles() {
     let (left, _) = started(&mut s).await;
     let _ = s.message().await;
     drop(s);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // And one whose client stopped reading (steady output, nobody takes it).
+    let mut slow = small_window_client(&d.socket).await;
+    let mut stalled = slow
+        .exec(sh_request(
+            "host",
+            "while :; do head -c 16384 /dev/zero; sleep 0.05; done",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let (slow, _) = started(&mut stalled).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let parked = output_handles();
+    // Detached after limits.stream_idle_timeout_ms: another client may take it over.
+    let mut taken = c
+        .exec_attach(ExecAttachRequest {
+            exec_id: slow.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        matches!(
+            taken.message().await.unwrap().unwrap().event,
+            Some(Event::Stdout(_))
+        ),
+        "the stalled exec was not resumed by ExecAttach"
+    );
+    drop(taken);
+    drop(stalled);
+    let k = c
+        .exec_cancel(ExecCancelRequest { exec_id: slow })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(k.killed);
     for o in &ids {
         let k = c
             .exec_cancel(ExecCancelRequest {
@@ -271,7 +327,7 @@ async fn a_parked_exec_holds_no_agent_handles() {
         .unwrap()
         .into_inner();
     assert!(k.killed);
-    assert_eq!(parked, 0, "five parked execs hold agent handles");
+    assert_eq!(parked, 0, "six parked execs hold agent handles");
 }
 
 #[tokio::test]
