@@ -423,3 +423,36 @@ impl AgentClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_must_be_identifiers() {
+        for ok in [
+            "A=1",
+            "_x=",
+            "PATH=/bin:/usr/bin",
+            "a1_B2=x=y",
+            "K=() { :; }",
+        ] {
+            assert!(valid_env_entry(ok), "{ok:?}");
+        }
+        for bad in [
+            "BASH_FUNC_echo%%=() { id; }",
+            "BASH_FUNC_x()=1",
+            "A-B=1",
+            "1A=1",
+            "=x",
+            "NOEQUALS",
+            "A=x\0y",
+            "Ä=1",
+            " A=1",
+        ] {
+            assert!(!valid_env_entry(bad), "{bad:?}");
+        }
+        let cmd = GuestExecCommand::simple("true", vec![]).env("BASH_FUNC_x%%=() { id; }");
+        assert!(matches!(cmd.validate(), Err(QgaError::InvalidArgument(_))));
+    }
+}
