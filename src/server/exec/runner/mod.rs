@@ -39,6 +39,9 @@ use crate::{
 const PARK_POLL: Duration = Duration::from_secs(1);
 const POLL_MIN: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(250);
+/// Consecutive failed status polls (one per [`PARK_POLL`]) after which a parked exec's
+/// task gives up: the agent is gone.
+const MAX_FAILURES: u32 = 120;
 /// Output kept per stream while a COLLECT client waits for the exit.
 const COLLECT_CAP: usize = 16 << 20;
 
@@ -92,6 +95,7 @@ pub(super) struct Runner {
     exit: Option<pb::ExecExited>,
     exited_at: Option<Instant>,
     poll: Duration,
+    failures: u32,
 }
 
 impl Runner {
@@ -127,6 +131,7 @@ impl Runner {
             exit: None,
             exited_at: None,
             poll: POLL_MIN,
+            failures: 0,
         }
     }
 
@@ -214,7 +219,9 @@ impl Runner {
                         self.poll = (self.poll * 2).min(POLL_MAX);
                         self.wait(pause).await;
                     }
-                    Err(e) => return End::Failed(e),
+                    // The agent answered with an error: the exec cannot go on.
+                    Err(e @ QgaError::Agent { .. }) => return End::Failed(e),
+                    Err(e) => self.fail_client(e).await,
                 }
                 continue;
             }
@@ -232,8 +239,20 @@ impl Runner {
                 }
             }
             if self.wait(PARK_POLL).await {
-                if let Err(e) = self.session.poll_exit().await {
-                    return End::Failed(e);
+                match self.session.poll_exit().await {
+                    Ok(_) => self.failures = 0,
+                    // The agent does not know the pid (it was restarted): the exec is lost.
+                    Err(e @ QgaError::Agent { .. }) => return End::Failed(e),
+                    Err(e) => {
+                        // Transient agent trouble must not end the limits' enforcement;
+                        // an agent gone for good ends the task after a while.
+                        self.failures += 1;
+                        tracing::warn!(exec_id = %self.entry.id, error = %e, failures = self.failures, "exec status poll failed");
+                        if self.failures >= MAX_FAILURES {
+                            return End::Failed(e);
+                        }
+                        continue;
+                    }
                 }
                 self.check_size().await;
             }
@@ -388,6 +407,17 @@ impl Runner {
         };
         tracing::debug!(exec_id = %self.entry.id, %message, "exec detached");
         c.finish(Code::Cancelled, &message, None).await;
+        self.session.release_handles().await;
+    }
+
+    /// A transport error while a client reads: its stream ends with the error, and the
+    /// exec goes on detached (its limits still enforced; an attach retries the reads).
+    async fn fail_client(&mut self, e: QgaError) {
+        let st: Status = ApiError::Qga(e).into();
+        tracing::warn!(exec_id = %self.entry.id, status = %st.message(), "reading the exec's output failed; detached");
+        self.collect = false;
+        self.end_client(st.code(), st.message(), Some(st.clone()))
+            .await;
         self.session.release_handles().await;
     }
 
