@@ -8,7 +8,7 @@
 mod common;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -25,14 +25,17 @@ use tonic::{Code, Request, Streaming, transport::Channel};
 
 /// A daemon for `agent` whose only policy plugin allows everything, attaching `limits`
 /// (a Rhai map literal) to Exec decisions; `extra` goes before the guest table.
-async fn daemon_with_limits(agent: &HostAgent, limits: &str, extra: &str) -> (Daemon, PathBuf) {
+async fn daemon_with_limits(
+    agent: &HostAgent,
+    limits: &str,
+    extra: &str,
+) -> (Daemon, tempfile::TempDir) {
     let plugins = tempfile::Builder::new()
         .prefix("atp-sec-exec-policy.")
         .tempdir()
-        .unwrap()
-        .keep();
+        .unwrap();
     std::fs::write(
-        plugins.join("50-test.rhai"),
+        plugins.path().join("50-test.rhai"),
         format!(
             "fn authorize(req) {{\n  if req.rpc == \"Exec\" {{ return allow(\"test\").with({limits}); }}\n  allow(\"test\")\n}}\n"
         ),
@@ -42,7 +45,7 @@ async fn daemon_with_limits(agent: &HostAgent, limits: &str, extra: &str) -> (Da
         agent,
         &format!(
             "{extra}\n[policy]\ndir = \"{}\"\ndefault = \"deny\"\n",
-            plugins.display()
+            plugins.path().display()
         ),
     )
     .await;
@@ -95,6 +98,19 @@ async fn attach(c: &mut GuestAgentClient<Channel>, id: &str) -> common::ExecOutc
         .into_inner(),
     )
     .await
+}
+
+/// Cancels an exec, then follows it to its end, which removes its guest directory.
+async fn cancel(c: &mut GuestAgentClient<Channel>, id: &str) -> bool {
+    let k = c
+        .exec_cancel(ExecCancelRequest {
+            exec_id: id.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let _ = attach(c, id).await;
+    k.killed
 }
 
 fn detached(script: &str) -> ExecRequest {
@@ -189,10 +205,11 @@ async fn the_policy_deadline_holds_without_a_reader() {
         .await
         .unwrap()
         .into_inner();
-    let (_, pid) = started(&mut s).await;
+    let (id, pid) = started(&mut s).await;
     tokio::time::sleep(Duration::from_millis(4000)).await;
     assert!(!is_running(pid), "a stalled reader kept the program alive");
     drop(s);
+    let _ = attach(&mut c, &id).await; // take the rest, so its guest directory goes
 
     // A program that exits on its own (code 0) before anyone looks did not time out.
     let mut r = detached("sleep 1");
@@ -305,28 +322,11 @@ async fn a_parked_exec_holds_no_agent_handles() {
     );
     drop(taken);
     drop(stalled);
-    let k = c
-        .exec_cancel(ExecCancelRequest { exec_id: slow })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(k.killed);
+    assert!(cancel(&mut c, &slow).await);
     for o in &ids {
-        let k = c
-            .exec_cancel(ExecCancelRequest {
-                exec_id: o.exec_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(k.killed);
+        assert!(cancel(&mut c, &o.exec_id).await);
     }
-    let k = c
-        .exec_cancel(ExecCancelRequest { exec_id: left })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(k.killed);
+    assert!(cancel(&mut c, &left).await);
     assert_eq!(parked, 0, "six parked execs hold agent handles");
 }
 
@@ -367,6 +367,7 @@ async fn a_detached_exec_s_exit_is_audited() {
         "{e}"
     );
     assert!(!is_running(o.pid));
+    let _ = attach(&mut c, &o.exec_id).await; // so that its guest directory goes
 }
 
 /// A directory the test owns with an executable `name` that prints `planted`.
@@ -461,14 +462,14 @@ async fn a_token_named_uid0_does_not_own_roots_unix_execs() {
         "[[server.tokens]]\nsha256 = \"{hex}\"\nidentity = \"uid:0\"\nroles = [\"admin\"]\n"
     );
     let (d, plugins) = daemon_with_limits(&agent, "#{ timeout_ms: 60000 }", &tokens).await;
-    shipped_baseline(&plugins);
+    shipped_baseline(plugins.path());
     // The plugin directory is read at start: restart with the baseline in place.
     drop(d);
     let d = common::daemon_for(
         &agent,
         &format!(
             "{tokens}\n[policy]\ndir = \"{}\"\ndefault = \"deny\"\n",
-            plugins.display()
+            plugins.path().display()
         ),
     )
     .await;
@@ -495,15 +496,7 @@ async fn a_token_named_uid0_does_not_own_roots_unix_execs() {
     assert!(is_running(o.pid));
 
     // Its real owner still can.
-    let k = root
-        .exec_cancel(ExecCancelRequest {
-            exec_id: o.exec_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(k.killed);
-    std::fs::remove_dir_all(&plugins).unwrap();
+    assert!(cancel(&mut root, &o.exec_id).await);
 }
 
 #[tokio::test]
@@ -517,14 +510,7 @@ async fn execs_per_caller_is_bounded() {
     assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
     assert!(st.message().contains("limits.execs_per_caller"), "{st:?}");
     for o in [&a, &b] {
-        let k = c
-            .exec_cancel(ExecCancelRequest {
-                exec_id: o.exec_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(k.killed);
+        assert!(cancel(&mut c, &o.exec_id).await);
     }
     // Ended execs no longer count.
     common::eventually(|| !is_running(a.pid) && !is_running(b.pid), "cancelled").await;
