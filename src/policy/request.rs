@@ -116,8 +116,13 @@ pub struct AgentInfo {
 pub struct ExecRefInfo {
     /// The exec id.
     pub id: String,
-    /// The caller id that started it (empty when the id is unknown).
+    /// The caller id that started it (empty when the id is unknown). An id alone does not
+    /// name a caller: compare `owner_auth` with `req.caller.auth` too.
     pub owner: String,
+    /// How the caller that started it authenticated (`unix`, `token`, `mtls`, `none`;
+    /// empty when the id is unknown). A token whose identity is `uid:0` is not the UNIX
+    /// caller `uid:0`.
+    pub owner_auth: String,
 }
 
 /// `req.task`

@@ -6,15 +6,14 @@
 //! 10 MiB disables libvirt's agent for the domain), the command runs under a small
 //! `/bin/sh` wrapper that redirects stdout/stderr to files in a private guest directory:
 //!
-//! ```text
-//! /bin/sh -c 'd=$1; c=$2; shift 2; echo $$ >"$d/pid"; exec >"$d/out" 2>"$d/err"; [cd "$c";] exec "$@"' atp-exec DIR CWD PATH ARGS...
-//! ```
-//!
-//! argv travels as positional parameters, never spliced into a string; `exec` makes the
-//! agent's pid the command's own, so its exit code or signal comes exactly from
-//! `guest-exec-status`. The files are read in bounded chunks at saved offsets and the
+//! see [`super::wrapper`]. It runs with a clean environment, applies the caller's
+//! environment to the program alone, records the program's pid and start time, and
+//! `exec`s it through `setsid`, so the pid the agent reports is the program's own (its
+//! exit code or signal come exactly from `guest-exec-status`) and it leads its own
+//! process group. The files are read in bounded chunks at saved offsets and the
 //! directory is removed at the end (or, if the client dies first, by a later client's
-//! [`AgentClient::reap_exec_dirs`]).
+//! [`AgentClient::reap_exec_dirs`]). Kills never hit an exited program: see
+//! [`AgentClient::kill`].
 
 use std::time::{Duration, Instant};
 
@@ -26,33 +25,16 @@ use super::{
     AgentClient, QgaError,
     client::lock,
     commands::{ExecStatus, GuestExec, GuestExecStatus, OsInfo},
+    kill::KillOutcome,
 };
 
 /// Captured output kept per stream by collecting helpers, like qemu-ga's own cap.
 pub const MAX_CAPTURE: usize = 16 << 20;
 
-/// Used when a command gives an environment without `PATH` (qemu-ga replaces the whole
-/// environment with the one given).
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-const WRAPPER: &str = r#"d=$1; c=$2; shift 2; echo $$ >"$d/pid"; exec >"$d/out" 2>"$d/err"; if [ -n "$c" ]; then cd -- "$c" || exit 126; fi; exec "$@""#;
-const SETUP: &str = r#"umask 077; mkdir -- "$1" && : >"$1/out" && : >"$1/err""#;
-
-/// Kills a process and all its descendants, found through /proc (no procps needed):
-/// with captured output, qemu-ga reports a process as exited only once every holder
-/// of its output pipes is gone.
-const KILL_TREE: &str = r#"tree() {
-  echo "$1"
-  for st in /proc/[0-9]*/status; do
-    while read -r k v; do
-      if [ "$k" = PPid: ]; then
-        if [ "$v" = "$1" ]; then p=${st#/proc/}; tree "${p%/status}"; fi
-        break
-      fi
-    done 2>/dev/null <"$st"
-  done
-}
-kill -9 $(tree "$1") 2>/dev/null; exit 0"#;
+/// The fixed `PATH` every helper and wrapper runs with (qemu-ga replaces the whole
+/// environment with the one given), and the default of a program given no `PATH`.
+pub(crate) const DEFAULT_PATH: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A program to run in the guest: argv, environment, stdin and limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,16 +108,17 @@ impl GuestExecCommand {
         if self.path.contains('\0') || self.args.iter().any(|a| a.contains('\0')) {
             return bad("exec: NUL byte in program or argument");
         }
-        if self
-            .env
-            .iter()
-            .any(|e| e.contains('\0') || !e.contains('=') || e.starts_with('='))
-        {
-            return bad("exec: environment entries must be KEY=value without NUL");
+        if let Some(bad_entry) = self.env.iter().find(|e| !valid_env_entry(e)) {
+            let name = bad_entry.split('=').next().unwrap_or_default();
+            return Err(QgaError::InvalidArgument(format!(
+                "exec: environment entries must be NAME=value with NAME an identifier \
+                 ([A-Za-z_][A-Za-z0-9_]*) and no NUL; {name:?} is not"
+            )));
         }
         Ok(())
     }
 
+    /// The caller's entries plus the fixed `PATH` when they give none (direct path).
     fn env_with_path(&self) -> Vec<String> {
         let mut env = self.env.clone();
         if !env.is_empty() && !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -149,31 +132,26 @@ impl GuestExecCommand {
         GuestExec {
             path: self.path.clone(),
             arg: self.args.clone(),
-            env: self.env.clone(),
+            env: self.env_with_path(),
             input_data: self.input_data.as_ref().map(|d| STANDARD.encode(d)),
             capture_output: self.capture_output,
         }
     }
+}
 
-    /// The same command under the redirecting wrapper, writing into `dir`.
-    fn redirected(&self, dir: &str) -> GuestExec {
-        let mut arg = vec![
-            "-c".to_owned(),
-            WRAPPER.to_owned(),
-            "atp-exec".to_owned(),
-            dir.to_owned(),
-            self.cwd.clone().unwrap_or_default(),
-        ];
-        arg.push(self.path.clone());
-        arg.extend(self.args.iter().cloned());
-        GuestExec {
-            path: "/bin/sh".into(),
-            arg,
-            env: self.env_with_path(),
-            input_data: self.input_data.as_ref().map(|d| STANDARD.encode(d)),
-            capture_output: false,
-        }
-    }
+/// Whether `e` is `NAME=value` with an identifier name and no NUL. Anything else
+/// (`BASH_FUNC_x%%`, `A-B`, `=x`) could be taken by a guest shell as code or be
+/// ambiguous, and is refused before it reaches the guest.
+pub fn valid_env_entry(e: &str) -> bool {
+    let Some((name, _)) = e.split_once('=') else {
+        return false;
+    };
+    let mut chars = name.chars();
+    !e.contains('\0')
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The outcome of a finished command, with its collected output.
@@ -281,7 +259,17 @@ impl AgentClient {
 
     /// `guest-exec-status`. Once it reports `exited`, the agent forgets the pid.
     pub async fn exec_status(&self, pid: i64) -> Result<ExecStatus, QgaError> {
-        let mut st = self.call(&GuestExecStatus { pid }).await?;
+        let st = self.call(&GuestExecStatus { pid }).await?;
+        self.complete_status(pid, st).await
+    }
+
+    /// Fills an exited redirected exec's status with the output from its directory and
+    /// removes the directory.
+    pub(crate) async fn complete_status(
+        &self,
+        pid: i64,
+        mut st: ExecStatus,
+    ) -> Result<ExecStatus, QgaError> {
         if st.exited {
             let dir = lock(&self.state().redirected).remove(&pid);
             if let Some(dir) = dir {
@@ -315,7 +303,8 @@ impl AgentClient {
     }
 
     /// Polls `pid` (started by [`AgentClient::exec`] at `started`) every `poll` until it
-    /// exits, killing it once `limit` has passed.
+    /// exits, killing it once `limit` has passed. `timed_out` is reported only when our
+    /// kill hit the running program and it then died by a signal.
     pub async fn wait_for(
         &self,
         pid: i64,
@@ -323,18 +312,24 @@ impl AgentClient {
         limit: Option<Duration>,
         poll: Duration,
     ) -> Result<ExecResult, QgaError> {
-        let mut timed_out = false;
+        let mut killed = false;
         loop {
             let st = self.exec_status(pid).await?;
             if st.exited {
+                let timed_out = killed && st.signal.is_some();
                 return Ok(ExecResult::from_status(&st, timed_out, started.elapsed()));
             }
             if let Some(limit) = limit
-                && !timed_out
+                && !killed
                 && started.elapsed() >= limit
             {
-                self.kill(pid).await?;
-                timed_out = true;
+                match self.kill(pid).await? {
+                    KillOutcome::Killed => killed = true,
+                    KillOutcome::Exited(st) => {
+                        return Ok(ExecResult::from_status(&st, false, started.elapsed()));
+                    }
+                    KillOutcome::Gone => {}
+                }
             }
             tokio::time::sleep(poll).await;
         }
@@ -380,31 +375,6 @@ impl AgentClient {
         .await
     }
 
-    /// Kills guest process `pid` and its descendants (SIGKILL; `taskkill /F /T` on Windows).
-    pub async fn kill(&self, pid: i64) -> Result<(), QgaError> {
-        let os = self.os().await?;
-        let cmd = if os.is_windows() {
-            GuestExec {
-                path: "taskkill.exe".into(),
-                arg: vec!["/F".into(), "/T".into(), "/PID".into(), pid.to_string()],
-                ..GuestExec::default()
-            }
-        } else {
-            GuestExec {
-                path: "/bin/sh".into(),
-                arg: vec![
-                    "-c".into(),
-                    KILL_TREE.into(),
-                    "atp-kill".into(),
-                    pid.to_string(),
-                ],
-                ..GuestExec::default()
-            }
-        };
-        let helper = self.call(&cmd).await?.pid;
-        self.wait_exit(helper).await.map(drop)
-    }
-
     /// Starts `cmd` for live output; read events with [`ExecSession::next_event`].
     /// On Windows guests output arrives at exit (captured by the agent).
     pub async fn exec_stream(&self, cmd: &GuestExecCommand) -> Result<ExecSession, QgaError> {
@@ -443,55 +413,46 @@ impl AgentClient {
                 Ok(session)
             }
             (Err(e), _) | (_, Err(e)) => {
-                let _ = self.kill(pid).await;
-                let _ = self.wait_exit(pid).await;
+                if let Ok(KillOutcome::Killed | KillOutcome::Gone) = session.kill(false).await {
+                    let _ = self.wait_exit(pid).await;
+                }
                 session.finished = true;
                 self.remove_dir(&dir).await;
                 Err(e)
             }
         }
     }
+}
 
-    /// Creates a private per-exec directory in the guest's /tmp.
-    async fn make_exec_dir(&self) -> Result<String, QgaError> {
-        let dir = format!(
-            "{}{}",
-            super::reap::EXEC_DIR_PREFIX,
-            uuid::Uuid::new_v4().simple()
-        );
-        let setup = GuestExec {
-            path: "/bin/sh".into(),
-            arg: vec!["-c".into(), SETUP.into(), "atp-setup".into(), dir.clone()],
-            ..GuestExec::default()
-        };
-        let pid = self.call(&setup).await?.pid;
-        let st = self.wait_exit(pid).await?;
-        if st.exit_code != Some(0) {
-            return Err(QgaError::Agent {
-                command: "guest-exec".into(),
-                class: "ExecSetupFailed".into(),
-                desc: format!(
-                    "cannot create {dir} in the guest (exit {:?}, signal {:?})",
-                    st.exit_code, st.signal
-                ),
-            });
-        }
-        Ok(dir)
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Removes an exec directory; failures are logged, not returned (cleanup path).
-    pub(crate) async fn remove_dir(&self, dir: &str) {
-        let rm = GuestExec {
-            path: "/bin/rm".into(),
-            arg: vec!["-rf".into(), "--".into(), dir.to_owned()],
-            ..GuestExec::default()
-        };
-        let res = match self.call(&rm).await {
-            Ok(p) => self.wait_exit(p.pid).await.map(drop),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = res {
-            tracing::warn!(dir, error = %e, "could not remove guest exec directory");
+    #[test]
+    fn env_names_must_be_identifiers() {
+        for ok in [
+            "A=1",
+            "_x=",
+            "PATH=/bin:/usr/bin",
+            "a1_B2=x=y",
+            "K=() { :; }",
+        ] {
+            assert!(valid_env_entry(ok), "{ok:?}");
         }
+        for bad in [
+            "BASH_FUNC_echo%%=() { id; }",
+            "BASH_FUNC_x()=1",
+            "A-B=1",
+            "1A=1",
+            "=x",
+            "NOEQUALS",
+            "A=x\0y",
+            "Ä=1",
+            " A=1",
+        ] {
+            assert!(!valid_env_entry(bad), "{bad:?}");
+        }
+        let cmd = GuestExecCommand::simple("true", vec![]).env("BASH_FUNC_x%%=() { id; }");
+        assert!(matches!(cmd.validate(), Err(QgaError::InvalidArgument(_))));
     }
 }

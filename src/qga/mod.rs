@@ -14,12 +14,15 @@ pub mod commands;
 mod error;
 mod exec;
 mod file;
+mod kill;
 mod reap;
 mod stream;
+mod wrapper;
 
 pub use blocking::QgaClient;
 pub use client::{AgentClient, DEFAULT_TIMEOUT, Pending};
 pub use command::Command;
 pub use error::QgaError;
-pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand};
+pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand, valid_env_entry};
 pub use file::{DEFAULT_CHUNK, OpenFile};
+pub use kill::KillOutcome;

@@ -78,9 +78,10 @@ impl GuestAgentService {
         }
     }
 
-    /// Closes the handles of parked execs (daemon shutdown).
+    /// Waits (bounded) until every exec task has closed its guest handles after the
+    /// shutdown token fired (daemon shutdown); the programs keep running.
     pub async fn close_parked(&self) {
-        self.shared.execs.close_parked().await;
+        self.shared.execs.wait_tasks(Duration::from_secs(5)).await;
     }
 
     /// Passes a request through the gate.
@@ -100,12 +101,16 @@ impl GuestAgentService {
 
     /// The guest of an exec and what policies see of it.
     fn exec_ref(&self, id: &str) -> (String, Detail) {
-        let (domain, owner) = self.shared.execs.domain_and_owner(id).unwrap_or_default();
+        let (domain, owner) = match self.shared.execs.domain_and_owner(id) {
+            Some((d, o)) => (d, Some(o)),
+            None => (String::new(), None),
+        };
         (
             domain,
             Detail::ExecRef(ExecRefInfo {
                 id: id.to_owned(),
-                owner,
+                owner: owner.as_ref().map(|o| o.id.clone()).unwrap_or_default(),
+                owner_auth: owner.map(|o| o.auth).unwrap_or_default(),
             }),
         )
     }
@@ -295,6 +300,8 @@ impl GuestAgent for GuestAgentService {
             a.path = normalize_path(&a.path);
         }
         r.cwd = normalize_path(&r.cwd);
+        // Entries a guest shell could take as code never reach the policy or the guest.
+        exec_rpc::check_env(&r.env)?;
         let detail = exec_detail(request.get_ref());
         let call = self
             .admit("Exec", &request, &request.get_ref().domain.clone(), detail)

@@ -1,0 +1,112 @@
+//! The guest side of a redirected exec: the private directory it writes into and the
+//! `/bin/sh` wrapper that starts the program there, in its own session, with a clean
+//! environment of its own and the caller's entries applied to the program alone.
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+
+use super::{
+    AgentClient, QgaError,
+    commands::GuestExec,
+    exec::{DEFAULT_PATH, GuestExecCommand},
+};
+
+/// The redirecting wrapper. Positional parameters: `DIR CWD M K ARGV(M) ENV(K)`.
+///
+/// It runs with a clean environment (only [`DEFAULT_PATH`]), records its pid and start
+/// time (field 22 of `/proc/$$/stat`) in `DIR`, resolves the program in the fixed `PATH`
+/// (so a caller's `PATH` cannot swap it), and exports the caller's entries as its very
+/// last step, so nothing the caller sends is interpreted by this shell: the loop keeps
+/// its state in positional parameters, not in variables an entry could overwrite.
+/// `setsid` (no fork: qemu-ga's child is not a group leader) gives the program its own
+/// session and process group, keeping the pid; without a `setsid` the program runs in
+/// the agent's group and only its process tree is killed.
+const WRAPPER: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; echo "$q/$1"; return 0; fi; done; IFS=$o; return 1; }
+t() { shift 19; echo "$1"; }
+d=$1; c=$2; m=$3; k=$4; shift 4
+echo $$ >"$d/pid"
+if read -r s </proc/$$/stat; then t ${s##*) } >"$d/start"; fi
+exec >"$d/out" 2>"$d/err"
+if [ -n "$c" ]; then cd -- "$c" || exit 126; fi
+p=$1; shift
+case $p in */*) ;; *) n=$p; p=$(w "$n") || { echo "atp-exec: $n: not found" >&2; exit 127; } ;; esac
+case $p in -*) p=./$p ;; esac
+x=$(w setsid) || x=
+if [ -n "$x" ]; then set -- "$@" "$x"; fi
+set -- "$@" "$p"
+i=1; while [ "$i" -lt "$m" ]; do set -- "$@" "$1"; shift; i=$((i + 1)); done
+set -- "$k" "$@"
+while [ "$1" -gt 0 ]; do c=$(($1 - 1)); e=$2; shift 2; set -- "$c" "$@"; export "$e"; done
+shift; exec "$@""#;
+const SETUP: &str = r#"umask 077; mkdir -- "$1" && : >"$1/out" && : >"$1/err""#;
+
+impl GuestExecCommand {
+    /// The same command under the redirecting wrapper, writing into `dir`. The wrapper's
+    /// own environment is only the fixed `PATH`; the caller's entries travel as arguments
+    /// and are applied to the program alone.
+    pub(crate) fn redirected(&self, dir: &str) -> GuestExec {
+        let mut arg = vec![
+            "-c".to_owned(),
+            WRAPPER.to_owned(),
+            "atp-exec".to_owned(),
+            dir.to_owned(),
+            self.cwd.clone().unwrap_or_default(),
+            (self.args.len() + 1).to_string(),
+            self.env.len().to_string(),
+            self.path.clone(),
+        ];
+        arg.extend(self.args.iter().cloned());
+        arg.extend(self.env.iter().cloned());
+        GuestExec {
+            path: "/bin/sh".into(),
+            arg,
+            env: vec![DEFAULT_PATH.to_owned()],
+            input_data: self.input_data.as_ref().map(|d| STANDARD.encode(d)),
+            capture_output: false,
+        }
+    }
+}
+
+impl AgentClient {
+    /// Creates a private per-exec directory in the guest's /tmp.
+    pub(crate) async fn make_exec_dir(&self) -> Result<String, QgaError> {
+        let dir = format!(
+            "{}{}",
+            super::reap::EXEC_DIR_PREFIX,
+            uuid::Uuid::new_v4().simple()
+        );
+        let setup = GuestExec {
+            path: "/bin/sh".into(),
+            arg: vec!["-c".into(), SETUP.into(), "atp-setup".into(), dir.clone()],
+            ..GuestExec::default()
+        };
+        let pid = self.call(&setup).await?.pid;
+        let st = self.wait_exit(pid).await?;
+        if st.exit_code != Some(0) {
+            return Err(QgaError::Agent {
+                command: "guest-exec".into(),
+                class: "ExecSetupFailed".into(),
+                desc: format!(
+                    "cannot create {dir} in the guest (exit {:?}, signal {:?})",
+                    st.exit_code, st.signal
+                ),
+            });
+        }
+        Ok(dir)
+    }
+
+    /// Removes an exec directory; failures are logged, not returned (cleanup path).
+    pub(crate) async fn remove_dir(&self, dir: &str) {
+        let rm = GuestExec {
+            path: "/bin/rm".into(),
+            arg: vec!["-rf".into(), "--".into(), dir.to_owned()],
+            ..GuestExec::default()
+        };
+        let res = match self.call(&rm).await {
+            Ok(p) => self.wait_exit(p.pid).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            tracing::warn!(dir, error = %e, "could not remove guest exec directory");
+        }
+    }
+}

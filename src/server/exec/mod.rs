@@ -1,0 +1,272 @@
+//! Exec, ExecAttach and ExecCancel.
+//!
+//! Each exec is run by one task ([`runner`]) from start to end: it enforces the decision's
+//! `timeout_ms` and `max_bytes` whether or not a client is attached, holds no guest file
+//! handle while nobody reads, and records the Exec call's outcome when the program really
+//! ends. Exec's own stream and later ExecAttach streams attach to that task; ExecCancel
+//! asks it to kill the program (never an exited one: see [`crate::qga::AgentClient::kill`]).
+//! COLLECT mode holds the output until the exit and sends it at once.
+
+mod attachment;
+mod registry;
+mod runner;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+pub(crate) use registry::{ExecRegistry, Owner};
+
+use self::{
+    attachment::Attachment,
+    runner::{ExecLimits, Runner},
+};
+use super::{
+    gate::Call,
+    service::{EventStream, GuestAgentService, STREAM_BUFFER},
+    status::ApiError,
+};
+use crate::{
+    pb::{self, exec_event::Event},
+    qga::{AgentClient, GuestExecCommand, valid_env_entry},
+};
+
+/// How long an exec that ended while nobody was attached keeps its output for ExecAttach.
+pub(crate) const PARK_TTL: Duration = Duration::from_secs(600);
+/// How long a finished exec's result stays available to ExecAttach.
+const FINISHED_TTL: Duration = Duration::from_secs(600);
+
+fn event(e: Event) -> pb::ExecEvent {
+    pb::ExecEvent { event: Some(e) }
+}
+
+fn exited(x: &crate::qga::ExecExit, out_trunc: bool, err_trunc: bool) -> pb::ExecExited {
+    pb::ExecExited {
+        exit_code: x.exit_code,
+        signal: x.signal,
+        duration_ms: u64::try_from(x.duration.as_millis()).unwrap_or(u64::MAX),
+        stdout_truncated: out_trunc,
+        stderr_truncated: err_trunc,
+        timed_out: x.timed_out,
+    }
+}
+
+/// Refuses environment entries whose name is not an identifier (`BASH_FUNC_x%%`, `A-B`,
+/// no `=`): checked before the policy sees the request, so they never reach a guest.
+pub(crate) fn check_env(env: &[String]) -> Result<(), Status> {
+    match env.iter().find(|e| !valid_env_entry(e)) {
+        None => Ok(()),
+        Some(bad) => {
+            let name: String = bad
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .collect();
+            Err(ApiError::InvalidArgument(format!(
+                "environment entries must be NAME=value with NAME matching [A-Za-z_][A-Za-z0-9_]*; \
+                 {name:?} does not"
+            ))
+            .into())
+        }
+    }
+}
+
+/// Builds the guest command from the request.
+async fn command(
+    s: &GuestAgentService,
+    client: &AgentClient,
+    r: &pb::ExecRequest,
+) -> Result<GuestExecCommand, Status> {
+    let mut cmd = match &r.command {
+        Some(pb::exec_request::Command::Argv(a)) => {
+            GuestExecCommand::simple(a.path.clone(), a.args.clone())
+        }
+        Some(pb::exec_request::Command::Shell(line)) => {
+            if line.is_empty() {
+                return Err(Status::invalid_argument("shell command line is empty"));
+            }
+            let os = client.os().await.map_err(|e| s.agent_error(&r.domain, e))?;
+            GuestExecCommand::shell(&os, line)
+        }
+        None => return Err(Status::invalid_argument("exec needs argv or shell")),
+    };
+    check_env(&r.env)?;
+    cmd.env = r.env.clone();
+    cmd.input_data = (!r.stdin.is_empty()).then(|| r.stdin.clone());
+    cmd.cwd = (!r.cwd.is_empty()).then(|| r.cwd.clone());
+    // The task enforces the deadline itself.
+    cmd.timeout = None;
+    Ok(cmd)
+}
+
+/// The run-time limit: the request's (or `agent.exec_timeout_ms`), capped by a policy's.
+fn time_limit(s: &GuestAgentService, r: &pb::ExecRequest, limit_ms: Option<u64>) -> Duration {
+    let asked = if r.timeout_ms == 0 {
+        s.shared.exec_timeout
+    } else {
+        Duration::from_millis(r.timeout_ms)
+    };
+    limit_ms.map_or(asked, |l| asked.min(Duration::from_millis(l)))
+}
+
+pub(crate) async fn exec(
+    s: &GuestAgentService,
+    call: Call,
+    r: pb::ExecRequest,
+) -> Result<EventStream<pb::ExecEvent>, Status> {
+    let prepared = async {
+        let client = s.client(&r.domain).await?;
+        let cmd = command(s, &client, &r).await?;
+        let reserved = s.shared.execs.reserve(
+            &r.domain,
+            Owner::of(&call.caller),
+            s.shared.limits.execs_per_caller,
+        )?;
+        Ok::<_, Status>((client, cmd, reserved))
+    }
+    .await;
+    let (client, cmd, (entry, cmds)) = match prepared {
+        Ok(p) => p,
+        Err(e) => return fail(call, e).await,
+    };
+    s.shared.reaper.maybe_sweep(s, &r.domain, &client);
+    let timeout = time_limit(s, &r, call.limits.timeout_ms);
+    let started = Instant::now();
+    let session = match client.exec_stream(&cmd).await {
+        Ok(sess) => sess,
+        Err(e) => {
+            s.shared.execs.remove(&entry.id);
+            return fail(call, s.agent_error(&r.domain, e)).await;
+        }
+    };
+    entry.set_pid(session.pid());
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    attachment::send_now(
+        &tx,
+        event(Event::Started(pb::ExecStarted {
+            exec_id: entry.id.clone(),
+            pid: session.pid(),
+        })),
+    );
+    let client = (!r.detach).then(|| Attachment {
+        tx,
+        call: None,
+        bytes: 0,
+    });
+    let limits = ExecLimits {
+        deadline: started
+            .checked_add(timeout)
+            .unwrap_or(started + Duration::from_secs(100 * 365 * 24 * 3600)),
+        timeout,
+        max_bytes: call.limits.max_bytes,
+    };
+    let guard = s.shared.execs.task_guard(&entry);
+    let collect = r.mode == pb::ExecMode::Collect as i32;
+    let runner = Runner::new(
+        s.clone(),
+        entry,
+        session,
+        cmds,
+        call,
+        client,
+        collect,
+        limits,
+        guard,
+    );
+    tokio::spawn(runner.run());
+    Ok(ReceiverStream::new(rx))
+}
+
+async fn fail<T>(call: Call, st: Status) -> Result<T, Status> {
+    call.finish::<()>(&Err(st.clone())).await;
+    Err(st)
+}
+
+pub(crate) async fn attach(
+    s: &GuestAgentService,
+    call: Call,
+    r: pb::ExecAttachRequest,
+) -> Result<EventStream<pb::ExecEvent>, Status> {
+    let Some(entry) = s.shared.execs.get(&r.exec_id) else {
+        return fail(
+            call,
+            Status::not_found(format!("no exec with id {:?}", r.exec_id)),
+        )
+        .await;
+    };
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let (reply, answer) = oneshot::channel();
+    let sent = entry
+        .cmds
+        .send(registry::Cmd::Attach {
+            tx: tx.clone(),
+            call: Box::new(call),
+            reply,
+        })
+        .await;
+    let call = match sent {
+        Ok(()) => match answer.await {
+            Ok(Ok(())) => return Ok(ReceiverStream::new(rx)),
+            Ok(Err((st, call))) if st.code() != tonic::Code::NotFound => {
+                return fail(*call, st).await;
+            }
+            Ok(Err((_, call))) => *call,
+            // The task ended with the request unanswered (it drains its queue first, so
+            // this is only a task that failed).
+            Err(_) => {
+                return Err(Status::unavailable("the exec's task ended"));
+            }
+        },
+        Err(mpsc::error::SendError(registry::Cmd::Attach { call, .. })) => *call,
+        Err(_) => return Err(Status::internal("unexpected exec request")),
+    };
+    // The task is over: report how the exec ended.
+    match entry.finished() {
+        Some(x) => {
+            attachment::send_now(&tx, event(Event::Exited(x)));
+            let outcome = super::gate::Outcome {
+                exit_code: x.exit_code,
+                signal: x.signal,
+                bytes: Some(0),
+            };
+            call.finish_with(tonic::Code::Ok, "", outcome).await;
+            Ok(ReceiverStream::new(rx))
+        }
+        None => {
+            fail(
+                call,
+                Status::not_found(format!("exec {:?} ended without a result", r.exec_id)),
+            )
+            .await
+        }
+    }
+}
+
+pub(crate) async fn cancel(
+    s: &GuestAgentService,
+    _: &Call,
+    r: pb::ExecCancelRequest,
+) -> Result<pb::ExecCancelResponse, Status> {
+    let Some(entry) = s.shared.execs.get(&r.exec_id) else {
+        return Err(Status::not_found(format!(
+            "no exec with id {:?}",
+            r.exec_id
+        )));
+    };
+    let (reply, answer) = oneshot::channel();
+    if entry
+        .cmds
+        .send(registry::Cmd::Cancel { reply })
+        .await
+        .is_err()
+    {
+        // The task has ended: the program is not running.
+        return Ok(pb::ExecCancelResponse { killed: false });
+    }
+    let killed = answer.await.unwrap_or(Ok(false))?;
+    Ok(pb::ExecCancelResponse { killed })
+}

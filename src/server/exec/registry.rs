@@ -1,0 +1,197 @@
+//! The daemon's execs by id: who owns each, its guest pid, the channel to the task that
+//! runs it, and how it ended. Also the per-caller bound on running execs.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+use super::super::{auth::Caller, gate::Call};
+use crate::pb;
+
+/// Who started an exec: the caller's authentication kind *and* id, so a token identity
+/// spelled `uid:0` does not own the UNIX-socket execs of root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    /// `unix`, `token`, `mtls` or `none`.
+    pub(crate) auth: String,
+    /// The caller id.
+    pub(crate) id: String,
+}
+
+impl Owner {
+    pub(crate) fn of(c: &Caller) -> Self {
+        Self {
+            auth: c.auth.as_str().to_owned(),
+            id: c.id.clone(),
+        }
+    }
+}
+
+/// Outgoing half of an exec event stream.
+pub(crate) type EventTx = mpsc::Sender<Result<pb::ExecEvent, Status>>;
+
+/// A request to an exec's task.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    /// ExecAttach: deliver the rest of the output to `tx`; `call` is finished when this
+    /// attachment ends.
+    Attach {
+        tx: EventTx,
+        call: Box<Call>,
+        reply: oneshot::Sender<Result<(), (Status, Box<Call>)>>,
+    },
+    /// ExecCancel: kill the program if it still runs; answers whether it was signalled.
+    Cancel {
+        reply: oneshot::Sender<Result<bool, Status>>,
+    },
+}
+
+/// One exec this daemon started.
+#[derive(Debug)]
+pub(crate) struct ExecEntry {
+    pub(crate) id: String,
+    pub(crate) domain: String,
+    pub(crate) owner: Owner,
+    pid: AtomicI64,
+    /// To the exec's task; closed once the task has ended.
+    pub(crate) cmds: mpsc::Sender<Cmd>,
+    /// Its task still runs (counts against `limits.execs_per_caller`).
+    live: AtomicBool,
+    /// How it ended, for attachers after the task has ended.
+    finished: Mutex<Option<pb::ExecExited>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ExecEntry {
+    /// The guest pid (0 until the program started).
+    pub(crate) fn pid(&self) -> i64 {
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_pid(&self, pid: i64) {
+        self.pid.store(pid, Ordering::Relaxed);
+    }
+
+    /// The program has ended: it no longer counts against `limits.execs_per_caller`
+    /// (its task may still hold its output for an attach).
+    pub(crate) fn mark_ended(&self) {
+        self.live.store(false, Ordering::Relaxed);
+    }
+
+    /// How the exec ended, once its task is done.
+    pub(crate) fn finished(&self) -> Option<pb::ExecExited> {
+        *lock(&self.finished)
+    }
+
+    pub(crate) fn set_finished(&self, x: Option<pb::ExecExited>) {
+        *lock(&self.finished) = x;
+    }
+}
+
+/// Running and recently finished execs by id.
+#[derive(Debug, Default)]
+pub(crate) struct ExecRegistry {
+    map: Mutex<HashMap<String, Arc<ExecEntry>>>,
+    /// Tasks still running (for shutdown).
+    tasks: Arc<AtomicUsize>,
+}
+
+/// Commands queued per exec task; more wait for room.
+const CMD_QUEUE: usize = 4;
+
+impl ExecRegistry {
+    /// Registers a new exec for `owner` unless it already has `limit` running, returning
+    /// the entry and the receiving end of its task's command channel.
+    pub(crate) fn reserve(
+        &self,
+        domain: &str,
+        owner: Owner,
+        limit: usize,
+    ) -> Result<(Arc<ExecEntry>, mpsc::Receiver<Cmd>), Status> {
+        let mut map = lock(&self.map);
+        let running = map
+            .values()
+            .filter(|e| e.owner == owner && e.live.load(Ordering::Relaxed))
+            .count();
+        if running >= limit {
+            return Err(Status::resource_exhausted(format!(
+                "limits.execs_per_caller ({limit}) reached: this caller already has {running} \
+                 running or detached execs; wait for one to end or cancel one"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(CMD_QUEUE);
+        let id = uuid::Uuid::new_v4().to_string();
+        let entry = Arc::new(ExecEntry {
+            id: id.clone(),
+            domain: domain.to_owned(),
+            owner,
+            pid: AtomicI64::new(0),
+            cmds: tx,
+            live: AtomicBool::new(true),
+            finished: Mutex::new(None),
+        });
+        map.insert(id, Arc::clone(&entry));
+        Ok((entry, rx))
+    }
+
+    /// The guest an exec runs in and who started it (for the gate, before it is touched).
+    pub(crate) fn domain_and_owner(&self, id: &str) -> Option<(String, Owner)> {
+        self.get(id).map(|e| (e.domain.clone(), e.owner.clone()))
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<ExecEntry>> {
+        lock(&self.map).get(id).cloned()
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        lock(&self.map).remove(id);
+    }
+
+    /// The guest pids of every exec this daemon knows (running, parked or finished).
+    pub(crate) fn pids(&self) -> Vec<i64> {
+        lock(&self.map).values().map(|e| e.pid()).collect()
+    }
+
+    /// Counts a task as running until the guard is dropped.
+    pub(crate) fn task_guard(&self, entry: &Arc<ExecEntry>) -> TaskGuard {
+        self.tasks.fetch_add(1, Ordering::SeqCst);
+        TaskGuard {
+            tasks: Arc::clone(&self.tasks),
+            entry: Arc::clone(entry),
+        }
+    }
+
+    /// Waits (at most `limit`) until every exec task has let go of its guest handles
+    /// after the shutdown token fired.
+    pub(crate) async fn wait_tasks(&self, limit: Duration) {
+        let until = tokio::time::Instant::now() + limit;
+        while self.tasks.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Held by an exec's task; marks the exec no longer running when dropped.
+#[derive(Debug)]
+pub(crate) struct TaskGuard {
+    tasks: Arc<AtomicUsize>,
+    entry: Arc<ExecEntry>,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.entry.live.store(false, Ordering::Relaxed);
+        self.tasks.fetch_sub(1, Ordering::SeqCst);
+    }
+}
