@@ -14,6 +14,7 @@ pub mod commands;
 mod error;
 mod exec;
 mod file;
+pub mod guestpath;
 mod reap;
 mod stream;
 

@@ -1,0 +1,293 @@
+//! WriteFile after the gate. On POSIX guests no file the daemon creates is ever reachable
+//! by another guest user before it is final:
+//!
+//! - atomic (the default for CREATE, TRUNCATE, EXCLUSIVE): the data goes to `data` in a
+//!   private staging directory (`mkdir -m 0700`, the agent's own) made in the target's
+//!   resolved directory; one helper then sets owner and mode there and renames it over
+//!   the target (EXCLUSIVE: hard-links, which fails if the target exists);
+//! - in place (APPEND, `atomic = false`): a missing target is first created empty in a
+//!   staging directory with its final mode and hard-linked into place; an existing one
+//!   keeps its mode and owner.
+//!
+//! Mode: `permissions`; else, on replace, the existing target's; else `[files]
+//! new_file_mode`. Windows guests: written in place, no resolution, no staging, no mode.
+
+use tonic::{Status, Streaming};
+
+use super::{
+    super::{gate::Call, service::GuestAgentService},
+    receive::receive,
+    resolve,
+};
+use crate::{
+    pb,
+    policy::{path::check_guest_path, request::FileInfo},
+    qga::{
+        AgentClient, QgaError,
+        guestpath::{Place, Resolved, parent},
+    },
+};
+
+/// The validated header and what the request needs from the service.
+struct Job<'a> {
+    s: &'a GuestAgentService,
+    client: AgentClient,
+    header: pb::WriteFileHeader,
+    mode: pb::WriteMode,
+    max_bytes: Option<u64>,
+}
+
+impl Job<'_> {
+    fn map(&self, e: QgaError) -> Status {
+        self.s.agent_error(&self.header.domain, e)
+    }
+
+    async fn receive_into(
+        &self,
+        file: crate::qga::OpenFile,
+        stream: &mut Streaming<pb::WriteFileRequest>,
+        atomic: bool,
+    ) -> Result<pb::WriteFileResponse, Status> {
+        let written = receive(
+            &self.client,
+            &file,
+            stream,
+            &self.s.shared.shutdown,
+            self.max_bytes,
+        )
+        .await;
+        let closed = file.close().await;
+        let (bytes_written, sha256) = match (written, closed) {
+            (Ok(w), Ok(())) => w,
+            (Err(st), _) => return Err(st),
+            (_, Err(e)) => return Err(self.map(e)),
+        };
+        let expected = &self.header.expected_sha256;
+        if !expected.is_empty() && *expected != sha256 {
+            return Err(Status::invalid_argument(format!(
+                "checksum mismatch: data has sha256 {}, header expected {}{}",
+                hex(&sha256),
+                hex(expected),
+                if atomic {
+                    "; the target was not touched"
+                } else {
+                    ""
+                }
+            )));
+        }
+        Ok(pb::WriteFileResponse {
+            bytes_written,
+            sha256,
+        })
+    }
+}
+
+/// WriteFile after the gate: `info` is what the first decision was made on.
+pub(crate) async fn write(
+    s: &GuestAgentService,
+    call: &mut Call,
+    header: pb::WriteFileHeader,
+    mut stream: Streaming<pb::WriteFileRequest>,
+    info: FileInfo,
+) -> Result<pb::WriteFileResponse, Status> {
+    check_guest_path(&header.path, None).map_err(Status::invalid_argument)?;
+    if !header.expected_sha256.is_empty() && header.expected_sha256.len() != 32 {
+        return Err(Status::invalid_argument("expected_sha256 must be 32 bytes"));
+    }
+    if let Some(p) = header.permissions
+        && p > 0o7777
+    {
+        return Err(Status::invalid_argument(format!(
+            "permissions {p:o} are not mode bits"
+        )));
+    }
+    let mode = pb::WriteMode::try_from(header.mode)
+        .map_err(|_| Status::invalid_argument(format!("unknown write mode {}", header.mode)))?;
+    let client = s.client(&header.domain).await?;
+    let os = client
+        .os()
+        .await
+        .map_err(|e| s.agent_error(&header.domain, e))?;
+    check_guest_path(&header.path, Some(&os)).map_err(Status::invalid_argument)?;
+    let posix = resolve::resolves(&client, &header.path).await;
+    let job = Job {
+        s,
+        client,
+        header,
+        mode,
+        max_bytes: None,
+    };
+    if !posix {
+        let job = Job {
+            max_bytes: call.limits.max_bytes,
+            ..job
+        };
+        return windows(&job, &mut stream).await;
+    }
+    let target = resolve::decide_resolved(s, call, &job.client, info).await?;
+    // Limits as tightened by a second decision.
+    let job = Job {
+        max_bytes: call.limits.max_bytes,
+        ..job
+    };
+    match (mode, &target.existing) {
+        (pb::WriteMode::Truncate, None) => {
+            return Err(Status::not_found(format!(
+                "{} does not exist (mode TRUNCATE)",
+                target.path
+            )));
+        }
+        (pb::WriteMode::Exclusive, Some(_)) => {
+            return Err(Status::already_exists(format!(
+                "{} exists (mode EXCLUSIVE)",
+                target.path
+            )));
+        }
+        _ => {}
+    }
+    let append = mode == pb::WriteMode::Append;
+    if job.header.atomic.unwrap_or(true) && !append {
+        atomic(&job, &target, &mut stream).await
+    } else {
+        in_place(&job, &target, &mut stream).await
+    }
+}
+
+/// Staged upload, then one helper: owner, mode, rename (or hard link) into place.
+async fn atomic(
+    job: &Job<'_>,
+    target: &Resolved,
+    stream: &mut Streaming<pb::WriteFileRequest>,
+) -> Result<pb::WriteFileResponse, Status> {
+    if let Some(e) = &target.existing
+        && !e.regular
+    {
+        return Err(Status::failed_precondition(format!(
+            "{} is not a regular file; an atomic write would replace it",
+            target.path
+        )));
+    }
+    let c = &job.client;
+    let stage = c
+        .stage_create(parent(&target.path))
+        .await
+        .map_err(|e| job.map(e))?;
+    let res = async {
+        let data = stage.data();
+        let file = c.open(&data, "w").await.map_err(|e| job.map(e))?;
+        // The staging directory must be where the resolved directory is now.
+        if let Err(st) = resolve::recheck(job.s, &job.header.domain, c, &data).await {
+            let _ = file.close().await;
+            return Err(st);
+        }
+        let resp = job.receive_into(file, stream, true).await?;
+        let mode = job
+            .header
+            .permissions
+            .or(target.existing.map(|e| e.mode))
+            .unwrap_or(job.s.shared.new_file_mode);
+        let how = if job.mode == pb::WriteMode::Exclusive {
+            Place::Exclusive
+        } else {
+            Place::Replace
+        };
+        let owner = target.existing.map(|e| (e.uid, e.gid));
+        c.stage_finish(&stage, &target.path, mode, owner, how)
+            .await
+            .map_err(|e| job.map(e))?;
+        Ok(resp)
+    }
+    .await;
+    if res.is_err()
+        && let Err(e) = c.stage_remove(&stage).await
+    {
+        tracing::warn!(stage = %stage.dir, error = %e, "removing a staging directory failed");
+    }
+    res
+}
+
+/// In place: a missing target is created (final mode, via a staging directory and a hard
+/// link), then opened, re-checked and written.
+async fn in_place(
+    job: &Job<'_>,
+    target: &Resolved,
+    stream: &mut Streaming<pb::WriteFileRequest>,
+) -> Result<pb::WriteFileResponse, Status> {
+    let c = &job.client;
+    if target.existing.is_none() {
+        let stage = c
+            .stage_create(parent(&target.path))
+            .await
+            .map_err(|e| job.map(e))?;
+        let made = async {
+            c.open(&stage.data(), "w")
+                .await
+                .map_err(|e| job.map(e))?
+                .close()
+                .await
+                .map_err(|e| job.map(e))?;
+            let mode = job.header.permissions.unwrap_or(job.s.shared.new_file_mode);
+            let how = if job.mode == pb::WriteMode::Exclusive {
+                Place::Exclusive
+            } else {
+                Place::Create
+            };
+            c.stage_finish(&stage, &target.path, mode, None, how)
+                .await
+                .map_err(|e| job.map(e))
+        }
+        .await;
+        if made.is_err() {
+            let _ = c.stage_remove(&stage).await;
+        }
+        made?;
+    }
+    let append = job.mode == pb::WriteMode::Append;
+    let file = c
+        .open(&target.path, if append { "a" } else { "w" })
+        .await
+        .map_err(|e| job.map(e))?;
+    if let Err(st) = resolve::recheck(job.s, &job.header.domain, c, &target.path).await {
+        let _ = file.close().await;
+        return Err(st);
+    }
+    job.receive_into(file, stream, false).await
+}
+
+/// Windows guests: straight into the target (no resolution, staging or mode bits).
+async fn windows(
+    job: &Job<'_>,
+    stream: &mut Streaming<pb::WriteFileRequest>,
+) -> Result<pb::WriteFileResponse, Status> {
+    let (c, path) = (&job.client, &job.header.path);
+    let exists = || async {
+        match c.open(path, "r").await {
+            Ok(f) => f.close().await.map(|()| true),
+            Err(e) if e.to_string().contains("No such file") => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    match job.mode {
+        pb::WriteMode::Truncate if !exists().await.map_err(|e| job.map(e))? => {
+            return Err(Status::not_found(format!(
+                "{path} does not exist (mode TRUNCATE)"
+            )));
+        }
+        pb::WriteMode::Exclusive if exists().await.map_err(|e| job.map(e))? => {
+            return Err(Status::already_exists(format!(
+                "{path} exists (mode EXCLUSIVE)"
+            )));
+        }
+        _ => {}
+    }
+    let append = job.mode == pb::WriteMode::Append;
+    let file = c
+        .open(path, if append { "a" } else { "w" })
+        .await
+        .map_err(|e| job.map(e))?;
+    job.receive_into(file, stream, false).await
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
