@@ -4,20 +4,23 @@
 //!
 //! Every helper is one `guest-exec` of `/bin/sh -c SCRIPT NAME ARGS...`: paths travel as
 //! positional parameters, never spliced into the script. The scripts use only what
-//! busybox has (`readlink -f`, `stat -c`, `mkdir -m`, `chown`, `chmod`, `ln -T`,
-//! `mv -T`, `rm -rf`). Failures come back as [`QgaError::Agent`] with the helper's
+//! busybox has (`readlink -f`, `stat -c`, `mkdir -m`, `head -c`, `od`, `tr`,
+//! `truncate -s`, `chown`, `chmod`, `ln -T`, `mv -T`, `rm -rf`). Failures come back as [`QgaError::Agent`] with the helper's
 //! stderr, whose errno text (`No such file or directory`, `File exists`, ...) says what
 //! kind of failure it was.
 
 use std::time::Duration;
 
-use super::{AgentClient, QgaError};
+use super::{AgentClient, OpenFile, QgaError, commands::Whence};
 
 /// Longest a helper may take (slow emulated guests included); past it the request fails.
 pub const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Prefix of staging directory names (`.atp-` + 32 hex digits).
 pub const STAGE_PREFIX: &str = ".atp-";
+
+/// Length of the staged file's nonce (16 random bytes in hex).
+const NONCE_LEN: usize = 32;
 
 /// First line: `MODE_HEX UID GID` of the resolved path (`stat -c`, not following a last
 /// symbolic link: there is none left after `readlink -f`) or `-` when nothing is there;
@@ -29,16 +32,29 @@ r=${r%x}; r=${r%?}
 if s=$(stat -c '%f %u %g' -- "$r" 2>/dev/null); then echo "$s"; else echo -; fi
 printf '%s' "$r""#;
 
-/// `STAGE TARGET MODE OWNER HOW`: enters the staging directory (and checks it is still
-/// the agent's own directory, not one swapped in), sets owner then mode on `data` inside
-/// it (chown may clear set-id bits, so chmod comes last), puts it in place, and removes
-/// the directory whatever happened. HOW: `replace` renames over the target (`mv -f -T`);
-/// `exclusive` hard-links (`ln -T` fails if the target exists); `create` hard-links and
-/// accepts a target that appeared meanwhile (it is then left as it is).
+/// `STAGE`: creates the staging directory (`mkdir -m 0700`: the agent's own and closed to
+/// everyone else from its first moment), enters it, checks it is the agent's own, and
+/// creates `data` there holding a random nonce, which it prints. The nonce proves that a
+/// handle opened later by path is this file: another user cannot read or write it.
+const STAGE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
+umask 077
+mkdir -m 0700 -- "$1" || exit 2
+if ! cd -P -- "$1" || ! [ -O . ]; then echo "staging directory $1: Operation not permitted (it is not the agent's own)" >&2; exit 3; fi
+head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >data && cat data && exit 0
+cd / && rm -rf -- "$1"; exit 4"#;
+
+/// `STAGE TARGET MODE OWNER HOW SIZE`: enters the staging directory (and checks it is
+/// still the agent's own, not one swapped in), cuts `data` to SIZE (the nonce may
+/// outlast a short upload), sets owner then mode on it (chown may clear set-id bits, so
+/// chmod comes last), puts it in place, and removes the directory whatever happened.
+/// Nothing here acts on a path another user can swap: `data` is reached through the
+/// working directory, and rename/link do not follow a link at the target. HOW: `replace`
+/// renames over the target (`mv -f -T`); `exclusive` hard-links (`ln -T` fails if the
+/// target exists); `create` hard-links and accepts a target that appeared meanwhile.
 const FINALIZE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
-s=$1 t=$2 m=$3 o=$4 how=$5 rc=0
+s=$1 t=$2 m=$3 o=$4 how=$5 n=$6 rc=0
 if cd -P -- "$s" && [ -O . ] && [ -f data ] && [ ! -L data ]; then
-  { [ -z "$o" ] || chown -- "$o" data; } && chmod -- "$m" data && case $how in
+  truncate -s "$n" data && { [ -z "$o" ] || chown -- "$o" data; } && chmod -- "$m" data && case $how in
     replace) mv -f -T -- data "$t" ;;
     exclusive) ln -T -- data "$t" ;;
     *) ln -T -- data "$t" 2>/dev/null || [ -e "$t" ] || [ -L "$t" ] || ln -T -- data "$t" ;;
@@ -82,11 +98,13 @@ pub enum Place {
     Create,
 }
 
-/// A private staging directory (`DIR/.atp-<uuid>`, root-owned 0700) next to a target.
+/// A private staging directory (`DIR/.atp-<uuid>`, the agent's own, 0700) next to a
+/// target, holding `data` (0600) with a nonce only the daemon knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {
     /// The directory.
     pub dir: String,
+    nonce: Vec<u8>,
 }
 
 impl Stage {
@@ -183,31 +201,72 @@ impl AgentClient {
         })
     }
 
-    /// Creates a private staging directory in `dir` (`mkdir -m 0700`: the agent's own
-    /// and closed to everyone else from its first moment). One exec.
+    /// Creates a private staging directory in `dir` with `data` in it (see [`Stage`]).
+    /// One exec.
     pub async fn stage_create(&self, dir: &str) -> Result<Stage, QgaError> {
-        let stage = Stage {
-            dir: format!(
-                "{}/{STAGE_PREFIX}{}",
-                dir.trim_end_matches('/'),
-                uuid::Uuid::new_v4().simple()
-            ),
-        };
-        self.path_helper("mkdir", "/bin/mkdir", &["-m", "0700", "--", &stage.dir])
+        let path = format!(
+            "{}/{STAGE_PREFIX}{}",
+            dir.trim_end_matches('/'),
+            uuid::Uuid::new_v4().simple()
+        );
+        let r = self
+            .path_helper("atp-stage", "/bin/sh", &["-c", STAGE, "atp-stage", &path])
             .await?;
-        Ok(stage)
+        if r.stdout.len() != NONCE_LEN {
+            return Err(QgaError::Agent {
+                command: "atp-stage".into(),
+                class: "InvalidReply".into(),
+                desc: format!("unexpected nonce of {} bytes", r.stdout.len()),
+            });
+        }
+        Ok(Stage {
+            dir: path,
+            nonce: r.stdout,
+        })
     }
 
-    /// Sets `owner` (`uid:gid`) and `mode` on the staged file, puts it at `target` as
-    /// `how` says, and removes the staging directory (also when a step fails). One exec.
+    /// Opens the staged `data` for writing (`r+`: never created, never truncated by the
+    /// open) and proves it is the staged file by reading the nonce back; positioned at
+    /// the start. `None` when the file opened is another one (the staging directory was
+    /// swapped by someone able to write to its parent): the handle is closed and nothing
+    /// was written.
+    pub async fn stage_open(&self, stage: &Stage) -> Result<Option<OpenFile>, QgaError> {
+        let file = self.open(&stage.data(), "r+").await?;
+        let check = async {
+            let got = self.file_read(file.handle(), Some(NONCE_LEN)).await?;
+            let ok = got.data().is_ok_and(|d| d == stage.nonce);
+            if ok {
+                self.file_seek(file.handle(), 0, Whence::Set).await?;
+            }
+            Ok::<_, QgaError>(ok)
+        }
+        .await;
+        match check {
+            Ok(true) => Ok(Some(file)),
+            Ok(false) => {
+                file.close().await?;
+                Ok(None)
+            }
+            Err(e) => {
+                let _ = file.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Cuts the staged file to `size`, sets `owner` (`uid:gid`) and `mode` on it, puts it
+    /// at `target` as `how` says, and removes the staging directory (also when a step
+    /// fails). One exec.
     pub async fn stage_finish(
         &self,
         stage: &Stage,
         target: &str,
+        size: u64,
         mode: u32,
         owner: Option<(u32, u32)>,
         how: Place,
     ) -> Result<(), QgaError> {
+        let size = size.to_string();
         let mode = format!("{mode:o}");
         let owner = owner.map_or_else(String::new, |(u, g)| format!("{u}:{g}"));
         let how = match how {
@@ -227,6 +286,7 @@ impl AgentClient {
                 &mode,
                 &owner,
                 how,
+                &size,
             ],
         )
         .await

@@ -3,8 +3,9 @@
 //!
 //! - atomic (the default for CREATE, TRUNCATE, EXCLUSIVE): the data goes to `data` in a
 //!   private staging directory (`mkdir -m 0700`, the agent's own) made in the target's
-//!   resolved directory; one helper then sets owner and mode there and renames it over
-//!   the target (EXCLUSIVE: hard-links, which fails if the target exists);
+//!   resolved directory, through a handle proven to be that file (a nonce); one helper
+//!   then sets owner and mode there and renames it over the target (EXCLUSIVE:
+//!   hard-links, which fails if the target exists);
 //! - in place (APPEND, `atomic = false`): a missing target is first created empty in a
 //!   staging directory with its final mode and hard-linked into place; an existing one
 //!   keeps its mode and owner.
@@ -173,13 +174,12 @@ async fn atomic(
         .await
         .map_err(|e| job.map(e))?;
     let res = async {
-        let data = stage.data();
-        let file = c.open(&data, "w").await.map_err(|e| job.map(e))?;
-        // The staging directory must be where the resolved directory is now.
-        if let Err(st) = resolve::recheck(job.s, &job.header.domain, c, &data).await {
-            let _ = file.close().await;
-            return Err(st);
-        }
+        let Some(file) = c.stage_open(&stage).await.map_err(|e| job.map(e))? else {
+            return Err(Status::aborted(format!(
+                "the staging directory {} was replaced by someone else; nothing was written",
+                stage.dir
+            )));
+        };
         let resp = job.receive_into(file, stream, true).await?;
         let mode = job
             .header
@@ -192,7 +192,7 @@ async fn atomic(
             Place::Replace
         };
         let owner = target.existing.map(|e| (e.uid, e.gid));
-        c.stage_finish(&stage, &target.path, mode, owner, how)
+        c.stage_finish(&stage, &target.path, resp.bytes_written, mode, owner, how)
             .await
             .map_err(|e| job.map(e))?;
         Ok(resp)
@@ -220,19 +220,13 @@ async fn in_place(
             .await
             .map_err(|e| job.map(e))?;
         let made = async {
-            c.open(&stage.data(), "w")
-                .await
-                .map_err(|e| job.map(e))?
-                .close()
-                .await
-                .map_err(|e| job.map(e))?;
             let mode = job.header.permissions.unwrap_or(job.s.shared.new_file_mode);
             let how = if job.mode == pb::WriteMode::Exclusive {
                 Place::Exclusive
             } else {
                 Place::Create
             };
-            c.stage_finish(&stage, &target.path, mode, None, how)
+            c.stage_finish(&stage, &target.path, 0, mode, None, how)
                 .await
                 .map_err(|e| job.map(e))
         }
