@@ -1,0 +1,451 @@
+//! Issue 11, files and symlinks, attacked as an attacker would: a real `atp serve` with
+//! the shipped policies in front of a real host agent (qemu-ga as root on the host), an
+//! unprivileged process (uid 65534 via setpriv) racing on files in directories this test
+//! creates, and one write into the busybox TCG guest. Only files inside this test's temp
+//! directories are touched; only processes this test starts are signalled.
+#![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
+
+mod common;
+
+use std::{
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use ocloudview_atp::{
+    pb::{
+        ReadFileRequest, WriteFileHeader, WriteFileRequest, WriteMode,
+        guest_agent_client::GuestAgentClient, write_file_request::Msg,
+    },
+    testbed::HostAgent,
+};
+use sha2::{Digest, Sha256};
+use tonic::{Code, Request, Status, service::interceptor::InterceptedService, transport::Channel};
+
+type Client = GuestAgentClient<InterceptedService<Channel, Token>>;
+
+#[derive(Clone)]
+struct Token(&'static str);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.0).parse().unwrap(),
+        );
+        Ok(req)
+    }
+}
+
+fn token_entry(token: &str, identity: &str, roles: &[&str]) -> String {
+    let hex: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("[[server.tokens]]\nsha256 = \"{hex}\"\nidentity = \"{identity}\"\nroles = {roles:?}\n")
+}
+
+/// The agent, a daemon with the shipped policies, and this test's directories:
+/// `read/` (read_paths), `drop/` (write_paths), `outside/` (neither); all 0755.
+struct Bed {
+    _agent: HostAgent,
+    d: common::Daemon,
+    root: tempfile::TempDir,
+    audit: PathBuf,
+}
+
+impl Bed {
+    async fn start() -> Bed {
+        let agent = HostAgent::start().unwrap();
+        let root = tempfile::Builder::new()
+            .prefix("atp-secfiles.")
+            .tempdir()
+            .unwrap();
+        for sub in ["", "read", "drop", "outside"] {
+            let p = root.path().join(sub);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let audit = root.path().join("audit.jsonl");
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let config = format!(
+            "{}{}{}\n[policy]\ndir = \"{}\"\ndefault = \"deny\"\n[policy.settings]\nread_paths = [\"{r}/read/\"]\nwrite_paths = [\"{r}/drop/\"]\n\n[audit]\npath = \"{}\"\n\n[[guests]]\nname = \"host\"\nsocket = \"{}\"\n",
+            token_entry("admin-token", "bob", &["admin"]),
+            token_entry("ops-token", "alice", &["ops"]),
+            token_entry("dev-token", "carol", &[]),
+            policies.display(),
+            audit.display(),
+            agent.socket().display(),
+            r = root.path().display(),
+        );
+        let d = common::Daemon::start(&[], &config).await;
+        Bed {
+            _agent: agent,
+            d,
+            root,
+            audit,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    async fn client(&self, token: &'static str) -> Client {
+        GuestAgentClient::with_interceptor(common::grpc_channel(&self.d.socket).await, Token(token))
+    }
+}
+
+fn header(path: &Path, mode: WriteMode, permissions: Option<u32>) -> WriteFileHeader {
+    WriteFileHeader {
+        domain: "host".into(),
+        path: path.display().to_string(),
+        mode: mode as i32,
+        permissions,
+        ..Default::default()
+    }
+}
+
+async fn upload(c: &mut Client, h: WriteFileHeader, data: &[u8]) -> Result<u64, Status> {
+    let mut msgs = vec![WriteFileRequest {
+        msg: Some(Msg::Header(h)),
+    }];
+    msgs.extend(data.chunks(64 << 10).map(|ch| WriteFileRequest {
+        msg: Some(Msg::Data(ch.to_vec())),
+    }));
+    c.write_file(tokio_stream::iter(msgs))
+        .await
+        .map(|r| r.into_inner().bytes_written)
+}
+
+async fn read(c: &mut Client, path: &Path) -> Result<Vec<u8>, Status> {
+    let mut s = c
+        .read_file(ReadFileRequest {
+            domain: "host".into(),
+            path: path.display().to_string(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(ch) = s.message().await? {
+        out.extend(ch.data);
+        if ch.eof {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// (mode & 0o7777, uid, gid)
+fn meta(p: &Path) -> (u32, u32, u32) {
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.mode() & 0o7777, m.uid(), m.gid())
+}
+
+fn file(p: &Path, content: &str, mode: u32, owner: Option<u32>) {
+    std::fs::write(p, content).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    if let Some(id) = owner {
+        std::os::unix::fs::chown(p, Some(id), Some(id)).unwrap();
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 4096) as u8).collect()
+}
+
+/// `sh -c SCRIPT attacker ARGS...` as uid/gid 65534 with no groups, stdout to `log`.
+fn attacker(script: &str, args: &[&Path], log: &Path) -> Child {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "attacker",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Stops an attacker through its stop file (bounded), then by its own pid.
+fn stop(mut child: Child, stop_file: &Path) {
+    std::fs::write(stop_file, "").unwrap();
+    for _ in 0..100 {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn created_and_replaced_files_get_safe_modes_and_keep_their_owner() {
+    let bed = Bed::start().await;
+    let mut admin = bed.client("admin-token").await;
+
+    // A new file without `permissions`: [files] new_file_mode (0644), not qemu-ga's 0666.
+    let new = bed.path("drop/new.txt");
+    upload(
+        &mut admin,
+        header(&new, WriteMode::Create, None),
+        b"hello\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&new).unwrap(), b"hello\n");
+    assert_eq!(meta(&new), (0o644, 0, 0));
+
+    // Atomic replace keeps the replaced file's mode and owner.
+    let keep = bed.path("drop/keep.conf");
+    file(&keep, "old\n", 0o640, Some(65534));
+    upload(&mut admin, header(&keep, WriteMode::Create, None), b"new\n")
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&keep).unwrap(), b"new\n");
+    assert_eq!(meta(&keep), (0o640, 65534, 65534));
+    // TRUNCATE too, and short content replaces longer content exactly.
+    upload(&mut admin, header(&keep, WriteMode::Truncate, None), b"x")
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&keep).unwrap(), b"x");
+    assert_eq!(meta(&keep), (0o640, 65534, 65534));
+
+    // `permissions` is honoured, for new and replaced files (the owner is still kept).
+    let script = bed.path("drop/run.sh");
+    upload(
+        &mut admin,
+        header(&script, WriteMode::Exclusive, Some(0o750)),
+        b"#!/bin/sh\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(meta(&script), (0o750, 0, 0));
+    upload(
+        &mut admin,
+        header(&keep, WriteMode::Create, Some(0o600)),
+        b"y\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(meta(&keep), (0o600, 65534, 65534));
+
+    // APPEND creating a file: the default mode; appending keeps mode and owner.
+    let log = bed.path("drop/app.log");
+    upload(&mut admin, header(&log, WriteMode::Append, None), b"one\n")
+        .await
+        .unwrap();
+    assert_eq!(meta(&log), (0o644, 0, 0));
+    let theirs = bed.path("drop/theirs.log");
+    file(&theirs, "a\n", 0o620, Some(65534));
+    upload(
+        &mut admin,
+        header(&theirs, WriteMode::Append, Some(0o777)),
+        b"b\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"a\nb\n");
+    assert_eq!(meta(&theirs), (0o620, 65534, 65534));
+    // In place (atomic = false) over an existing file: mode and owner stay.
+    let mut h = header(&theirs, WriteMode::Create, None);
+    h.atomic = Some(false);
+    upload(&mut admin, h, b"c\n").await.unwrap();
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"c\n");
+    assert_eq!(meta(&theirs), (0o620, 65534, 65534));
+
+    // `atp cp` sends the local file's mode, like scp; --chmod wins.
+    let local = bed.path("local.sh");
+    file(&local, "#!/bin/sh\necho hi\n", 0o750, None);
+    let cp = |dst: &Path, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_atp"))
+            .arg("--server")
+            .arg(format!("unix://{}", bed.d.socket.display()))
+            .args(["--token", "admin-token", "cp", "-q"])
+            .args(extra)
+            .arg(&local)
+            .arg(format!("host:{}", dst.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let copied = bed.path("drop/copied.sh");
+    cp(&copied, &[]);
+    assert_eq!(meta(&copied), (0o750, 0, 0));
+    let chmodded = bed.path("drop/chmodded.sh");
+    cp(&chmodded, &["--chmod", "0700"]);
+    assert_eq!(meta(&chmodded), (0o700, 0, 0));
+
+    // No staging directory is left behind.
+    let left: Vec<_> = std::fs::read_dir(bed.path("drop"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".atp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Opens every `.atp-*` entry (and anything inside one) for writing, as fast as it can,
+/// and appends a line through any handle it gets.
+const GRAB: &str = r#"d=$1; stop=$2
+while [ ! -e "$stop" ]; do
+  for f in "$d"/.atp-* "$d"/.atp-*/*; do
+    [ -e "$f" ] || continue
+    echo "SAW $f"
+    if { echo attacker-line >>"$f"; } 2>/dev/null; then echo "GOT $f"; fi
+  done
+done"#;
+
+#[tokio::test]
+async fn an_unprivileged_user_never_gets_a_writable_handle_on_an_upload() {
+    let bed = Bed::start().await;
+    let mut admin = bed.client("admin-token").await;
+    // A directory like /tmp (1777) holding a root-owned 0600 file.
+    let shared = bed.path("drop/shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let target = shared.join("authorized_keys");
+    file(&target, "ssh-ed25519 AAAA root\n", 0o600, None);
+
+    let log = bed.path("grab.log");
+    let stop_file = bed.path("grab.stop");
+    let grab = attacker(GRAB, &[&shared, &stop_file], &log);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let data = pattern(24 << 20);
+    for _ in 0..2 {
+        upload(
+            &mut admin,
+            header(&target, WriteMode::Create, Some(0o600)),
+            &data,
+        )
+        .await
+        .unwrap();
+    }
+    stop(grab, &stop_file);
+
+    let seen = std::fs::read_to_string(&log).unwrap();
+    let got: Vec<_> = seen.lines().filter(|l| l.starts_with("GOT")).collect();
+    assert!(got.is_empty(), "the attacker wrote into an upload: {got:?}");
+    assert!(
+        seen.lines().any(|l| l.starts_with("SAW")),
+        "the attacker never saw the upload's staging entry, so the race was not run"
+    );
+    assert!(
+        std::fs::read(&target).unwrap() == data,
+        "final bytes differ"
+    );
+    assert_eq!(meta(&target), (0o600, 0, 0));
+}
+
+/// In a directory it owns, replaces every staging entry (file or directory) by a symbolic
+/// link, or a directory holding one, to the victim.
+const SWAP: &str = r#"d=$1; stop=$2; victim=$3
+while [ ! -e "$stop" ]; do
+  for f in "$d"/.atp-*; do
+    case $f in *.old) continue ;; esac
+    [ -e "$f.old" ] && continue
+    if [ -d "$f" ] && [ ! -L "$f" ]; then
+      mv "$f" "$f.old" 2>/dev/null && mkdir "$f" && ln -s "$victim" "$f/data" && echo "SWAPPED $f"
+    elif [ -f "$f" ] && [ ! -L "$f" ]; then
+      mv "$f" "$f.old" 2>/dev/null && ln -s "$victim" "$f" && echo "SWAPPED $f"
+    fi
+  done
+done"#;
+
+#[tokio::test]
+async fn symlinks_are_decided_on_where_they_lead() {
+    let bed = Bed::start().await;
+    let mut dev = bed.client("dev-token").await;
+    let mut ops = bed.client("ops-token").await;
+    let secret = bed.path("outside/secret");
+    file(&secret, "top secret\n", 0o600, None);
+
+    // A link under an allowed read prefix to a root 0600 file outside it.
+    let link = bed.path("read/link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let st = read(&mut dev, &link).await.unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    assert!(
+        st.message().contains(&secret.display().to_string()),
+        "names the resolved path: {}",
+        st.message()
+    );
+    // A link that stays inside is read as before.
+    let real = bed.path("read/real.txt");
+    file(&real, "public\n", 0o644, None);
+    let inside = bed.path("read/inside");
+    std::os::unix::fs::symlink("real.txt", &inside).unwrap();
+    assert_eq!(read(&mut dev, &inside).await.unwrap(), b"public\n");
+
+    // The second decision is its own audit record, with the requested path.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&bed.audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let second = records
+        .iter()
+        .find(|r| {
+            r["kind"] == "decision"
+                && r["summary"]["file"]["requested"] == link.display().to_string()
+                && r["summary"]["file"]["path"] == secret.display().to_string()
+        })
+        .expect("a decision record on the resolved path");
+    assert_eq!(second["decision"], "deny");
+
+    // APPEND through a link under write_paths to a file outside them.
+    let target = bed.path("outside/target");
+    file(&target, "orig\n", 0o644, None);
+    let applink = bed.path("drop/applink");
+    std::os::unix::fs::symlink(&target, &applink).unwrap();
+    for mode in [WriteMode::Append, WriteMode::Create] {
+        let st = upload(&mut ops, header(&applink, mode, None), b"evil\n")
+            .await
+            .unwrap_err();
+        assert_eq!(st.code(), Code::PermissionDenied, "{mode:?}: {st:?}");
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"orig\n");
+
+    // A directory another user owns, under write_paths: that user swaps a symbolic link
+    // (or a directory holding one) to a root 0600 file in for the staging entry.
+    let theirs = bed.path("drop/theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let victim = bed.path("outside/victim");
+    file(&victim, "victim\n", 0o600, None);
+    let log = bed.path("swap.log");
+    let stop_file = bed.path("swap.stop");
+    let swap = attacker(SWAP, &[&theirs, &stop_file, &victim], &log);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let data = pattern(16 << 20);
+    let dest = theirs.join("conf");
+    for _ in 0..2 {
+        // Refused or not (depending on when the swap lands), the victim is untouched.
+        let _ = upload(
+            &mut ops,
+            header(&dest, WriteMode::Create, Some(0o644)),
+            &data,
+        )
+        .await;
+    }
+    stop(swap, &stop_file);
+    let swapped = std::fs::read_to_string(&log).unwrap();
+    assert!(swapped.contains("SWAPPED"), "the swap never ran: {swapped}");
+    assert_eq!(meta(&victim), (0o600, 0, 0), "the victim's mode changed");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"victim\n");
+}
