@@ -460,3 +460,80 @@ async fn a_link_swapped_in_for_the_staged_file_changes_no_other_file() {
     assert_eq!(meta(&victim), (0o600, 0, 0), "the victim's mode changed");
     assert_eq!(std::fs::read(&victim).unwrap(), b"victim\n");
 }
+
+/// Runs `script` in the guest through the daemon; its stdout.
+async fn guest_sh(c: &mut GuestAgentClient<Channel>, domain: &str, script: &str) -> String {
+    let o = common::drain_exec(
+        c.exec(common::sh_request(domain, script))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    let exit = o.exited.unwrap();
+    assert_eq!(
+        exit.exit_code,
+        Some(0),
+        "{script}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The busybox guest runs every helper (readlink -f, stat -c, mkdir -m, head/od/tr,
+/// truncate, chown, chmod, mv -T, ln -T, rm -rf): an atomic replace keeps mode and
+/// owner, a new file gets 0644, and a link is written through to where it leads.
+#[tokio::test]
+async fn tcg_guest_replace_and_create_with_the_busybox_helpers() {
+    common::init_logging();
+    let image = common::image().await;
+    let guest = ocloudview_atp::testbed::QemuGuest::boot(&image, Default::default())
+        .await
+        .unwrap();
+    let d = common::Daemon::start(
+        &[],
+        &format!(
+            "[[guests]]\nname = \"tcg\"\nsocket = \"{}\"\n",
+            guest.agent_socket().display()
+        ),
+    )
+    .await;
+    let mut c = d.client().await;
+    guest_sh(
+        &mut c,
+        "tcg",
+        "mkdir -p /data/s && echo old >/data/s/conf && chown 65534:65534 /data/s/conf && chmod 640 /data/s/conf && ln -s conf /data/s/link",
+    )
+    .await;
+    let write = |path: &str, mode: WriteMode, data: &[u8]| {
+        let mut c = c.clone();
+        let msgs = vec![
+            WriteFileRequest {
+                msg: Some(Msg::Header(WriteFileHeader {
+                    domain: "tcg".into(),
+                    path: path.into(),
+                    mode: mode as i32,
+                    ..Default::default()
+                })),
+            },
+            WriteFileRequest {
+                msg: Some(Msg::Data(data.to_vec())),
+            },
+        ];
+        async move { c.write_file(tokio_stream::iter(msgs)).await.unwrap() }
+    };
+    write("/data/s/conf", WriteMode::Create, b"replaced\n").await;
+    write("/data/s/new", WriteMode::Create, b"fresh\n").await;
+    // APPEND through the link: the file it leads to grows, the link stays a link.
+    write("/data/s/link", WriteMode::Append, b"more\n").await;
+    let out = guest_sh(
+        &mut c,
+        "tcg",
+        "cd /data/s && stat -c '%n %a %u %g' conf new && cat conf && readlink link && ls -a",
+    )
+    .await;
+    assert_eq!(
+        out, "conf 640 65534 65534\nnew 644 0 0\nreplaced\nmore\nconf\n.\n..\nconf\nlink\nnew\n",
+        "guest state"
+    );
+}
