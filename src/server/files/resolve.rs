@@ -9,10 +9,22 @@ use super::super::{gate::Call, service::GuestAgentService};
 use crate::{
     policy::request::FileInfo,
     qga::{
-        AgentClient,
+        AgentClient, QgaError,
         guestpath::{Existing, Resolved},
     },
 };
+
+/// The status of a failed guest helper: by its errno text like any agent error
+/// (`No such file or directory` → NOT_FOUND, `File exists` → ALREADY_EXISTS, ...), and
+/// FAILED_PRECONDITION where the text says nothing more precise.
+pub(super) fn helper_status(s: &GuestAgentService, domain: &str, e: QgaError) -> Status {
+    let st = s.agent_error(domain, e);
+    if st.code() == tonic::Code::Unknown {
+        Status::failed_precondition(st.message())
+    } else {
+        st
+    }
+}
 
 /// Whether `path` is resolved in the guest: POSIX paths on guests not known to run
 /// Windows. Windows guests get no resolution (documented in docs/api.md).
@@ -32,7 +44,7 @@ pub(super) async fn decide_resolved(
     let resolved = client
         .resolve_path(&info.path)
         .await
-        .map_err(|e| s.agent_error(&call.domain, e))?;
+        .map_err(|e| helper_status(s, &call.domain, e))?;
     if resolved.path != info.path {
         info.requested = std::mem::replace(&mut info.path, resolved.path.clone());
         call.redecide_file(info).await?;
@@ -51,7 +63,7 @@ pub(super) async fn recheck(
     let now = client
         .resolve_path(path)
         .await
-        .map_err(|e| s.agent_error(domain, e))?;
+        .map_err(|e| helper_status(s, domain, e))?;
     if now.path != path {
         return Err(Status::aborted(format!(
             "{path} changed while it was being opened (it now leads to {}); refused",

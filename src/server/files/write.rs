@@ -43,6 +43,11 @@ impl Job<'_> {
         self.s.agent_error(&self.header.domain, e)
     }
 
+    /// For the staging helpers (see [`resolve::helper_status`]).
+    fn helper(&self, e: QgaError) -> Status {
+        resolve::helper_status(self.s, &self.header.domain, e)
+    }
+
     async fn receive_into(
         &self,
         file: crate::qga::OpenFile,
@@ -172,7 +177,7 @@ async fn atomic(
     let stage = c
         .stage_create(parent(&target.path))
         .await
-        .map_err(|e| job.map(e))?;
+        .map_err(|e| job.helper(e))?;
     let res = async {
         let Some(file) = c.stage_open(&stage).await.map_err(|e| job.map(e))? else {
             return Err(Status::aborted(format!(
@@ -194,7 +199,7 @@ async fn atomic(
         let owner = target.existing.map(|e| (e.uid, e.gid));
         c.stage_finish(&stage, &target.path, resp.bytes_written, mode, owner, how)
             .await
-            .map_err(|e| job.map(e))?;
+            .map_err(|e| job.helper(e))?;
         Ok(resp)
     }
     .await;
@@ -218,7 +223,7 @@ async fn in_place(
         let stage = c
             .stage_create(parent(&target.path))
             .await
-            .map_err(|e| job.map(e))?;
+            .map_err(|e| job.helper(e))?;
         let made = async {
             let mode = job.header.permissions.unwrap_or(job.s.shared.new_file_mode);
             let how = if job.mode == pb::WriteMode::Exclusive {
@@ -228,7 +233,7 @@ async fn in_place(
             };
             c.stage_finish(&stage, &target.path, 0, mode, None, how)
                 .await
-                .map_err(|e| job.map(e))
+                .map_err(|e| job.helper(e))
         }
         .await;
         if made.is_err() {
