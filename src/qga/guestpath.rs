@@ -22,13 +22,15 @@ pub const STAGE_PREFIX: &str = ".atp-";
 /// Length of the staged file's nonce (16 random bytes in hex).
 const NONCE_LEN: usize = 32;
 
-/// First line: `MODE_HEX UID GID` of the resolved path (`stat -c`, not following a last
+/// A trailing `/` of the request is kept (it says "a directory"). First line:
+/// `MODE_HEX UID GID` of the resolved path (`stat -c`, not following a last
 /// symbolic link: there is none left after `readlink -f`) or `-` when nothing is there;
 /// then the resolved path, byte for byte (a name may end in a newline: the `x` keeps
 /// command substitution from eating it).
 const RESOLVE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
 r=$(readlink -f -- "$1" && echo x) || { echo "cannot resolve $1: No such file or directory (a directory on the path is missing, or symbolic links loop)" >&2; exit 2; }
 r=${r%x}; r=${r%?}
+case $1 in */) [ "$r" = / ] || r=$r/ ;; esac
 if s=$(stat -c '%f %u %g' -- "$r" 2>/dev/null); then echo "$s"; else echo -; fi
 printf '%s' "$r""#;
 
