@@ -115,26 +115,22 @@ pub(crate) async fn write(
         .await
         .map_err(|e| s.agent_error(&header.domain, e))?;
     check_guest_path(&header.path, Some(&os)).map_err(Status::invalid_argument)?;
-    let posix = resolve::resolves(&client, &header.path).await;
+    // Decide on what is really opened (POSIX guests); the limits of a second decision
+    // tighten the first's.
+    let target = if resolve::resolves(&client, &header.path).await {
+        Some(resolve::decide_resolved(s, call, &client, info).await?)
+    } else {
+        None
+    };
     let job = Job {
         s,
         client,
         header,
         mode,
-        max_bytes: None,
-    };
-    if !posix {
-        let job = Job {
-            max_bytes: call.limits.max_bytes,
-            ..job
-        };
-        return windows(&job, &mut stream).await;
-    }
-    let target = resolve::decide_resolved(s, call, &job.client, info).await?;
-    // Limits as tightened by a second decision.
-    let job = Job {
         max_bytes: call.limits.max_bytes,
-        ..job
+    };
+    let Some(target) = target else {
+        return windows(&job, &mut stream).await;
     };
     match (mode, &target.existing) {
         (pb::WriteMode::Truncate, None) => {
@@ -224,18 +220,16 @@ async fn in_place(
             .stage_create(parent(&target.path))
             .await
             .map_err(|e| job.helper(e))?;
-        let made = async {
-            let mode = job.header.permissions.unwrap_or(job.s.shared.new_file_mode);
-            let how = if job.mode == pb::WriteMode::Exclusive {
-                Place::Exclusive
-            } else {
-                Place::Create
-            };
-            c.stage_finish(&stage, &target.path, 0, mode, None, how)
-                .await
-                .map_err(|e| job.helper(e))
-        }
-        .await;
+        let mode = job.header.permissions.unwrap_or(job.s.shared.new_file_mode);
+        let how = if job.mode == pb::WriteMode::Exclusive {
+            Place::Exclusive
+        } else {
+            Place::Create
+        };
+        let made = c
+            .stage_finish(&stage, &target.path, 0, mode, None, how)
+            .await
+            .map_err(|e| job.helper(e));
         if made.is_err() {
             let _ = c.stage_remove(&stage).await;
         }
