@@ -11,7 +11,7 @@ mod common;
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command, time::Duration};
 
-use bed::{Bed, attacker, file, header, meta, pattern, read, stop, upload};
+use bed::{Bed, attacker, file, header, meta, pattern, read, stop, upload, upload_paced};
 use ocloudview_atp::pb::{
     WriteFileHeader, WriteFileRequest, WriteMode, guest_agent_client::GuestAgentClient,
     write_file_request::Msg,
@@ -287,6 +287,56 @@ async fn a_link_swapped_in_for_the_staged_file_changes_no_other_file() {
     assert!(swapped.contains("SWAPPED"), "the swap never ran");
     assert_eq!(meta(&victim), (0o600, 0, 0), "the victim's mode changed");
     assert_eq!(std::fs::read(&victim).unwrap(), b"victim\n");
+}
+
+/// In a directory it owns, once an upload is under way, renames the staging directory
+/// away and puts a link to another directory of root's in its place.
+const LINK_DIR: &str = r#"d=$1; stop=$2; to=$3
+while [ ! -e "$stop" ]; do
+  for f in "$d"/.atp-*; do
+    case $f in *.old) continue ;; esac
+    [ -e "$f.old" ] && continue
+    if [ -d "$f" ] && [ ! -L "$f" ]; then
+      sleep 0.2
+      mv "$f" "$f.old" 2>/dev/null && ln -s "$to" "$f" && echo "SWAPPED $f"
+    fi
+  done
+done"#;
+
+#[tokio::test]
+async fn a_link_to_another_root_directory_swapped_in_mid_upload_is_not_entered() {
+    let bed = Bed::start().await;
+    let mut ops = bed.client("ops-token").await;
+    let theirs = bed.path("drop/theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    // Root's directory with a file named like the staged one.
+    let rootdir = bed.path("outside/rootdir");
+    std::fs::create_dir(&rootdir).unwrap();
+    std::fs::set_permissions(&rootdir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let precious = rootdir.join("data");
+    file(&precious, "precious\n", 0o600, None);
+    let log = bed.path("link.log");
+    let stop_file = bed.path("link.stop");
+    let swap = attacker(LINK_DIR, &[&theirs, &stop_file, &rootdir], &log);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let data = pattern(32 << 20);
+    let res = upload_paced(
+        &mut ops,
+        header(&theirs.join("conf"), WriteMode::Create, Some(0o644)),
+        &data,
+    )
+    .await;
+    eprintln!("upload while the owner links another directory in: {res:?}");
+    stop(swap, &stop_file);
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("SWAPPED"),
+        "the swap never ran"
+    );
+    assert_eq!(std::fs::read(&precious).unwrap(), b"precious\n");
+    assert_eq!(meta(&precious), (0o600, 0, 0));
+    let st = res.expect_err("the upload succeeded through a swapped staging directory");
+    assert_eq!(st.code(), Code::Aborted, "{st:?}");
 }
 
 /// Runs `script` in the guest through the daemon; its stdout.

@@ -5,9 +5,9 @@
 //! Every helper is one `guest-exec` of `/bin/sh -c SCRIPT NAME ARGS...`: paths travel as
 //! positional parameters, never spliced into the script. The scripts use only what
 //! busybox has (`readlink -f`, `stat -c`, `mkdir -m`, `head -c`, `od`, `tr`,
-//! `truncate -s`, `chown`, `chmod`, `ln -T`, `mv -T`, `rm -rf`). Failures come back as [`QgaError::Agent`] with the helper's
-//! stderr, whose errno text (`No such file or directory`, `File exists`, ...) says what
-//! kind of failure it was.
+//! `truncate -s`, `chown`, `chmod`, `ln -T`, `mv -T`, `rm -rf`). Failures come back as
+//! [`QgaError::Agent`] with the helper's stderr, whose errno text (`No such file or
+//! directory`, `File exists`, ...) says what kind of failure it was.
 
 use std::time::Duration;
 
@@ -18,6 +18,9 @@ pub const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Prefix of staging directory names (`.atp-` + 32 hex digits).
 pub const STAGE_PREFIX: &str = ".atp-";
+
+/// Exit code of the finalize helper when the staging path holds another directory.
+const NOT_OURS: i32 = 3;
 
 /// Length of the staged file's nonce (16 random bytes in hex).
 const NONCE_LEN: usize = 32;
@@ -36,17 +39,19 @@ printf '%s' "$r""#;
 
 /// `STAGE`: creates the staging directory (`mkdir -m 0700`: the agent's own and closed to
 /// everyone else from its first moment), enters it, checks it is the agent's own, and
-/// creates `data` there holding a random nonce, which it prints. The nonce proves that a
-/// handle opened later by path is this file: another user cannot read or write it.
+/// creates `data` and `id` there, both holding a random nonce, which it prints. Nobody
+/// else can read them, so the nonce proves that a handle opened later by path is this
+/// `data`, and that a directory entered later by path is this one.
 const STAGE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
 umask 077
 mkdir -m 0700 -- "$1" || exit 2
 if ! cd -P -- "$1" || ! [ -O . ]; then echo "staging directory $1: Operation not permitted (it is not the agent's own)" >&2; exit 3; fi
-head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >data && cat data && exit 0
+n=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n') && [ ${#n} = 32 ] && printf %s "$n" >data && printf %s "$n" >id && printf %s "$n" && exit 0
 cd / && rm -rf -- "$1"; exit 4"#;
 
-/// `STAGE TARGET MODE OWNER HOW SIZE`: enters the staging directory (and checks it is
-/// still the agent's own, not one swapped in), cuts `data` to SIZE (the nonce may
+/// `STAGE TARGET MODE OWNER HOW SIZE NONCE`: enters the staging directory (and checks
+/// by its `id` that it is this very directory, not one swapped in: a link to another
+/// directory of the agent's, or another upload's), cuts `data` to SIZE (the nonce may
 /// outlast a short upload), sets owner then mode on it (chown may clear set-id bits, so
 /// chmod comes last), puts it in place, and removes the directory whatever happened.
 /// Nothing here acts on a path another user can swap: `data` is reached through the
@@ -54,15 +59,15 @@ cd / && rm -rf -- "$1"; exit 4"#;
 /// renames over the target (`mv -f -T`); `exclusive` hard-links (`ln -T` fails if the
 /// target exists); `create` hard-links and accepts a target that appeared meanwhile.
 const FINALIZE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
-s=$1 t=$2 m=$3 o=$4 how=$5 n=$6 rc=0
-if cd -P -- "$s" && [ -O . ] && [ -f data ] && [ ! -L data ]; then
+s=$1 t=$2 m=$3 o=$4 how=$5 n=$6 id=$7 rc=0
+if cd -P -- "$s" && [ -O . ] && [ "$(cat id 2>/dev/null)" = "$id" ] && [ -f data ] && [ ! -L data ]; then
   truncate -s "$n" data && { [ -z "$o" ] || chown -- "$o" data; } && chmod -- "$m" data && case $how in
     replace) mv -f -T -- data "$t" ;;
     exclusive) ln -T -- data "$t" ;;
     *) ln -T -- data "$t" 2>/dev/null || [ -e "$t" ] || [ -L "$t" ] || ln -T -- data "$t" ;;
   esac || rc=$?
 else
-  echo "staging directory $s: Operation not permitted (it is not the agent's own)" >&2; rc=3
+  rc=3
 fi
 cd / && rm -rf -- "$s"
 exit $rc"#;
@@ -114,6 +119,10 @@ impl Stage {
     pub fn data(&self) -> String {
         format!("{}/data", self.dir)
     }
+
+    fn nonce_text(&self) -> String {
+        String::from_utf8_lossy(&self.nonce).into_owned()
+    }
 }
 
 /// The directory part of an absolute POSIX path (`/` for `/x`).
@@ -163,19 +172,27 @@ fn parse_resolve(out: &[u8]) -> Option<Resolved> {
 }
 
 impl AgentClient {
-    /// Runs one helper program, bounded by [`HELPER_TIMEOUT`]; a non-zero exit is an
-    /// error carrying its stderr.
+    /// Runs one helper program, bounded by [`HELPER_TIMEOUT`].
+    async fn run_bounded(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> Result<super::ExecResult, QgaError> {
+        tokio::time::timeout(HELPER_TIMEOUT, self.run_small(program, args))
+            .await
+            .map_err(|_| {
+                QgaError::Transport(crate::transport::TransportError::Timeout(HELPER_TIMEOUT))
+            })?
+    }
+
+    /// [`Self::run_bounded`], with a non-zero exit as an error carrying its stderr.
     async fn path_helper(
         &self,
         what: &str,
         program: &str,
         args: &[&str],
     ) -> Result<super::ExecResult, QgaError> {
-        let r = tokio::time::timeout(HELPER_TIMEOUT, self.run_small(program, args))
-            .await
-            .map_err(|_| {
-                QgaError::Transport(crate::transport::TransportError::Timeout(HELPER_TIMEOUT))
-            })??;
+        let r = self.run_bounded(program, args).await?;
         if r.success() {
             Ok(r)
         } else {
@@ -214,7 +231,7 @@ impl AgentClient {
         let r = self
             .path_helper("atp-stage", "/bin/sh", &["-c", STAGE, "atp-stage", &path])
             .await?;
-        if r.stdout.len() != NONCE_LEN {
+        if r.stdout.len() != NONCE_LEN || !r.stdout.iter().all(u8::is_ascii_hexdigit) {
             return Err(QgaError::Agent {
                 command: "atp-stage".into(),
                 class: "InvalidReply".into(),
@@ -258,7 +275,8 @@ impl AgentClient {
 
     /// Cuts the staged file to `size`, sets `owner` (`uid:gid`) and `mode` on it, puts it
     /// at `target` as `how` says, and removes the staging directory (also when a step
-    /// fails). One exec.
+    /// fails). One exec. `Ok(false)`: the directory found at the staging path is not this
+    /// stage (someone able to write to its parent replaced it); nothing was done.
     pub async fn stage_finish(
         &self,
         stage: &Stage,
@@ -267,7 +285,7 @@ impl AgentClient {
         mode: u32,
         owner: Option<(u32, u32)>,
         how: Place,
-    ) -> Result<(), QgaError> {
+    ) -> Result<bool, QgaError> {
         let size = size.to_string();
         let mode = format!("{mode:o}");
         let owner = owner.map_or_else(String::new, |(u, g)| format!("{u}:{g}"));
@@ -276,23 +294,28 @@ impl AgentClient {
             Place::Exclusive => "exclusive",
             Place::Create => "create",
         };
-        self.path_helper(
-            "atp-finalize",
-            "/bin/sh",
-            &[
-                "-c",
-                FINALIZE,
-                "atp-finalize",
-                &stage.dir,
-                target,
-                &mode,
-                &owner,
-                how,
-                &size,
-            ],
-        )
-        .await
-        .map(drop)
+        let r = self
+            .run_bounded(
+                "/bin/sh",
+                &[
+                    "-c",
+                    FINALIZE,
+                    "atp-finalize",
+                    &stage.dir,
+                    target,
+                    &mode,
+                    &owner,
+                    how,
+                    &size,
+                    &stage.nonce_text(),
+                ],
+            )
+            .await?;
+        match r.exit_code {
+            Some(0) => Ok(true),
+            Some(NOT_OURS) => Ok(false),
+            _ => Err(helper_failed("atp-finalize", &r)),
+        }
     }
 
     /// Removes a staging directory and what is in it (`rm -rf`, which removes a symbolic

@@ -117,6 +117,38 @@ pub async fn upload(c: &mut Client, h: WriteFileHeader, data: &[u8]) -> Result<u
         .map(|r| r.into_inner().bytes_written)
 }
 
+/// Like [`upload`], one 1 MiB message every 20 ms: an upload that is surely under way
+/// for a while.
+pub async fn upload_paced(c: &mut Client, h: WriteFileHeader, data: &[u8]) -> Result<u64, Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let chunks: Vec<Vec<u8>> = data.chunks(1 << 20).map(<[u8]>::to_vec).collect();
+    let feeder = tokio::spawn(async move {
+        let _ = tx
+            .send(WriteFileRequest {
+                msg: Some(Msg::Header(h)),
+            })
+            .await;
+        for ch in chunks {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if tx
+                .send(WriteFileRequest {
+                    msg: Some(Msg::Data(ch)),
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let res = c
+        .write_file(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map(|r| r.into_inner().bytes_written);
+    feeder.abort();
+    res
+}
+
 pub async fn read(c: &mut Client, path: &Path) -> Result<Vec<u8>, Status> {
     let mut s = c
         .read_file(ReadFileRequest {

@@ -176,10 +176,7 @@ async fn atomic(
         .map_err(|e| job.helper(e))?;
     let res = async {
         let Some(file) = c.stage_open(&stage).await.map_err(|e| job.map(e))? else {
-            return Err(Status::aborted(format!(
-                "the staging directory {} was replaced by someone else; nothing was written",
-                stage.dir
-            )));
+            return Err(replaced(&stage.dir));
         };
         let resp = job.receive_into(file, stream, true).await?;
         let mode = job
@@ -193,9 +190,13 @@ async fn atomic(
             Place::Replace
         };
         let owner = target.existing.map(|e| (e.uid, e.gid));
-        c.stage_finish(&stage, &target.path, resp.bytes_written, mode, owner, how)
+        let placed = c
+            .stage_finish(&stage, &target.path, resp.bytes_written, mode, owner, how)
             .await
             .map_err(|e| job.helper(e))?;
+        if !placed {
+            return Err(replaced(&stage.dir));
+        }
         Ok(resp)
     }
     .await;
@@ -226,10 +227,14 @@ async fn in_place(
         } else {
             Place::Create
         };
-        let made = c
+        let made = match c
             .stage_finish(&stage, &target.path, 0, mode, None, how)
             .await
-            .map_err(|e| job.helper(e));
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(replaced(&stage.dir)),
+            Err(e) => Err(job.helper(e)),
+        };
         if made.is_err() {
             let _ = c.stage_remove(&stage).await;
         }
@@ -279,6 +284,13 @@ async fn windows(
         .await
         .map_err(|e| job.map(e))?;
     job.receive_into(file, stream, false).await
+}
+
+/// ABORTED: a staging directory was replaced by someone able to write to its parent.
+fn replaced(stage: &str) -> Status {
+    Status::aborted(format!(
+        "the staging directory {stage} was replaced by someone else; the target was not touched"
+    ))
 }
 
 fn hex(b: &[u8]) -> String {
