@@ -13,8 +13,8 @@ use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command, time:
 
 use bed::{Bed, attacker, file, header, meta, pattern, read, stop, upload, upload_paced};
 use ocloudview_atp::pb::{
-    WriteFileHeader, WriteFileRequest, WriteMode, guest_agent_client::GuestAgentClient,
-    write_file_request::Msg,
+    ReadFileRequest, WriteFileHeader, WriteFileRequest, WriteMode,
+    guest_agent_client::GuestAgentClient, write_file_request::Msg,
 };
 use tonic::{Code, transport::Channel};
 
@@ -183,6 +183,62 @@ async fn an_unprivileged_user_never_gets_a_writable_handle_on_an_upload() {
         "final bytes differ"
     );
     assert_eq!(meta(&target), (0o600, 0, 0));
+}
+
+/// In a directory it owns, swaps `dir` between a real directory (kept as `real` between
+/// turns) and a link to `to`, with atomic renames, as fast as it can (python:
+/// microseconds per step, not a fork).
+const FLIP: &str = r#"exec python3 -c '
+import os, sys
+d, stop, to = sys.argv[1:4]
+real, name, tmp = (os.path.join(d, n) for n in ("real", "dir", ".t"))
+while not os.path.exists(stop):
+    os.rename(real, name)
+    os.rename(name, real)
+    os.symlink(to, tmp)
+    os.rename(tmp, name)
+    os.unlink(name)
+' "$@""#;
+
+#[tokio::test]
+async fn a_directory_swapped_for_a_link_during_a_read_never_yields_the_other_file() {
+    let bed = Bed::start().await;
+    let mut dev = bed.client("dev-token").await;
+    // outside/sdir/public.txt: root's 0600 file, under the name the reader asks for.
+    let sdir = bed.path("outside/sdir");
+    std::fs::create_dir(&sdir).unwrap();
+    file(&sdir.join("public.txt"), "top secret\n", 0o600, None);
+    // read/flip/ belongs to uid 65534, who swaps read/flip/dir.
+    let flip = bed.path("read/flip");
+    std::fs::create_dir_all(flip.join("real")).unwrap();
+    file(&flip.join("real/public.txt"), "public\n", 0o644, None);
+    for p in [flip.clone(), flip.join("real")] {
+        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+    }
+    let log = bed.path("flip.log");
+    let stop_file = bed.path("flip.stop");
+    let flipper = attacker(FLIP, &[&flip, &stop_file, &sdir], &log);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for _ in 0..300 {
+        let key = match read(&mut dev, &flip.join("dir/public.txt")).await {
+            Ok(data) => {
+                assert_eq!(
+                    data, b"public\n",
+                    "a read through the swapped directory got root's file"
+                );
+                "OK".to_owned()
+            }
+            Err(st) => format!("{:?}", st.code()),
+        };
+        *outcomes.entry(key).or_insert(0) += 1;
+    }
+    stop(flipper, &stop_file);
+    eprintln!("reads while the directory is swapped: {outcomes:?}");
+    assert!(
+        outcomes.contains_key("PermissionDenied"),
+        "the swap never ran: {outcomes:?}"
+    );
 }
 
 /// In a directory it owns, replaces every staging entry (file or directory) by a symbolic
@@ -414,4 +470,22 @@ async fn tcg_guest_replace_and_create_with_the_busybox_helpers() {
         out, "conf 640 65534 65534\nnew 644 0 0\nreplaced\nmore\nconf\n.\n..\nconf\nlink\nnew\n",
         "guest state"
     );
+    // ReadFile through the link: resolved, opened, and the handle proven (/proc/PID/fd).
+    let mut s = c
+        .read_file(ReadFileRequest {
+            domain: "tcg".into(),
+            path: "/data/s/link".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(ch) = s.message().await.unwrap() {
+        got.extend(ch.data);
+        if ch.eof {
+            break;
+        }
+    }
+    assert_eq!(got, b"replaced\nmore\n");
 }

@@ -72,6 +72,23 @@ fi
 cd / && rm -rf -- "$s"
 exit $rc"#;
 
+/// `MARK PATH`, run by the agent (its parent): finds the agent's descriptor positioned at
+/// MARK (the handle just opened, moved there by the daemon) and compares where the kernel
+/// says it is open (`/proc/PID/fd/N`: the file's own location, whatever links led there)
+/// with PATH. Exit 0: the same; 3: another file; 4: no descriptor at MARK.
+const SAME_FILE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
+for f in /proc/$PPID/fdinfo/*; do
+  fd=${f##*/} hit=
+  { while read -r k v; do [ "$k" = pos: ] && [ "$v" = "$1" ] && hit=1; done <"$f"; } 2>/dev/null
+  [ -n "$hit" ] || continue
+  got=$(readlink "/proc/$PPID/fd/$fd" && echo x) || exit 2
+  got=${got%x}; got=${got%?}
+  [ "$got" = "$2" ] && exit 0
+  exit 3
+done
+echo "the agent's handle was not found in /proc/$PPID/fdinfo" >&2
+exit 4"#;
+
 /// What a path resolves to in the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
@@ -218,6 +235,37 @@ impl AgentClient {
                 String::from_utf8_lossy(&r.stdout)
             ),
         })
+    }
+
+    /// Whether `file` (a handle on a regular file) is open on the file at `path` (a
+    /// resolved path), as the kernel reports the descriptor's location: proves that what
+    /// was opened is what the policy approved, whatever was swapped in and out of the
+    /// path meanwhile. Moves the handle's position (callers seek after). One exec.
+    pub async fn handle_is(&self, file: &OpenFile, path: &str) -> Result<bool, QgaError> {
+        // A position no reader would be at: 2^32 and up, random below 2^40.
+        let mark = (1_i64 << 32) | (uuid::Uuid::new_v4().as_u128() as i64 & ((1 << 40) - 1));
+        let at = self.file_seek(file.handle(), mark, Whence::Set).await?;
+        if at.position != mark {
+            return Err(QgaError::Agent {
+                command: "guest-file-seek".into(),
+                class: "GenericError".into(),
+                desc: format!(
+                    "the handle cannot be positioned (it stayed at {})",
+                    at.position
+                ),
+            });
+        }
+        let r = self
+            .run_bounded(
+                "/bin/sh",
+                &["-c", SAME_FILE, "atp-same-file", &mark.to_string(), path],
+            )
+            .await?;
+        match r.exit_code {
+            Some(0) => Ok(true),
+            Some(3) => Ok(false),
+            _ => Err(helper_failed("atp-same-file", &r)),
+        }
     }
 
     /// Creates a private staging directory in `dir` with `data` in it (see [`Stage`]).

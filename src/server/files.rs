@@ -62,18 +62,21 @@ pub(crate) async fn read(
         check_path_for(&client, &r.path).await?;
         // Decide on what is really opened, open that, and refuse if it changed meanwhile.
         let posix = resolve::resolves(&client, &r.path).await;
-        let path = if posix {
-            resolve::decide_resolved(s, &mut call, &client, info)
-                .await?
-                .path
+        let (path, regular) = if posix {
+            let t = resolve::decide_resolved(s, &mut call, &client, info).await?;
+            // Nothing there at resolution (or swapped meanwhile): prove the handle.
+            (t.path, t.existing.is_none_or(|e| e.regular))
         } else {
-            r.path.clone()
+            (r.path.clone(), false)
         };
         let file = client
             .open(&path, "r")
             .await
             .map_err(|e| s.agent_error(&r.domain, e))?;
-        if posix && let Err(st) = resolve::recheck(s, &r.domain, &client, &path).await {
+        if posix
+            && let Err(st) =
+                resolve::verify_open(s, &r.domain, &client, &file, &path, regular).await
+        {
             let _ = file.close().await;
             return Err(st);
         }

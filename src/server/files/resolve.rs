@@ -8,10 +8,7 @@ use tonic::Status;
 use super::super::{gate::Call, service::GuestAgentService};
 use crate::{
     policy::request::FileInfo,
-    qga::{
-        AgentClient, QgaError,
-        guestpath::{Existing, Resolved},
-    },
+    qga::{AgentClient, OpenFile, QgaError, guestpath::Resolved},
 };
 
 /// The status of a failed guest helper: by its errno text like any agent error
@@ -52,14 +49,46 @@ pub(super) async fn decide_resolved(
     Ok(resolved)
 }
 
+/// After `file` was opened on the resolved `path`: proves it is open on the file at
+/// `path` (where the kernel says the agent's descriptor is open, see
+/// [`AgentClient::handle_is`]; a handle that cannot be positioned is refused), or, when
+/// `path` was a device, FIFO or socket at resolution (`regular` false), resolves it again. ABORTED when a component
+/// was swapped between resolution and open. The handle's position is then undefined.
+pub(super) async fn verify_open(
+    s: &GuestAgentService,
+    domain: &str,
+    client: &AgentClient,
+    file: &OpenFile,
+    path: &str,
+    regular: bool,
+) -> Result<(), Status> {
+    if !regular {
+        return recheck(s, domain, client, path).await;
+    }
+    let same = client.handle_is(file, path).await.map_err(|e| {
+        Status::failed_precondition(format!(
+            "cannot prove that the handle opened on {path} is that file ({}); refused",
+            s.agent_error(domain, e).message()
+        ))
+    })?;
+    if same {
+        Ok(())
+    } else {
+        Err(Status::aborted(format!(
+            "what was opened is not the file at {path} (a component of the path was swapped \
+             while it was opened); refused"
+        )))
+    }
+}
+
 /// Resolves `path` again after it was opened; ABORTED when it now leads elsewhere (a
-/// component was swapped between resolution and open). Returns what is there now.
-pub(super) async fn recheck(
+/// component was swapped between resolution and open).
+async fn recheck(
     s: &GuestAgentService,
     domain: &str,
     client: &AgentClient,
     path: &str,
-) -> Result<Option<Existing>, Status> {
+) -> Result<(), Status> {
     let now = client
         .resolve_path(path)
         .await
@@ -70,5 +99,5 @@ pub(super) async fn recheck(
             now.path
         )));
     }
-    Ok(now.existing)
+    Ok(())
 }

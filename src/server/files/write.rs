@@ -25,6 +25,7 @@ use crate::{
     policy::{path::check_guest_path, request::FileInfo},
     qga::{
         AgentClient, QgaError,
+        commands::Whence,
         guestpath::{Place, Resolved, parent},
     },
 };
@@ -245,7 +246,16 @@ async fn in_place(
         .open(&target.path, if append { "a" } else { "w" })
         .await
         .map_err(|e| job.map(e))?;
-    if let Err(st) = resolve::recheck(job.s, &job.header.domain, c, &target.path).await {
+    // A file created just now is regular; an existing one may not be (a device).
+    let regular = target.existing.is_none_or(|e| e.regular);
+    let checked = async {
+        resolve::verify_open(job.s, &job.header.domain, c, &file, &target.path, regular).await?;
+        c.file_seek(file.handle(), 0, Whence::Set)
+            .await
+            .map_err(|e| job.map(e))
+    }
+    .await;
+    if let Err(st) = checked {
         let _ = file.close().await;
         return Err(st);
     }
