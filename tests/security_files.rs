@@ -439,7 +439,7 @@ async fn tcg_guest_replace_and_create_with_the_busybox_helpers() {
         "mkdir -p /data/s && echo old >/data/s/conf && chown 65534:65534 /data/s/conf && chmod 640 /data/s/conf && ln -s conf /data/s/link",
     )
     .await;
-    let write = |path: &str, mode: WriteMode, data: &[u8]| {
+    let write = |path: &str, mode: WriteMode, atomic: bool, data: &[u8]| {
         let mut c = c.clone();
         let msgs = vec![
             WriteFileRequest {
@@ -447,6 +447,7 @@ async fn tcg_guest_replace_and_create_with_the_busybox_helpers() {
                     domain: "tcg".into(),
                     path: path.into(),
                     mode: mode as i32,
+                    atomic: Some(atomic),
                     ..Default::default()
                 })),
             },
@@ -456,18 +457,27 @@ async fn tcg_guest_replace_and_create_with_the_busybox_helpers() {
         ];
         async move { c.write_file(tokio_stream::iter(msgs)).await.unwrap() }
     };
-    write("/data/s/conf", WriteMode::Create, b"replaced\n").await;
-    write("/data/s/new", WriteMode::Create, b"fresh\n").await;
+    write("/data/s/conf", WriteMode::Create, true, b"replaced\n").await;
+    write(
+        "/data/s/new",
+        WriteMode::Create,
+        true,
+        b"a longer first version\n",
+    )
+    .await;
+    // In place over an existing file: emptied through the agent's descriptor, then written.
+    write("/data/s/new", WriteMode::Truncate, false, b"fresh\n").await;
     // APPEND through the link: the file it leads to grows, the link stays a link.
-    write("/data/s/link", WriteMode::Append, b"more\n").await;
+    write("/data/s/link", WriteMode::Append, false, b"more\n").await;
     let out = guest_sh(
         &mut c,
         "tcg",
-        "cd /data/s && stat -c '%n %a %u %g' conf new && cat conf && readlink link && ls -a",
+        "cd /data/s && stat -c '%n %a %u %g' conf new && cat conf new && readlink link && ls -a",
     )
     .await;
     assert_eq!(
-        out, "conf 640 65534 65534\nnew 644 0 0\nreplaced\nmore\nconf\n.\n..\nconf\nlink\nnew\n",
+        out,
+        "conf 640 65534 65534\nnew 644 0 0\nreplaced\nmore\nfresh\nconf\n.\n..\nconf\nlink\nnew\n",
         "guest state"
     );
     // ReadFile through the link: resolved, opened, and the handle proven (/proc/PID/fd).

@@ -75,7 +75,9 @@ exit $rc"#;
 /// `MARK PATH`, run by the agent (its parent): finds the agent's descriptor positioned at
 /// MARK (the handle just opened, moved there by the daemon) and compares where the kernel
 /// says it is open (`/proc/PID/fd/N`: the file's own location, whatever links led there)
-/// with PATH. Exit 0: the same; 3: another file; 4: no descriptor at MARK.
+/// with PATH. With EMPTY = 1, the same file is then emptied through that descriptor
+/// (`/proc/PID/fd/N` names the open file itself, not a path anyone can swap). Exit 0: the
+/// same; 3: another file; 4: no descriptor at MARK.
 const SAME_FILE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
 for f in /proc/$PPID/fdinfo/*; do
   fd=${f##*/} hit=
@@ -83,8 +85,9 @@ for f in /proc/$PPID/fdinfo/*; do
   [ -n "$hit" ] || continue
   got=$(readlink "/proc/$PPID/fd/$fd" && echo x) || exit 2
   got=${got%x}; got=${got%?}
-  [ "$got" = "$2" ] && exit 0
-  exit 3
+  [ "$got" = "$2" ] || exit 3
+  [ "$3" != 1 ] || truncate -s 0 "/proc/$PPID/fd/$fd" || exit 5
+  exit 0
 done
 echo "the agent's handle was not found in /proc/$PPID/fdinfo" >&2
 exit 4"#;
@@ -240,8 +243,14 @@ impl AgentClient {
     /// Whether `file` (a handle on a regular file) is open on the file at `path` (a
     /// resolved path), as the kernel reports the descriptor's location: proves that what
     /// was opened is what the policy approved, whatever was swapped in and out of the
-    /// path meanwhile. Moves the handle's position (callers seek after). One exec.
-    pub async fn handle_is(&self, file: &OpenFile, path: &str) -> Result<bool, QgaError> {
+    /// path meanwhile. With `empty`, that file is then truncated to 0 through the
+    /// descriptor. Moves the handle's position (callers seek after). One exec.
+    pub async fn handle_is(
+        &self,
+        file: &OpenFile,
+        path: &str,
+        empty: bool,
+    ) -> Result<bool, QgaError> {
         // A position no reader would be at: 2^32 and up, random below 2^40.
         let mark = (1_i64 << 32) | (uuid::Uuid::new_v4().as_u128() as i64 & ((1 << 40) - 1));
         let at = self.file_seek(file.handle(), mark, Whence::Set).await?;
@@ -258,7 +267,14 @@ impl AgentClient {
         let r = self
             .run_bounded(
                 "/bin/sh",
-                &["-c", SAME_FILE, "atp-same-file", &mark.to_string(), path],
+                &[
+                    "-c",
+                    SAME_FILE,
+                    "atp-same-file",
+                    &mark.to_string(),
+                    path,
+                    if empty { "1" } else { "0" },
+                ],
             )
             .await?;
         match r.exit_code {

@@ -75,7 +75,7 @@ pub(crate) async fn read(
             .map_err(|e| s.agent_error(&r.domain, e))?;
         if posix
             && let Err(st) =
-                resolve::verify_open(s, &r.domain, &client, &file, &path, regular).await
+                resolve::verify_open(s, &r.domain, &client, (&file, &path), regular, false).await
         {
             let _ = file.close().await;
             return Err(st);

@@ -52,20 +52,21 @@ pub(super) async fn decide_resolved(
 /// After `file` was opened on the resolved `path`: proves it is open on the file at
 /// `path` (where the kernel says the agent's descriptor is open, see
 /// [`AgentClient::handle_is`]; a handle that cannot be positioned is refused), or, when
-/// `path` was a device, FIFO or socket at resolution (`regular` false), resolves it again. ABORTED when a component
+/// `path` was a device, FIFO or socket at resolution (`regular` false), resolves it again.
+/// With `empty`, a proven regular file is then truncated through the agent's descriptor. ABORTED when a component
 /// was swapped between resolution and open. The handle's position is then undefined.
 pub(super) async fn verify_open(
     s: &GuestAgentService,
     domain: &str,
     client: &AgentClient,
-    file: &OpenFile,
-    path: &str,
+    (file, path): (&OpenFile, &str),
     regular: bool,
+    empty: bool,
 ) -> Result<(), Status> {
     if !regular {
         return recheck(s, domain, client, path).await;
     }
-    let same = client.handle_is(file, path).await.map_err(|e| {
+    let same = client.handle_is(file, path, empty).await.map_err(|e| {
         Status::failed_precondition(format!(
             "cannot prove that the handle opened on {path} is that file ({}); refused",
             s.agent_error(domain, e).message()

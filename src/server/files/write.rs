@@ -241,16 +241,17 @@ async fn in_place(
         }
         made?;
     }
-    let append = job.mode == pb::WriteMode::Append;
-    let file = c
-        .open(&target.path, if append { "a" } else { "w" })
-        .await
-        .map_err(|e| job.map(e))?;
+    // Opened without create or truncate ("r+"): a target removed meanwhile is NOT_FOUND,
+    // never a new file the agent makes 0666. Emptied (CREATE, TRUNCATE) only once proven.
+    let file = c.open(&target.path, "r+").await.map_err(|e| job.map(e))?;
     // A file created just now is regular; an existing one may not be (a device).
     let regular = target.existing.is_none_or(|e| e.regular);
+    let append = job.mode == pb::WriteMode::Append;
     let checked = async {
-        resolve::verify_open(job.s, &job.header.domain, c, &file, &target.path, regular).await?;
-        c.file_seek(file.handle(), 0, Whence::Set)
+        let what = (&file, target.path.as_str());
+        resolve::verify_open(job.s, &job.header.domain, c, what, regular, !append).await?;
+        let at = if append { Whence::End } else { Whence::Set };
+        c.file_seek(file.handle(), 0, at)
             .await
             .map_err(|e| job.map(e))
     }
