@@ -26,7 +26,7 @@ const NOT_OURS: i32 = 3;
 const NONCE_LEN: usize = 32;
 
 /// A trailing `/` of the request is kept (it says "a directory"). First line:
-/// `MODE_HEX UID GID` of the resolved path (`stat -c`, not following a last
+/// `MODE_HEX UID GID INODE` of the resolved path (`stat -c`, not following a last
 /// symbolic link: there is none left after `readlink -f`) or `-` when nothing is there;
 /// then the resolved path, byte for byte (a name may end in a newline: the `x` keeps
 /// command substitution from eating it).
@@ -34,7 +34,7 @@ const RESOLVE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
 r=$(readlink -f -- "$1" && echo x) || { echo "cannot resolve $1: No such file or directory (a directory on the path is missing, or symbolic links loop)" >&2; exit 2; }
 r=${r%x}; r=${r%?}
 case $1 in */) [ "$r" = / ] || r=$r/ ;; esac
-if s=$(stat -c '%f %u %g' -- "$r" 2>/dev/null); then echo "$s"; else echo -; fi
+if s=$(stat -c '%f %u %g %i' -- "$r" 2>/dev/null); then echo "$s"; else echo -; fi
 printf '%s' "$r""#;
 
 /// `STAGE`: creates the staging directory (`mkdir -m 0700`: the agent's own and closed to
@@ -75,7 +75,9 @@ exit $rc"#;
 /// `MARK PATH`, run by the agent (its parent): finds the agent's descriptor positioned at
 /// MARK (the handle just opened, moved there by the daemon) and compares where the kernel
 /// says it is open (`/proc/PID/fd/N`: the file's own location, whatever links led there)
-/// with PATH. With EMPTY = 1, the same file is then emptied through that descriptor
+/// with PATH, and its inode with INODE when given (so a file removed and created again
+/// in its place is not taken for it). With EMPTY = 1, the same file is then emptied
+/// through that descriptor
 /// (`/proc/PID/fd/N` names the open file itself, not a path anyone can swap). Exit 0: the
 /// same; 3: another file; 4: no descriptor at MARK.
 const SAME_FILE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -86,6 +88,7 @@ for f in /proc/$PPID/fdinfo/*; do
   got=$(readlink "/proc/$PPID/fd/$fd" && echo x) || exit 2
   got=${got%x}; got=${got%?}
   [ "$got" = "$2" ] || exit 3
+  [ -z "$4" ] || [ "$(stat -L -c %i "/proc/$PPID/fd/$fd")" = "$4" ] || exit 3
   [ "$3" != 1 ] || truncate -s 0 "/proc/$PPID/fd/$fd" || exit 5
   exit 0
 done
@@ -112,6 +115,8 @@ pub struct Existing {
     pub gid: u32,
     /// Whether it is a regular file.
     pub regular: bool,
+    /// Inode number (to tell the same file from one put in its place).
+    pub ino: u64,
 }
 
 /// How [`AgentClient::stage_finish`] puts the staged file in place.
@@ -182,6 +187,7 @@ fn parse_resolve(out: &[u8]) -> Option<Resolved> {
                 uid: f.next()?.parse().ok()?,
                 gid: f.next()?.parse().ok()?,
                 regular: raw & 0o170_000 == 0o100_000,
+                ino: f.next()?.parse().ok()?,
             })
         }
     };
@@ -243,14 +249,17 @@ impl AgentClient {
     /// Whether `file` (a handle on a regular file) is open on the file at `path` (a
     /// resolved path), as the kernel reports the descriptor's location: proves that what
     /// was opened is what the policy approved, whatever was swapped in and out of the
-    /// path meanwhile. With `empty`, that file is then truncated to 0 through the
-    /// descriptor. Moves the handle's position (callers seek after). One exec.
+    /// path meanwhile; with `ino`, also that it is that inode. With `empty`, the file is
+    /// then truncated to 0 through the descriptor. Moves the handle's position (callers
+    /// seek after). One exec.
     pub async fn handle_is(
         &self,
         file: &OpenFile,
         path: &str,
+        ino: Option<u64>,
         empty: bool,
     ) -> Result<bool, QgaError> {
+        let ino = ino.map(|i| i.to_string()).unwrap_or_default();
         // A position no reader would be at: 2^32 and up, random below 2^40.
         let mark = (1_i64 << 32) | (uuid::Uuid::new_v4().as_u128() as i64 & ((1 << 40) - 1));
         let at = self.file_seek(file.handle(), mark, Whence::Set).await?;
@@ -274,6 +283,7 @@ impl AgentClient {
                     &mark.to_string(),
                     path,
                     if empty { "1" } else { "0" },
+                    &ino,
                 ],
             )
             .await?;
@@ -397,7 +407,7 @@ mod tests {
 
     #[test]
     fn resolve_output_is_parsed_byte_for_byte() {
-        let r = parse_resolve(b"81a0 65534 65534\n/tmp/a b\n").unwrap();
+        let r = parse_resolve(b"81a0 65534 65534 77\n/tmp/a b\n").unwrap();
         assert_eq!(r.path, "/tmp/a b\n");
         assert_eq!(
             r.existing,
@@ -405,12 +415,13 @@ mod tests {
                 mode: 0o640,
                 uid: 65534,
                 gid: 65534,
-                regular: true
+                regular: true,
+                ino: 77
             })
         );
         let r = parse_resolve(b"-\n/srv/new").unwrap();
         assert_eq!((r.path.as_str(), r.existing), ("/srv/new", None));
-        let dir = parse_resolve(b"41ed 0 0\n/srv").unwrap();
+        let dir = parse_resolve(b"41ed 0 0 2\n/srv").unwrap();
         assert!(!dir.existing.unwrap().regular);
         assert_eq!(parse_resolve(b"garbage"), None);
         assert_eq!(parse_resolve(b"-\nrelative"), None);

@@ -74,8 +74,15 @@ pub(crate) async fn read(
             .await
             .map_err(|e| s.agent_error(&r.domain, e))?;
         if posix
-            && let Err(st) =
-                resolve::verify_open(s, &r.domain, &client, (&file, &path), regular, false).await
+            && let Err(st) = resolve::verify_open(
+                s,
+                &r.domain,
+                &client,
+                (&file, &path),
+                regular,
+                (None, false),
+            )
+            .await
         {
             let _ = file.close().await;
             return Err(st);

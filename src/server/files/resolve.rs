@@ -53,7 +53,8 @@ pub(super) async fn decide_resolved(
 /// `path` (where the kernel says the agent's descriptor is open, see
 /// [`AgentClient::handle_is`]; a handle that cannot be positioned is refused), or, when
 /// `path` was a device, FIFO or socket at resolution (`regular` false), resolves it again.
-/// With `empty`, a proven regular file is then truncated through the agent's descriptor. ABORTED when a component
+/// With `ino`, the file must also be that inode; with `empty`, a proven regular file is
+/// then truncated through the agent's descriptor. ABORTED when a component
 /// was swapped between resolution and open. The handle's position is then undefined.
 pub(super) async fn verify_open(
     s: &GuestAgentService,
@@ -61,17 +62,20 @@ pub(super) async fn verify_open(
     client: &AgentClient,
     (file, path): (&OpenFile, &str),
     regular: bool,
-    empty: bool,
+    (ino, empty): (Option<u64>, bool),
 ) -> Result<(), Status> {
     if !regular {
         return recheck(s, domain, client, path).await;
     }
-    let same = client.handle_is(file, path, empty).await.map_err(|e| {
-        Status::failed_precondition(format!(
-            "cannot prove that the handle opened on {path} is that file ({}); refused",
-            s.agent_error(domain, e).message()
-        ))
-    })?;
+    let same = client
+        .handle_is(file, path, ino, empty)
+        .await
+        .map_err(|e| {
+            Status::failed_precondition(format!(
+                "cannot prove that the handle opened on {path} is that file ({}); refused",
+                s.agent_error(domain, e).message()
+            ))
+        })?;
     if same {
         Ok(())
     } else {

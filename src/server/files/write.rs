@@ -241,15 +241,26 @@ async fn in_place(
         }
         made?;
     }
-    // Opened without create or truncate ("r+"): a target removed meanwhile is NOT_FOUND,
-    // never a new file the agent makes 0666. Emptied (CREATE, TRUNCATE) only once proven.
-    let file = c.open(&target.path, "r+").await.map_err(|e| job.map(e))?;
+    // An existing file is opened as it is ("a" appends like O_APPEND; others "r+": no
+    // create, no truncate) and must be the inode seen at resolution: one removed and made
+    // again by the open (0666) is refused. A file created just now is opened "r+" (gone
+    // meanwhile: NOT_FOUND). CREATE/TRUNCATE empty it only once it is proven.
+    let append = job.mode == pb::WriteMode::Append;
+    let open_mode = if append && target.existing.is_some() {
+        "a"
+    } else {
+        "r+"
+    };
+    let file = c
+        .open(&target.path, open_mode)
+        .await
+        .map_err(|e| job.map(e))?;
     // A file created just now is regular; an existing one may not be (a device).
     let regular = target.existing.is_none_or(|e| e.regular);
-    let append = job.mode == pb::WriteMode::Append;
+    let expect = (target.existing.map(|e| e.ino), !append);
     let checked = async {
         let what = (&file, target.path.as_str());
-        resolve::verify_open(job.s, &job.header.domain, c, what, regular, !append).await?;
+        resolve::verify_open(job.s, &job.header.domain, c, what, regular, expect).await?;
         let at = if append { Whence::End } else { Whence::Set };
         c.file_seek(file.handle(), 0, at)
             .await
