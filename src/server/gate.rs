@@ -214,10 +214,10 @@ impl Call {
         let (mut preq, policy) = self.decided.clone();
         let path = file.path.clone();
         preq.file = Some(file);
-        let decision = match &policy {
+        let (decision, extra) = match &policy {
             Some(p) => {
                 preq.settings = p.settings().clone();
-                p.evaluate(preq.clone()).await.0
+                p.evaluate(preq.clone()).await
             }
             None => return Ok(()), // no policy: the first decision allowed everything
         };
@@ -238,6 +238,7 @@ impl Call {
             e.decision = Some(if decision.allow { "allow" } else { "deny" }.into());
             e.plugin = decision.plugin.clone();
             e.reason = Some(decision.reason.clone());
+            e.extra = extra;
             if let Err(err) = log.record(e).await {
                 return Err(Status::unavailable(format!(
                     "the audit log cannot be written ({err}); request refused"

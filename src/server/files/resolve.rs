@@ -1,7 +1,7 @@
 //! Deciding on what is really opened: the gate decided on the requested path; here the
 //! path is resolved in the guest and, when symbolic links lead elsewhere, the policy
-//! decides again on the resolved path (its own decision record). After opening, the path
-//! is resolved again and the request refused if it changed meanwhile.
+//! decides again on the resolved path (its own decision record). After opening, the
+//! handle is proven to be open on the resolved file, and the request refused if not.
 
 use tonic::Status;
 
