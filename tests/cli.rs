@@ -144,8 +144,9 @@ async fn each_failure_has_one_line_and_its_own_exit_code() {
     let d = common::Daemon::start(
         &[format!("tcp://127.0.0.1:{port}")],
         &format!(
-            "[[server.tokens]]\nsha256 = \"{hex}\"\nidentity = \"ci\"\nroles = [\"ops\"]\n[policy]\ndir = \"{}\"\n[[guests]]\nname = \"host\"\nsocket = \"{}\"\n",
+            "[[server.tokens]]\nsha256 = \"{hex}\"\nidentity = \"ci\"\nroles = [\"ops\"]\n[policy]\ndir = \"{}\"\n[policy.settings]\nread_paths = [\"{}/\"]\n[[guests]]\nname = \"host\"\nsocket = \"{}\"\n",
             policies.display(),
+            agent.dir().display(),
             agent.socket().display()
         ),
     )
@@ -193,16 +194,10 @@ async fn each_failure_has_one_line_and_its_own_exit_code() {
     let o = atp_as(token, &["cp", "/nonexistent/file", "host:/tmp/x"]);
     assert_eq!(o.status.code(), Some(66));
     assert!(one_line(&o).contains("/nonexistent/file"));
-    // Missing file in the guest (the read itself is allowed under /var/log/): not an
+    // Missing file in the guest (the read itself is allowed by read_paths): not an
     // unknown guest.
-    let o = atp_as(
-        token,
-        &[
-            "cp",
-            "host:/var/log/atp-no-such-file",
-            "/tmp/atp-cli-never-written",
-        ],
-    );
+    let missing = format!("host:{}/atp-no-such-file", agent.dir().display());
+    let o = atp_as(token, &["cp", &missing, "/tmp/atp-cli-never-written"]);
     assert_eq!(o.status.code(), Some(66));
     let e = one_line(&o);
     assert!(e.contains("in the guest") && !e.contains("atp ls"), "{e}");

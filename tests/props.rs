@@ -875,7 +875,8 @@ impl WriteCase {
     }
 }
 
-/// Temp files of atomic writes (`.atp-<32 hex>.tmp`) anywhere under `dir`.
+/// Staging directories of writes (`.atp-<32 hex>`, and the older temp files
+/// `.atp-<32 hex>.tmp`) anywhere under `dir`.
 fn temp_files(dir: &Path) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     let mut todo = vec![dir.to_owned()];
@@ -888,7 +889,7 @@ fn temp_files(dir: &Path) -> BTreeSet<PathBuf> {
             let name = e.file_name().to_string_lossy().into_owned();
             let id = name
                 .strip_prefix(".atp-")
-                .and_then(|n| n.strip_suffix(".tmp"));
+                .map(|n| n.strip_suffix(".tmp").unwrap_or(n));
             if id.is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())) {
                 out.insert(p);
             }
@@ -914,7 +915,7 @@ fn write_file_answers_cleanly_to_odd_headers_and_streams() {
         )?;
         let leftovers = temp_files(Path::new(&dir));
         for p in &leftovers {
-            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir_all(p));
         }
         prop_assert!(
             leftovers.is_empty(),
@@ -955,8 +956,18 @@ fn write_file_answers_cleanly_to_odd_headers_and_streams() {
                 case.data.len()
             );
         }
-        if let Some(p) = case.header.permissions {
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        // `permissions` apply to a file the write creates or replaces atomically; an
+        // existing file written in place (APPEND, atomic = false) keeps its mode.
+        let in_place =
+            case.header.mode == WriteMode::Append as i32 || case.header.atomic == Some(false);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        if path == existing && in_place {
+            prop_assert_eq!(
+                mode,
+                0o644,
+                "an existing file written in place keeps its mode"
+            );
+        } else if let Some(p) = case.header.permissions {
             prop_assert_eq!(mode, p, "permissions");
         }
         if path != existing {
@@ -1071,7 +1082,7 @@ fn write_file_never_replaces_a_directory() {
         let res = bed.block("WriteFile", c.write_file(tokio_stream::iter(msgs)))?;
         let leftovers = temp_files(Path::new(&dir));
         for p in &leftovers {
-            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_file(p).or_else(|_| std::fs::remove_dir_all(p));
         }
         let answer = match &res {
             Ok(r) => format!("OK ({} bytes)", r.get_ref().bytes_written),

@@ -16,7 +16,8 @@ use super::client::{ClientError, Connection, exit, explain};
 /// Options of `atp cp`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CpOpts {
-    /// Permission bits for an uploaded file, octal (e.g. 0644).
+    /// Permission bits for an uploaded file, octal (e.g. 0644); default: the local file's
+    /// (like scp).
     #[arg(long)]
     pub chmod: Option<String>,
     /// Fail if the guest file exists (upload).
@@ -78,6 +79,12 @@ async fn upload(
         .map(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8))
         .transpose()
         .map_err(|_| ClientError::new(exit::OTHER, "--chmod takes octal mode bits, e.g. 0644"))?;
+    // Like scp: the guest file gets the local file's permission bits unless --chmod says
+    // otherwise (set-id and sticky bits are not carried over).
+    let permissions = match permissions {
+        Some(p) => p,
+        None => local_mode(local)?,
+    };
     // First pass: the checksum goes in the header, so the daemon can refuse a bad copy.
     let (size, digest) = {
         let mut f = std::fs::File::open(local).map_err(|e| ClientError::local(local, &e))?;
@@ -106,7 +113,7 @@ async fn upload(
         } else {
             pb::WriteMode::Create
         } as i32,
-        permissions,
+        permissions: Some(permissions),
         atomic: Some(!o.no_atomic),
         expected_sha256: digest.clone(),
     };
@@ -154,6 +161,13 @@ async fn upload(
         ));
     }
     Ok(())
+}
+
+/// The local file's permission bits (`mode & 0o777`).
+fn local_mode(local: &Path) -> Result<u32, ClientError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let m = std::fs::metadata(local).map_err(|e| ClientError::local(local, &e))?;
+    Ok(m.permissions().mode() & 0o777)
 }
 
 async fn download(

@@ -87,9 +87,13 @@ pub struct ExecInfo {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct FileInfo {
-    /// The path, normalised (`..`, `//` and `.` resolved lexically); this is also the
-    /// path the daemon opens.
+    /// The path, normalised (`..`, `//` and `.` resolved lexically). On POSIX guests a
+    /// second decision follows when symbolic links lead elsewhere: there `path` is the
+    /// resolved path, which is what the daemon opens.
     pub path: String,
+    /// The path the caller asked for, normalised: equal to `path` on the first decision,
+    /// the link's path when `path` is where it leads.
+    pub requested: String,
     /// `read` or `write`.
     pub op: String,
     /// Read offset.

@@ -15,6 +15,7 @@ mod error;
 mod exec;
 mod file;
 mod kill;
+pub mod guestpath;
 mod reap;
 mod stream;
 mod wrapper;

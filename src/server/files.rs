@@ -1,10 +1,18 @@
 //! ReadFile and WriteFile: chunked streaming with SHA-256, bounded per transport, and
-//! every guest handle closed on every path (client cancel included).
+//! every guest handle closed on every path (client cancel included). On POSIX guests the
+//! path is resolved in the guest first and the policy decides on what is really opened
+//! ([`resolve`]); uploads go through a private staging directory ([`write`]).
+
+mod receive;
+mod resolve;
+mod write;
+
+pub(crate) use write::write;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use super::{
     gate::{Call, Outcome},
@@ -14,13 +22,9 @@ use super::{
 };
 use crate::{
     pb,
-    policy::path::check_guest_path,
+    policy::{path::check_guest_path, request::FileInfo},
     qga::{AgentClient, DEFAULT_CHUNK, OpenFile, QgaError, commands::Whence},
 };
-
-/// An upload that sends nothing for this long is abandoned (its guest handle would
-/// otherwise stay open for as long as a stalled client keeps its connection).
-const WRITE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The checks that need no guest: empty, NUL, relative, UNC (see [`check_guest_path`]).
 fn check_path(path: &str) -> Result<(), Status> {
@@ -42,10 +46,12 @@ fn data_err(e: base64::DecodeError) -> QgaError {
     }
 }
 
+/// ReadFile after the gate: `info` is what the first decision was made on.
 pub(crate) async fn read(
     s: &GuestAgentService,
-    call: Call,
+    mut call: Call,
     r: pb::ReadFileRequest,
+    info: FileInfo,
 ) -> Result<EventStream<pb::FileChunk>, Status> {
     let setup = async {
         check_path(&r.path)?;
@@ -54,10 +60,33 @@ pub(crate) async fn read(
         })?;
         let client = s.client(&r.domain).await?;
         check_path_for(&client, &r.path).await?;
+        // Decide on what is really opened, open that, and refuse if it changed meanwhile.
+        let posix = resolve::resolves(&client, &r.path).await;
+        let (path, regular) = if posix {
+            let t = resolve::decide_resolved(s, &mut call, &client, info).await?;
+            // Nothing there at resolution (or swapped meanwhile): prove the handle.
+            (t.path, t.existing.is_none_or(|e| e.regular))
+        } else {
+            (r.path.clone(), false)
+        };
         let file = client
-            .open(&r.path, "r")
+            .open(&path, "r")
             .await
             .map_err(|e| s.agent_error(&r.domain, e))?;
+        if posix
+            && let Err(st) = resolve::verify_open(
+                s,
+                &r.domain,
+                &client,
+                (&file, &path),
+                regular,
+                (None, false),
+            )
+            .await
+        {
+            let _ = file.close().await;
+            return Err(st);
+        }
         // The size, for the client's progress display; then back to where the read starts.
         let size = client
             .file_seek(file.handle(), 0, Whence::End)
@@ -210,225 +239,4 @@ async fn stream_file(
         .await
         .map_err(|_| Status::cancelled("client left"))?;
     Ok(total)
-}
-
-pub(crate) async fn write(
-    s: &GuestAgentService,
-    call: &Call,
-    header: pb::WriteFileHeader,
-    mut stream: Streaming<pb::WriteFileRequest>,
-) -> Result<pb::WriteFileResponse, Status> {
-    check_path(&header.path)?;
-    if !header.expected_sha256.is_empty() && header.expected_sha256.len() != 32 {
-        return Err(Status::invalid_argument("expected_sha256 must be 32 bytes"));
-    }
-    if let Some(p) = header.permissions
-        && p > 0o7777
-    {
-        return Err(Status::invalid_argument(format!(
-            "permissions {p:o} are not mode bits"
-        )));
-    }
-    let mode = pb::WriteMode::try_from(header.mode)
-        .map_err(|_| Status::invalid_argument(format!("unknown write mode {}", header.mode)))?;
-    let client = s.client(&header.domain).await?;
-    let os = client
-        .os()
-        .await
-        .map_err(|e| s.agent_error(&header.domain, e))?;
-    check_guest_path(&header.path, Some(&os)).map_err(Status::invalid_argument)?;
-    let append = mode == pb::WriteMode::Append;
-    // Atomic replace needs the guest's mv/ln; on Windows guests writes go straight in.
-    let atomic = header.atomic.unwrap_or(true) && !append && !os.is_windows();
-    let exists = || async {
-        match client.open(&header.path, "r").await {
-            Ok(f) => f.close().await.map(|()| true),
-            Err(e) if e.to_string().contains("No such file") => Ok(false),
-            Err(e) => Err(e),
-        }
-    };
-    let map = |e| s.agent_error(&header.domain, e);
-    match mode {
-        pb::WriteMode::Truncate if !exists().await.map_err(map)? => {
-            return Err(Status::not_found(format!(
-                "{} does not exist (mode TRUNCATE)",
-                header.path
-            )));
-        }
-        pb::WriteMode::Exclusive if exists().await.map_err(map)? => {
-            return Err(Status::already_exists(format!(
-                "{} exists (mode EXCLUSIVE)",
-                header.path
-            )));
-        }
-        _ => {}
-    }
-    let target = header.path.clone();
-    let dest = if atomic {
-        temp_name(&target)
-    } else {
-        target.clone()
-    };
-    let file = client
-        .open(&dest, if append { "a" } else { "w" })
-        .await
-        .map_err(map)?;
-    let written = receive(
-        &client,
-        &file,
-        &mut stream,
-        &s.shared.shutdown,
-        call.limits.max_bytes,
-    )
-    .await;
-    let closed = file.close().await;
-    let fail = |st: Status| async {
-        if atomic {
-            let _ = client.run_small("/bin/rm", &["-f", "--", &dest]).await;
-        }
-        Err(st)
-    };
-    let (bytes_written, sha256) = match (written, closed) {
-        (Ok(w), Ok(())) => w,
-        (Err(st), _) => return fail(st).await,
-        (_, Err(e)) => return fail(map(e)).await,
-    };
-    if !header.expected_sha256.is_empty() && header.expected_sha256 != sha256 {
-        return fail(Status::invalid_argument(format!(
-            "checksum mismatch: data has sha256 {}, header expected {}{}",
-            hex(&sha256),
-            hex(&header.expected_sha256),
-            if atomic {
-                "; the target was not touched"
-            } else {
-                ""
-            }
-        )))
-        .await;
-    }
-    let finish = async {
-        if let Some(p) = header.permissions {
-            helper(&client, "/bin/chmod", &[&format!("{p:o}"), "--", &dest]).await?;
-        }
-        if atomic {
-            if mode == pb::WriteMode::Exclusive {
-                // A hard link fails if the target appeared meanwhile: exclusive and atomic.
-                // -T: a directory at the target is an error, not a place to put the file.
-                helper(&client, "/bin/ln", &["-T", "--", &dest, &target]).await?;
-                helper(&client, "/bin/rm", &["-f", "--", &dest]).await?;
-            } else {
-                helper(&client, "/bin/mv", &["-f", "-T", "--", &dest, &target]).await?;
-            }
-        }
-        Ok::<_, Status>(())
-    };
-    if let Err(st) = finish.await {
-        return fail(st).await;
-    }
-    Ok(pb::WriteFileResponse {
-        bytes_written,
-        sha256,
-    })
-}
-
-/// Receives data messages and writes them in chunks; returns bytes and SHA-256.
-async fn receive(
-    client: &AgentClient,
-    file: &OpenFile,
-    stream: &mut Streaming<pb::WriteFileRequest>,
-    shutdown: &tokio_util::sync::CancellationToken,
-    max_bytes: Option<u64>,
-) -> Result<(u64, Vec<u8>), Status> {
-    let chunk = client
-        .transport()
-        .chunk_bounds()
-        .max_write
-        .min(DEFAULT_CHUNK);
-    let mut hasher = Sha256::new();
-    let mut buf = Vec::with_capacity(chunk);
-    let mut total = 0u64;
-    loop {
-        let msg = tokio::select! {
-            m = stream.message() => m?,
-            () = shutdown.cancelled() => return Err(Status::unavailable("the daemon is shutting down")),
-            () = tokio::time::sleep(WRITE_IDLE_TIMEOUT) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "no data for {}s; upload abandoned",
-                    WRITE_IDLE_TIMEOUT.as_secs()
-                )));
-            }
-        };
-        let done = match msg {
-            None => true,
-            Some(pb::WriteFileRequest {
-                msg: Some(pb::write_file_request::Msg::Data(d)),
-            }) => {
-                if let Some(limit) = max_bytes
-                    && total + (buf.len() + d.len()) as u64 > limit
-                {
-                    return Err(Status::resource_exhausted(format!(
-                        "upload exceeds the policy's max_bytes ({limit})"
-                    )));
-                }
-                hasher.update(&d);
-                buf.extend_from_slice(&d);
-                false
-            }
-            Some(_) => {
-                return Err(Status::invalid_argument(
-                    "only data messages may follow the header",
-                ));
-            }
-        };
-        while buf.len() >= chunk || (done && !buf.is_empty()) {
-            let n = buf.len().min(chunk);
-            let w = client
-                .file_write(file.handle(), &buf[..n])
-                .await
-                .map_err(|e| Status::from(ApiError::Qga(e)))?;
-            if w.count as usize != n {
-                return Err(Status::data_loss(format!(
-                    "guest wrote {} of {n} bytes",
-                    w.count
-                )));
-            }
-            metrics::bytes("write", n);
-            total += n as u64;
-            buf.drain(..n);
-        }
-        if done {
-            client
-                .file_flush(file.handle())
-                .await
-                .map_err(|e| Status::from(ApiError::Qga(e)))?;
-            return Ok((total, hasher.finalize().to_vec()));
-        }
-    }
-}
-
-async fn helper(client: &AgentClient, path: &str, args: &[&str]) -> Result<(), Status> {
-    let r = client
-        .run_small(path, args)
-        .await
-        .map_err(|e| Status::from(ApiError::Qga(e)))?;
-    if r.success() {
-        Ok(())
-    } else {
-        Err(Status::failed_precondition(format!(
-            "{path} {} failed in the guest: {}",
-            args.join(" "),
-            r.decode_stderr().unwrap_or_default().trim()
-        )))
-    }
-}
-
-/// A hidden temporary name next to `target`, of fixed length (so any legal target name
-/// still gives a legal temporary name).
-fn temp_name(target: &str) -> String {
-    let (dir, _) = target.rsplit_once('/').unwrap_or(("", target));
-    format!("{dir}/.atp-{}.tmp", uuid::Uuid::new_v4().simple())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -64,6 +64,8 @@ pub(crate) struct Call {
     audit: Option<AuditLog>,
     timer: Option<RpcTimer>,
     started: Instant,
+    /// What the first decision was made on, and by which engine: for [`Call::redecide_file`].
+    decided: (PolicyRequest, Option<Arc<PolicyEngine>>),
 }
 
 fn audit_caller(c: &Caller) -> audit::Caller {
@@ -164,6 +166,7 @@ impl Gate {
             audit: self.audit.clone(),
             timer: Some(timer),
             started: Instant::now(),
+            decided: (preq.clone(), self.policy.clone()),
         };
         if !decision.allow
             && call.caller.auth == AuthMethod::None
@@ -238,6 +241,63 @@ pub(crate) async fn record_suppressed(log: &AuditLog, s: Suppressed) {
 }
 
 impl Call {
+    /// Decides again with `file` in place of the request's file section (ReadFile and
+    /// WriteFile after resolving symbolic links in the guest: `file.path` is what will
+    /// really be opened, `file.requested` what the caller asked for). Recorded as a
+    /// decision record of its own under the same request id; a deny is PERMISSION_DENIED
+    /// naming the resolved path. Limits tighten with the first decision's.
+    pub(crate) async fn redecide_file(&mut self, file: FileInfo) -> Result<(), Status> {
+        let (mut preq, policy) = self.decided.clone();
+        let path = file.path.clone();
+        preq.file = Some(file);
+        let (decision, extra) = match &policy {
+            Some(p) => {
+                preq.settings = p.settings().clone();
+                p.evaluate(preq.clone()).await
+            }
+            None => return Ok(()), // no policy: the first decision allowed everything
+        };
+        if let Some(log) = &self.audit {
+            let mut e = entry(
+                EntryKind::Decision,
+                &self.request_id,
+                &self.caller,
+                self.rpc,
+                &self.domain,
+            );
+            preq.settings = serde_json::Value::Null;
+            let mut summary = serde_json::to_value(&preq).unwrap_or_default();
+            if let Some(m) = summary.as_object_mut() {
+                m.retain(|_, v| !v.is_null());
+            }
+            e.summary = Some(summary);
+            e.decision = Some(if decision.allow { "allow" } else { "deny" }.into());
+            e.plugin = decision.plugin.clone();
+            e.reason = Some(decision.reason.clone());
+            e.extra = extra;
+            if let Err(err) = log.record(e).await {
+                return Err(Status::unavailable(format!(
+                    "the audit log cannot be written ({err}); request refused"
+                )));
+            }
+        }
+        if !decision.allow {
+            let who = decision.plugin.as_deref().unwrap_or("the default policy");
+            return Err(Status::permission_denied(format!(
+                "{path} (where the requested path leads in the guest) denied by {who}: {}",
+                decision.reason
+            )));
+        }
+        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        self.limits.timeout_ms = min(self.limits.timeout_ms, decision.limits.timeout_ms);
+        self.limits.max_bytes = min(self.limits.max_bytes, decision.limits.max_bytes);
+        self.decided.0 = preq;
+        Ok(())
+    }
+
     /// Records the outcome (metrics and audit) from a handler's result.
     pub(crate) async fn finish<T>(self, result: &Result<T, Status>) {
         match result {

@@ -348,16 +348,21 @@ impl GuestAgent for GuestAgentService {
         // Policies decide on the normalised path, and that is the path the guest opens.
         let r = request.get_mut();
         r.path = normalize_path(&r.path);
-        let detail = Detail::File(FileInfo {
+        // On POSIX guests the path is then resolved in the guest, and decided on again
+        // when symbolic links lead elsewhere (`files::read`).
+        let info = FileInfo {
             path: r.path.clone(),
+            requested: r.path.clone(),
             op: "read".into(),
             offset: i64::try_from(r.offset).unwrap_or(i64::MAX),
             length: i64::try_from(r.length).unwrap_or(i64::MAX),
             mode: String::new(),
-        });
+        };
         let domain = r.domain.clone();
-        let call = self.admit("ReadFile", &request, &domain, detail).await?;
-        files::read(self, call, request.into_inner())
+        let call = self
+            .admit("ReadFile", &request, &domain, Detail::File(info.clone()))
+            .await?;
+        files::read(self, call, request.into_inner(), info)
             .await
             .map(Response::new)
     }
@@ -367,7 +372,7 @@ impl GuestAgent for GuestAgentService {
         request: Request<Streaming<pb::WriteFileRequest>>,
     ) -> Result<Response<pb::WriteFileResponse>, Status> {
         // A task of its own, so that a client that vanishes mid-upload still gets its
-        // temp file removed, its handle closed and its outcome recorded.
+        // staging directory removed, its handle closed and its outcome recorded.
         let svc = self.clone();
         let task = tokio::spawn(async move {
             let (meta, ext, mut stream) = request.into_parts();
@@ -390,17 +395,23 @@ impl GuestAgent for GuestAgentService {
                 pb::WriteMode::Append => "append",
                 pb::WriteMode::Exclusive => "exclusive",
             });
-            let detail = Detail::File(FileInfo {
+            let info = FileInfo {
                 path: header.path.clone(),
+                requested: header.path.clone(),
                 op: "write".into(),
                 mode: mode.into(),
                 ..Default::default()
-            });
+            };
             let probe = Request::from_parts(meta, ext, ());
-            let call = svc
-                .admit("WriteFile", &probe, &header.domain, detail)
+            let mut call = svc
+                .admit(
+                    "WriteFile",
+                    &probe,
+                    &header.domain,
+                    Detail::File(info.clone()),
+                )
                 .await?;
-            let res = files::write(&svc, &call, header, stream).await;
+            let res = files::write(&svc, &mut call, header, stream, info).await;
             let outcome = super::gate::Outcome {
                 bytes: res.as_ref().ok().map(|r| r.bytes_written),
                 ..Default::default()

@@ -26,7 +26,17 @@ fn largest(dir: &Path, prefix: &str) -> u64 {
         .unwrap()
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
-        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        // An upload's staging directory holds its data in `data`.
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            if m.is_dir() {
+                std::fs::metadata(e.path().join("data"))
+                    .ok()
+                    .map(|m| m.len())
+            } else {
+                Some(m.len())
+            }
+        })
         .max()
         .unwrap_or(0)
 }

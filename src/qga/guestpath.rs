@@ -1,0 +1,435 @@
+//! Path work in POSIX guests for the file RPCs: resolving symbolic links (so policies
+//! decide on what is really opened), and a private staging directory for uploads (so no
+//! file the daemon creates is ever reachable by other guest users before it is final).
+//!
+//! Every helper is one `guest-exec` of `/bin/sh -c SCRIPT NAME ARGS...`: paths travel as
+//! positional parameters, never spliced into the script. The scripts use only what
+//! busybox has (`readlink -f`, `stat -c`, `mkdir -m`, `head -c`, `od`, `tr`,
+//! `truncate -s`, `chown`, `chmod`, `ln -T`, `mv -T`, `rm -rf`). Failures come back as
+//! [`QgaError::Agent`] with the helper's stderr, whose errno text (`No such file or
+//! directory`, `File exists`, ...) says what kind of failure it was.
+
+use std::time::Duration;
+
+use super::{AgentClient, OpenFile, QgaError, commands::Whence};
+
+/// Longest a helper may take (slow emulated guests included); past it the request fails.
+pub const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Prefix of staging directory names (`.atp-` + 32 hex digits).
+pub const STAGE_PREFIX: &str = ".atp-";
+
+/// Exit code of the finalize helper when the staging path holds another directory.
+const NOT_OURS: i32 = 3;
+
+/// Length of the staged file's nonce (16 random bytes in hex).
+const NONCE_LEN: usize = 32;
+
+/// A trailing `/` of the request is kept (it says "a directory"). First line:
+/// `MODE_HEX UID GID INODE` of the resolved path (`stat -c`, not following a last
+/// symbolic link: there is none left after `readlink -f`) or `-` when nothing is there;
+/// then the resolved path, byte for byte (a name may end in a newline: the `x` keeps
+/// command substitution from eating it).
+const RESOLVE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
+r=$(readlink -f -- "$1" && echo x) || { echo "cannot resolve $1: No such file or directory (a directory on the path is missing, or symbolic links loop)" >&2; exit 2; }
+r=${r%x}; r=${r%?}
+case $1 in */) [ "$r" = / ] || r=$r/ ;; esac
+if s=$(stat -c '%f %u %g %i' -- "$r" 2>/dev/null); then echo "$s"; else echo -; fi
+printf '%s' "$r""#;
+
+/// `STAGE`: creates the staging directory (`mkdir -m 0700`: the agent's own and closed to
+/// everyone else from its first moment), enters it, checks it is the agent's own, and
+/// creates `data` and `id` there, both holding a random nonce, which it prints. Nobody
+/// else can read them, so the nonce proves that a handle opened later by path is this
+/// `data`, and that a directory entered later by path is this one.
+const STAGE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
+umask 077
+mkdir -m 0700 -- "$1" || exit 2
+if ! cd -P -- "$1" || ! [ -O . ]; then echo "staging directory $1: Operation not permitted (it is not the agent's own)" >&2; exit 3; fi
+n=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n') && [ ${#n} = 32 ] && printf %s "$n" >data && printf %s "$n" >id && printf %s "$n" && exit 0
+cd / && rm -rf -- "$1"; exit 4"#;
+
+/// `STAGE TARGET MODE OWNER HOW SIZE NONCE`: enters the staging directory (and checks
+/// by its `id` that it is this very directory, not one swapped in: a link to another
+/// directory of the agent's, or another upload's), cuts `data` to SIZE (the nonce may
+/// outlast a short upload), sets owner then mode on it (chown may clear set-id bits, so
+/// chmod comes last), puts it in place, and removes the directory whatever happened.
+/// Nothing here acts on a path another user can swap: `data` is reached through the
+/// working directory, and rename/link do not follow a link at the target. HOW: `replace`
+/// renames over the target (`mv -f -T`); `exclusive` hard-links (`ln -T` fails if the
+/// target exists); `create` hard-links and accepts a target that appeared meanwhile.
+const FINALIZE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
+s=$1 t=$2 m=$3 o=$4 how=$5 n=$6 id=$7 rc=0
+if cd -P -- "$s" && [ -O . ] && [ "$(cat id 2>/dev/null)" = "$id" ] && [ -f data ] && [ ! -L data ]; then
+  truncate -s "$n" data && { [ -z "$o" ] || chown -- "$o" data; } && chmod -- "$m" data && case $how in
+    replace) mv -f -T -- data "$t" ;;
+    exclusive) ln -T -- data "$t" ;;
+    *) ln -T -- data "$t" 2>/dev/null || [ -e "$t" ] || [ -L "$t" ] || ln -T -- data "$t" ;;
+  esac || rc=$?
+else
+  rc=3
+fi
+cd / && rm -rf -- "$s"
+exit $rc"#;
+
+/// `MARK PATH`, run by the agent (its parent): finds the agent's descriptor positioned at
+/// MARK (the handle just opened, moved there by the daemon) and compares where the kernel
+/// says it is open (`/proc/PID/fd/N`: the file's own location, whatever links led there)
+/// with PATH, and its inode with INODE when given (so a file removed and created again
+/// in its place is not taken for it). With EMPTY = 1, the same file is then emptied
+/// through that descriptor
+/// (`/proc/PID/fd/N` names the open file itself, not a path anyone can swap). Exit 0: the
+/// same; 3: another file; 4: no descriptor at MARK.
+const SAME_FILE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
+for f in /proc/$PPID/fdinfo/*; do
+  fd=${f##*/} hit=
+  { while read -r k v; do [ "$k" = pos: ] && [ "$v" = "$1" ] && hit=1; done <"$f"; } 2>/dev/null
+  [ -n "$hit" ] || continue
+  got=$(readlink "/proc/$PPID/fd/$fd" && echo x) || exit 2
+  got=${got%x}; got=${got%?}
+  [ "$got" = "$2" ] || exit 3
+  [ -z "$4" ] || [ "$(stat -L -c %i "/proc/$PPID/fd/$fd")" = "$4" ] || exit 3
+  [ "$3" != 1 ] || truncate -s 0 "/proc/$PPID/fd/$fd" || exit 5
+  exit 0
+done
+echo "the agent's handle was not found in /proc/$PPID/fdinfo" >&2
+exit 4"#;
+
+/// What a path resolves to in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Absolute path with every symbolic link, `.` and `..` resolved.
+    pub path: String,
+    /// What is there now, if anything.
+    pub existing: Option<Existing>,
+}
+
+/// Mode and owner of an existing file (from `stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Existing {
+    /// Permission bits (`mode & 0o7777`).
+    pub mode: u32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Whether it is a regular file.
+    pub regular: bool,
+    /// Inode number (to tell the same file from one put in its place).
+    pub ino: u64,
+}
+
+/// How [`AgentClient::stage_finish`] puts the staged file in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Rename over the target (atomic replace).
+    Replace,
+    /// Hard-link; fails with `File exists` if the target exists.
+    Exclusive,
+    /// Hard-link unless the target appeared meanwhile (then leave it alone).
+    Create,
+}
+
+/// A private staging directory (`DIR/.atp-<uuid>`, the agent's own, 0700) next to a
+/// target, holding `data` (0600) with a nonce only the daemon knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    /// The directory.
+    pub dir: String,
+    nonce: Vec<u8>,
+}
+
+impl Stage {
+    /// The file to write inside it.
+    pub fn data(&self) -> String {
+        format!("{}/data", self.dir)
+    }
+
+    fn nonce_text(&self) -> String {
+        String::from_utf8_lossy(&self.nonce).into_owned()
+    }
+}
+
+/// The directory part of an absolute POSIX path (`/` for `/x`).
+pub fn parent(path: &str) -> &str {
+    match path.rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((d, _)) => d,
+    }
+}
+
+fn helper_failed(what: &str, r: &super::ExecResult) -> QgaError {
+    let err = r.decode_stderr().unwrap_or_default();
+    QgaError::Agent {
+        command: what.to_owned(),
+        class: "GenericError".into(),
+        desc: match (r.exit_code, err.trim()) {
+            (Some(c), "") => format!("exited with code {c}"),
+            (None, "") => format!("killed by signal {}", r.signal.unwrap_or(0)),
+            (_, e) => e.to_owned(),
+        },
+    }
+}
+
+fn parse_resolve(out: &[u8]) -> Option<Resolved> {
+    let text = String::from_utf8(out.to_vec()).ok()?;
+    let (head, path) = text.split_once('\n')?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    let existing = match head {
+        "-" => None,
+        h => {
+            let mut f = h.split(' ');
+            let raw = u32::from_str_radix(f.next()?, 16).ok()?;
+            Some(Existing {
+                mode: raw & 0o7777,
+                uid: f.next()?.parse().ok()?,
+                gid: f.next()?.parse().ok()?,
+                regular: raw & 0o170_000 == 0o100_000,
+                ino: f.next()?.parse().ok()?,
+            })
+        }
+    };
+    Some(Resolved {
+        path: path.to_owned(),
+        existing,
+    })
+}
+
+impl AgentClient {
+    /// Runs one helper program, bounded by [`HELPER_TIMEOUT`].
+    async fn run_bounded(
+        &self,
+        program: &str,
+        args: &[&str],
+    ) -> Result<super::ExecResult, QgaError> {
+        tokio::time::timeout(HELPER_TIMEOUT, self.run_small(program, args))
+            .await
+            .map_err(|_| {
+                QgaError::Transport(crate::transport::TransportError::Timeout(HELPER_TIMEOUT))
+            })?
+    }
+
+    /// [`Self::run_bounded`], with a non-zero exit as an error carrying its stderr.
+    async fn path_helper(
+        &self,
+        what: &str,
+        program: &str,
+        args: &[&str],
+    ) -> Result<super::ExecResult, QgaError> {
+        let r = self.run_bounded(program, args).await?;
+        if r.success() {
+            Ok(r)
+        } else {
+            Err(helper_failed(what, &r))
+        }
+    }
+
+    /// Resolves `path` in the guest (`readlink -f`: every component but the last must
+    /// exist) and reports what is there. One exec.
+    pub async fn resolve_path(&self, path: &str) -> Result<Resolved, QgaError> {
+        let r = self
+            .path_helper(
+                "atp-resolve",
+                "/bin/sh",
+                &["-c", RESOLVE, "atp-resolve", path],
+            )
+            .await?;
+        parse_resolve(&r.stdout).ok_or_else(|| QgaError::Agent {
+            command: "atp-resolve".into(),
+            class: "InvalidReply".into(),
+            desc: format!(
+                "unexpected output from readlink/stat: {:?}",
+                String::from_utf8_lossy(&r.stdout)
+            ),
+        })
+    }
+
+    /// Whether `file` (a handle on a regular file) is open on the file at `path` (a
+    /// resolved path), as the kernel reports the descriptor's location: proves that what
+    /// was opened is what the policy approved, whatever was swapped in and out of the
+    /// path meanwhile; with `ino`, also that it is that inode. With `empty`, the file is
+    /// then truncated to 0 through the descriptor. Moves the handle's position (callers
+    /// seek after). One exec.
+    pub async fn handle_is(
+        &self,
+        file: &OpenFile,
+        path: &str,
+        ino: Option<u64>,
+        empty: bool,
+    ) -> Result<bool, QgaError> {
+        let ino = ino.map(|i| i.to_string()).unwrap_or_default();
+        // A position no reader would be at: 2^32 and up, random below 2^40.
+        let mark = (1_i64 << 32) | (uuid::Uuid::new_v4().as_u128() as i64 & ((1 << 40) - 1));
+        let at = self.file_seek(file.handle(), mark, Whence::Set).await?;
+        if at.position != mark {
+            return Err(QgaError::Agent {
+                command: "guest-file-seek".into(),
+                class: "GenericError".into(),
+                desc: format!(
+                    "the handle cannot be positioned (it stayed at {})",
+                    at.position
+                ),
+            });
+        }
+        let r = self
+            .run_bounded(
+                "/bin/sh",
+                &[
+                    "-c",
+                    SAME_FILE,
+                    "atp-same-file",
+                    &mark.to_string(),
+                    path,
+                    if empty { "1" } else { "0" },
+                    &ino,
+                ],
+            )
+            .await?;
+        match r.exit_code {
+            Some(0) => Ok(true),
+            Some(3) => Ok(false),
+            _ => Err(helper_failed("atp-same-file", &r)),
+        }
+    }
+
+    /// Creates a private staging directory in `dir` with `data` in it (see [`Stage`]).
+    /// One exec.
+    pub async fn stage_create(&self, dir: &str) -> Result<Stage, QgaError> {
+        let path = format!(
+            "{}/{STAGE_PREFIX}{}",
+            dir.trim_end_matches('/'),
+            uuid::Uuid::new_v4().simple()
+        );
+        let r = self
+            .path_helper("atp-stage", "/bin/sh", &["-c", STAGE, "atp-stage", &path])
+            .await?;
+        if r.stdout.len() != NONCE_LEN || !r.stdout.iter().all(u8::is_ascii_hexdigit) {
+            return Err(QgaError::Agent {
+                command: "atp-stage".into(),
+                class: "InvalidReply".into(),
+                desc: format!("unexpected nonce of {} bytes", r.stdout.len()),
+            });
+        }
+        Ok(Stage {
+            dir: path,
+            nonce: r.stdout,
+        })
+    }
+
+    /// Opens the staged `data` for writing (`r+`: never created, never truncated by the
+    /// open) and proves it is the staged file by reading the nonce back; positioned at
+    /// the start. `None` when the file opened is another one (the staging directory was
+    /// swapped by someone able to write to its parent): the handle is closed and nothing
+    /// was written.
+    pub async fn stage_open(&self, stage: &Stage) -> Result<Option<OpenFile>, QgaError> {
+        let file = self.open(&stage.data(), "r+").await?;
+        let check = async {
+            let got = self.file_read(file.handle(), Some(NONCE_LEN)).await?;
+            let ok = got.data().is_ok_and(|d| d == stage.nonce);
+            if ok {
+                self.file_seek(file.handle(), 0, Whence::Set).await?;
+            }
+            Ok::<_, QgaError>(ok)
+        }
+        .await;
+        match check {
+            Ok(true) => Ok(Some(file)),
+            Ok(false) => {
+                file.close().await?;
+                Ok(None)
+            }
+            Err(e) => {
+                let _ = file.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Cuts the staged file to `size`, sets `owner` (`uid:gid`) and `mode` on it, puts it
+    /// at `target` as `how` says, and removes the staging directory (also when a step
+    /// fails). One exec. `Ok(false)`: the directory found at the staging path is not this
+    /// stage (someone able to write to its parent replaced it); nothing was done.
+    pub async fn stage_finish(
+        &self,
+        stage: &Stage,
+        target: &str,
+        size: u64,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+        how: Place,
+    ) -> Result<bool, QgaError> {
+        let size = size.to_string();
+        let mode = format!("{mode:o}");
+        let owner = owner.map_or_else(String::new, |(u, g)| format!("{u}:{g}"));
+        let how = match how {
+            Place::Replace => "replace",
+            Place::Exclusive => "exclusive",
+            Place::Create => "create",
+        };
+        let r = self
+            .run_bounded(
+                "/bin/sh",
+                &[
+                    "-c",
+                    FINALIZE,
+                    "atp-finalize",
+                    &stage.dir,
+                    target,
+                    &mode,
+                    &owner,
+                    how,
+                    &size,
+                    &stage.nonce_text(),
+                ],
+            )
+            .await?;
+        match r.exit_code {
+            Some(0) => Ok(true),
+            Some(NOT_OURS) => Ok(false),
+            _ => Err(helper_failed("atp-finalize", &r)),
+        }
+    }
+
+    /// Removes a staging directory and what is in it (`rm -rf`, which removes a symbolic
+    /// link planted in its place rather than following it). One exec.
+    pub async fn stage_remove(&self, stage: &Stage) -> Result<(), QgaError> {
+        self.path_helper("rm", "/bin/rm", &["-rf", "--", &stage.dir])
+            .await
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_output_is_parsed_byte_for_byte() {
+        let r = parse_resolve(b"81a0 65534 65534 77\n/tmp/a b\n").unwrap();
+        assert_eq!(r.path, "/tmp/a b\n");
+        assert_eq!(
+            r.existing,
+            Some(Existing {
+                mode: 0o640,
+                uid: 65534,
+                gid: 65534,
+                regular: true,
+                ino: 77
+            })
+        );
+        let r = parse_resolve(b"-\n/srv/new").unwrap();
+        assert_eq!((r.path.as_str(), r.existing), ("/srv/new", None));
+        let dir = parse_resolve(b"41ed 0 0 2\n/srv").unwrap();
+        assert!(!dir.existing.unwrap().regular);
+        assert_eq!(parse_resolve(b"garbage"), None);
+        assert_eq!(parse_resolve(b"-\nrelative"), None);
+    }
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent("/x"), "/");
+        assert_eq!(parent("/a/b/c"), "/a/b");
+    }
+}

@@ -1,0 +1,89 @@
+//! Receiving an upload: data messages written to an open guest handle in transport-sized
+//! chunks, under the policy's byte budget and an idle timeout; returns bytes and SHA-256.
+
+use sha2::{Digest, Sha256};
+use tonic::{Status, Streaming};
+
+use super::super::{metrics, status::ApiError};
+use crate::{
+    pb,
+    qga::{AgentClient, DEFAULT_CHUNK, OpenFile},
+};
+
+/// An upload that sends nothing for this long is abandoned (its guest handle would
+/// otherwise stay open for as long as a stalled client keeps its connection).
+const WRITE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub(super) async fn receive(
+    client: &AgentClient,
+    file: &OpenFile,
+    stream: &mut Streaming<pb::WriteFileRequest>,
+    shutdown: &tokio_util::sync::CancellationToken,
+    max_bytes: Option<u64>,
+) -> Result<(u64, Vec<u8>), Status> {
+    let chunk = client
+        .transport()
+        .chunk_bounds()
+        .max_write
+        .min(DEFAULT_CHUNK);
+    let mut hasher = Sha256::new();
+    let mut buf = Vec::with_capacity(chunk);
+    let mut total = 0u64;
+    loop {
+        let msg = tokio::select! {
+            m = stream.message() => m?,
+            () = shutdown.cancelled() => return Err(Status::unavailable("the daemon is shutting down")),
+            () = tokio::time::sleep(WRITE_IDLE_TIMEOUT) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no data for {}s; upload abandoned",
+                    WRITE_IDLE_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        let done = match msg {
+            None => true,
+            Some(pb::WriteFileRequest {
+                msg: Some(pb::write_file_request::Msg::Data(d)),
+            }) => {
+                if let Some(limit) = max_bytes
+                    && total + (buf.len() + d.len()) as u64 > limit
+                {
+                    return Err(Status::resource_exhausted(format!(
+                        "upload exceeds the policy's max_bytes ({limit})"
+                    )));
+                }
+                hasher.update(&d);
+                buf.extend_from_slice(&d);
+                false
+            }
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "only data messages may follow the header",
+                ));
+            }
+        };
+        while buf.len() >= chunk || (done && !buf.is_empty()) {
+            let n = buf.len().min(chunk);
+            let w = client
+                .file_write(file.handle(), &buf[..n])
+                .await
+                .map_err(|e| Status::from(ApiError::Qga(e)))?;
+            if w.count as usize != n {
+                return Err(Status::data_loss(format!(
+                    "guest wrote {} of {n} bytes",
+                    w.count
+                )));
+            }
+            metrics::bytes("write", n);
+            total += n as u64;
+            buf.drain(..n);
+        }
+        if done {
+            client
+                .file_flush(file.handle())
+                .await
+                .map_err(|e| Status::from(ApiError::Qga(e)))?;
+            return Ok((total, hasher.finalize().to_vec()));
+        }
+    }
+}
