@@ -43,8 +43,14 @@ fn policies_md_lists_every_shipped_plugin_and_the_case_count() {
         .collect();
     assert_eq!(documented, plugins(), "plugin headings in docs/policies.md");
     let n = plugins().len();
-    let count = format!("holds {} plugins", NUMBERS.get(n).copied().unwrap_or("many"));
-    assert!(section.contains(&count), "docs/policies.md should say {count:?}");
+    let count = format!(
+        "holds {} plugins",
+        NUMBERS.get(n).copied().unwrap_or("many")
+    );
+    assert!(
+        section.contains(&count),
+        "docs/policies.md should say {count:?}"
+    );
     let c = format!("({} cases", cases());
     assert!(section.contains(&c), "docs/policies.md should say {c:?}");
 }

@@ -129,13 +129,17 @@ async fn created_and_replaced_files_get_safe_modes_and_keep_their_owner() {
 }
 
 /// Opens every `.atp-*` entry (and anything inside one) for writing, as fast as it can,
-/// and appends a line through any handle it gets.
+/// and appends a line through any handle it gets. The open never creates (`nocreat`): a
+/// shell's `>>` on an entry removed just after the glob saw it would create the
+/// attacker's own file and count as a hit.
 const GRAB: &str = r#"d=$1; stop=$2
 while [ ! -e "$stop" ]; do
   for f in "$d"/.atp-* "$d"/.atp-*/*; do
     [ -e "$f" ] || continue
     echo "SAW $f"
-    if { echo attacker-line >>"$f"; } 2>/dev/null; then echo "GOT $f"; fi
+    if echo attacker-line | dd of="$f" conv=notrunc,nocreat oflag=append status=none 2>/dev/null; then
+      echo "GOT $f"
+    fi
   done
 done"#;
 
