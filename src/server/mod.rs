@@ -10,6 +10,7 @@ mod metrics;
 mod reap;
 mod service;
 pub mod status;
+mod streams;
 mod tasks;
 
 use std::{future::Future, os::unix::fs::PermissionsExt, sync::Arc};

@@ -15,6 +15,7 @@ use super::{
     metrics,
     reap::Reaper,
     status::ApiError,
+    streams::{BoundedStream, Held, StreamPermit, StreamRegistry},
     tasks,
 };
 use crate::{
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) limits: crate::config::Limits,
     /// Mode of files WriteFile creates without `permissions` (`[files] new_file_mode`).
     pub(crate) new_file_mode: u32,
+    /// Open streams per caller (`limits.streams_per_caller`).
+    pub(crate) streams: Arc<StreamRegistry>,
 }
 
 impl GuestAgentService {
@@ -74,6 +77,7 @@ impl GuestAgentService {
                 gate,
                 limits: config.limits.clone(),
                 new_file_mode: config.new_file_mode,
+                streams: StreamRegistry::new(config.limits.streams_per_caller),
             }),
         }
     }
@@ -81,6 +85,19 @@ impl GuestAgentService {
     /// Closes the handles of parked execs (daemon shutdown).
     pub async fn close_parked(&self) {
         self.shared.execs.close_parked().await;
+    }
+
+    /// Counts one more open stream for the caller of `call` (held for the stream's life),
+    /// or records the refusal in `call`'s outcome and fails RESOURCE_EXHAUSTED naming
+    /// `limits.streams_per_caller`. For every streaming RPC (Exec and ExecAttach too).
+    pub(crate) async fn stream_permit(&self, call: Call) -> Result<(Call, StreamPermit), Status> {
+        match self.shared.streams.acquire(&call.caller) {
+            Ok(permit) => Ok((call, permit)),
+            Err(st) => {
+                call.finish::<()>(&Err(st.clone())).await;
+                Err(st)
+            }
+        }
     }
 
     /// Passes a request through the gate.
@@ -333,7 +350,7 @@ impl GuestAgent for GuestAgentService {
         )
     }
 
-    type ReadFileStream = EventStream<pb::FileChunk>;
+    type ReadFileStream = BoundedStream<pb::FileChunk>;
 
     async fn read_file(
         &self,
@@ -365,7 +382,31 @@ impl GuestAgent for GuestAgentService {
         let svc = self.clone();
         let task = tokio::spawn(async move {
             let (meta, ext, mut stream) = request.into_parts();
-            let header = match stream.message().await? {
+            let probe = Request::from_parts(meta, ext, ());
+            let gate = &svc.shared.gate;
+            // The stream counts against its caller from the start: a client that opens
+            // uploads and sends nothing is bounded too.
+            let caller = super::auth::caller(&probe)?;
+            let permit = match svc.shared.streams.acquire(&caller) {
+                Ok(p) => p,
+                Err(st) => {
+                    gate.refused("WriteFile", &probe, &st).await;
+                    return Err(st);
+                }
+            };
+            let wait = svc.shared.limits.write_header_timeout;
+            let first = match tokio::time::timeout(wait, stream.message()).await {
+                Ok(m) => m?,
+                Err(_) => {
+                    let st = Status::deadline_exceeded(format!(
+                        "no WriteFile header within {} (limits.write_header_timeout_ms)",
+                        humantime::format_duration(wait)
+                    ));
+                    gate.refused("WriteFile", &probe, &st).await;
+                    return Err(st);
+                }
+            };
+            let header = match first {
                 Some(pb::WriteFileRequest {
                     msg: Some(pb::write_file_request::Msg::Header(mut h)),
                 }) => {
@@ -373,9 +414,10 @@ impl GuestAgent for GuestAgentService {
                     h
                 }
                 _ => {
-                    return Err(Status::invalid_argument(
-                        "the first WriteFile message must be the header",
-                    ));
+                    let st =
+                        Status::invalid_argument("the first WriteFile message must be the header");
+                    gate.refused("WriteFile", &probe, &st).await;
+                    return Err(st);
                 }
             };
             let mode = pb::WriteMode::try_from(header.mode).map_or("unknown", |m| match m {
@@ -390,11 +432,11 @@ impl GuestAgent for GuestAgentService {
                 mode: mode.into(),
                 ..Default::default()
             });
-            let probe = Request::from_parts(meta, ext, ());
             let call = svc
                 .admit("WriteFile", &probe, &header.domain, detail)
                 .await?;
             let res = files::write(&svc, &call, header, stream).await;
+            drop(permit);
             let outcome = super::gate::Outcome {
                 bytes: res.as_ref().ok().map(|r| r.bytes_written),
                 ..Default::default()
@@ -424,7 +466,7 @@ impl GuestAgent for GuestAgentService {
         )
     }
 
-    type RunTaskStream = EventStream<pb::ExecEvent>;
+    type RunTaskStream = Held<EventStream<pb::ExecEvent>>;
 
     async fn run_task(
         &self,
@@ -442,8 +484,9 @@ impl GuestAgent for GuestAgentService {
         let call = self
             .admit("RunTask", &request, &r.domain.clone(), detail)
             .await?;
+        let (call, permit) = self.stream_permit(call).await?;
         tasks::run(self, call, request.into_inner())
             .await
-            .map(Response::new)
+            .map(|s| Response::new(Held::new(s, permit)))
     }
 }
