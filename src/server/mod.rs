@@ -1,6 +1,7 @@
 //! The gRPC server: binds every configured listener, serves `GuestAgent`, health and
 //! reflection on each, and shuts down gracefully when told to.
 
+mod accept;
 pub mod auth;
 mod exec;
 mod facts;
@@ -16,7 +17,6 @@ mod tasks;
 use std::{future::Future, os::unix::fs::PermissionsExt, sync::Arc};
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     service::interceptor::InterceptedService,
@@ -124,12 +124,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         bound.push((l.to_string(), bind(l).await?));
     }
 
+    let limits = &config.limits;
     let mut servers = tokio::task::JoinSet::new();
     for (name, listener) in bound {
-        let mut builder = Server::builder();
+        // A peer that does not answer a keepalive ping within the handshake timeout is
+        // dropped, so a connection cannot hold its slot after its client is gone.
+        let mut builder = Server::builder()
+            .http2_keepalive_interval(Some(limits.http2_keepalive))
+            .http2_keepalive_timeout(Some(limits.handshake_timeout));
+        let tls_on = matches!(listener, Bound::Tcp(_)) && config.tls.is_some();
         if let (Bound::Tcp(_), Some(tls)) = (&listener, &config.tls) {
-            let mut t =
-                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            let mut t = ServerTlsConfig::new()
+                .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+                .timeout(limits.handshake_timeout);
             if let Some(ca) = &tls.client_ca_pem {
                 t = t.client_ca_root(Certificate::from_pem(ca));
             }
@@ -146,18 +153,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 auth.clone(),
             ));
         let stop = token.clone().cancelled_owned();
-        tracing::info!(listen = %name, tls = config.tls.is_some() && matches!(listener, Bound::Tcp(_)), "serving");
+        tracing::info!(listen = %name, tls = tls_on, max_connections = limits.max_connections, "serving");
+        let (cap, handshake) = (limits.max_connections, limits.handshake_timeout);
         servers.spawn(async move {
             match listener {
                 Bound::Unix(l) => {
-                    router
-                        .serve_with_incoming_shutdown(UnixListenerStream::new(l), stop)
-                        .await
+                    let incoming = accept::incoming(l, name, cap, handshake, false);
+                    router.serve_with_incoming_shutdown(incoming, stop).await
                 }
                 Bound::Tcp(l) => {
-                    router
-                        .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
-                        .await
+                    let incoming = accept::incoming(l, name, cap, handshake, tls_on);
+                    router.serve_with_incoming_shutdown(incoming, stop).await
                 }
             }
         });
