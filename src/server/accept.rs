@@ -27,6 +27,9 @@ use tonic::transport::server::Connected;
 /// waits for connections to end instead of spinning on the error.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// At most one "out of descriptors" warning per listener in this time.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Bytes the HTTP/2 client preface takes. On a plaintext connection the handshake
 /// deadline ends once the preface has arrived: from then on, HTTP/2 keepalive pings
 /// (`limits.http2_keepalive_ms`) drop a peer that does not answer.
@@ -82,7 +85,8 @@ pub(crate) fn incoming<L: Listener>(
         max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
     async_stream::stream! {
-        let mut starved = false;
+        // When the last "out of descriptors" warning was logged (one per episode).
+        let mut warned: Option<tokio::time::Instant> = None;
         loop {
             let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
                 break;
@@ -92,9 +96,9 @@ pub(crate) fn incoming<L: Listener>(
                     Ok(io) => break io,
                     Err(e) => match classify(&e) {
                         Some(what) => {
-                            if !starved {
+                            if warned.is_none_or(|t| t.elapsed() > WARN_EVERY) {
                                 tracing::warn!(listen = %name, error = %e, "accept failed: out of {what}; pausing accepts until connections end");
-                                starved = true;
+                                warned = Some(tokio::time::Instant::now());
                             }
                             tokio::time::sleep(ACCEPT_BACKOFF).await;
                         }
@@ -107,10 +111,6 @@ pub(crate) fn incoming<L: Listener>(
                     },
                 }
             };
-            if starved {
-                tracing::info!(listen = %name, "accepting again");
-                starved = false;
-            }
             yield Ok(Guarded::new(io, slot, handshake, tls));
         }
     }
