@@ -213,16 +213,16 @@ async fn stalled_readers_cost_their_byte_budget_and_end_after_the_idle_timeout()
         stalled.push(s.into_inner());
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let held = agent.open_files().unwrap();
-    assert!(
-        held >= baseline_fds + 8,
-        "the stalled reads hold their handles: {held}"
-    );
     let grown = rss_kib(d.pid()).saturating_sub(rss0);
     eprintln!("daemon RSS grew {grown} KiB with 8 stalled readers");
     assert!(
         grown < 100 * 1024,
         "daemon RSS grew {grown} KiB with 8 stalled readers"
+    );
+    let held = agent.open_files().unwrap();
+    assert!(
+        held >= baseline_fds + 8,
+        "the stalled reads hold their handles: {held}"
     );
     // The guest still answers others (a separate connection: the stalled streams hold
     // this test's own receive window on theirs).
