@@ -380,7 +380,7 @@ async fn idle_tcp_connects_leave_unix_callers_served_and_the_cpu_idle() {
         192,
     )
     .await;
-    let idle = idle_connects(port, 1100).await;
+    let mut idle = idle_connects(port, 1100).await;
     // Past the cap and the backlog the kernel drops SYNs; enough get through to exceed
     // both the cap and the daemon's descriptor limit.
     assert!(idle.len() > 256, "only {} connects succeeded", idle.len());
@@ -391,6 +391,23 @@ async fn idle_tcp_connects_leave_unix_callers_served_and_the_cpu_idle() {
         "daemon used {:.0}% of a core with idle connects",
         share * 100.0
     );
+    // At most max_connections of them are open in the daemon at once (the socket count
+    // also has the listeners, the agent connection and a few of tokio's own).
+    let sockets = common::fd_targets(d.pid())
+        .iter()
+        .filter(|t| t.starts_with("socket:"))
+        .count();
+    assert!(sockets <= 64 + 8, "{sockets} sockets open in the daemon");
+    // A connect that sends nothing is closed once the handshake timeout has passed.
+    let mut first = idle.remove(0);
+    let mut sink = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_to_end(&mut first, &mut sink),
+    )
+    .await
+    .expect("the daemon closes a connection that never sends its preface")
+    .ok();
     // A UNIX caller is served meanwhile (a fresh connection each time).
     for _ in 0..3 {
         let mut c = d.client().await;

@@ -125,6 +125,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
 
     let limits = &config.limits;
+    check_fd_budget(bound.len(), limits.max_connections);
     let mut servers = tokio::task::JoinSet::new();
     for (name, listener) in bound {
         // A peer that does not answer a keepalive ping within the handshake timeout is
@@ -206,6 +207,30 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
     }
     result
+}
+
+/// Warns when the open-file limit cannot hold every listener's connection cap: under load
+/// the accept loops would then pause on EMFILE rather than stop at `max_connections`.
+fn check_fd_budget(listeners: usize, max_connections: usize) {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<usize>().ok())
+        });
+    let need = listeners.saturating_mul(max_connections).saturating_add(64);
+    if let Some(nofile) = soft
+        && nofile < need
+    {
+        tracing::warn!(
+            nofile,
+            need,
+            "the open-file limit is below limits.max_connections × listeners + 64; raise \
+             LimitNOFILE= or lower max_connections"
+        );
+    }
 }
 
 /// Loads the policy plugins (and starts their reloader) and opens the audit log.
