@@ -452,3 +452,47 @@ async fn out_of_file_descriptors_the_accept_loop_pauses_instead_of_spinning() {
         .expect("Ping answered after the connects left")
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_library_client_bounds_its_open_handles_per_agent() {
+    use ocloudview_atp::{
+        qga::{AgentClient, QgaError},
+        transport::socket::SocketTransport,
+    };
+    let agent = HostAgent::start().unwrap();
+    let path = agent.dir().join("f.txt");
+    std::fs::write(&path, b"x").unwrap();
+    let path = path.display().to_string();
+    let client = AgentClient::new(SocketTransport::new(agent.socket())).with_handle_limit(2);
+    let clone = client.clone();
+    let a = client.open(&path, "r").await.unwrap();
+    let _b = clone.open(&path, "r").await.unwrap();
+    // The bound is shared by the clones, and refused without asking the agent.
+    let before = agent.open_files().unwrap();
+    let e = client.open(&path, "r").await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            QgaError::LimitExceeded {
+                limit: "limits.open_handles_per_guest",
+                value: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(agent.open_files().unwrap(), before);
+    assert_eq!(client.open_handles(), 2);
+    // Closing frees the slot; so does dropping (once the agent has closed the handle).
+    a.close().await.unwrap();
+    let c = client.open(&path, "r").await.unwrap();
+    drop(c);
+    common::eventually(|| client.open_handles() == 1, "dropped handle released").await;
+    client
+        .open(&path, "r")
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+}
