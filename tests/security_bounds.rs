@@ -380,6 +380,15 @@ async fn idle_tcp_connects_leave_unix_callers_served_and_the_cpu_idle() {
         192,
     )
     .await;
+    // A client that speaks HTTP/2 keeps its connection past the handshake timeout.
+    let mut talker = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // an empty SETTINGS frame
+    tokio::io::AsyncWriteExt::write_all(&mut talker, &hello)
+        .await
+        .unwrap();
     let mut idle = idle_connects(port, 1100).await;
     // Past the cap and the backlog the kernel drops SYNs; enough get through to exceed
     // both the cap and the daemon's descriptor limit.
@@ -398,6 +407,17 @@ async fn idle_tcp_connects_leave_unix_callers_served_and_the_cpu_idle() {
         .filter(|t| t.starts_with("socket:"))
         .count();
     assert!(sockets <= 64 + 8, "{sockets} sockets open in the daemon");
+    // (The talker, 2 s after its preface: still open, whatever the server sent it.)
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = tokio::io::AsyncReadExt::read(&mut talker, &mut buf);
+        match tokio::time::timeout(Duration::from_millis(300), read).await {
+            Err(_) => break,
+            Ok(Ok(0)) => panic!("a connection that sent its preface was closed"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("a connection that sent its preface failed: {e}"),
+        }
+    }
     // A connect that sends nothing is closed once the handshake timeout has passed.
     let mut first = idle.remove(0);
     let mut sink = Vec::new();
