@@ -516,3 +516,43 @@ async fn the_library_client_bounds_its_open_handles_per_agent() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_tls_connect_that_never_finishes_its_handshake_is_closed() {
+    let agent = HostAgent::start().unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (pki.path().join("cert.pem"), pki.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
+    let port = common::free_port();
+    let _d = Daemon::start(
+        &[format!("tcp://127.0.0.1:{port}")],
+        &format!(
+            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[limits]\nhandshake_timeout_ms = 1000\n\n\
+             [[guests]]\nname = \"host\"\nsocket = \"{}\"\n",
+            cert_path.display(),
+            key_path.display(),
+            agent.socket().display()
+        ),
+    )
+    .await;
+    // Silent, and stalled after the first bytes of a TLS record: both are closed.
+    for first in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00][..]] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, first)
+            .await
+            .unwrap();
+        let mut sink = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut sink),
+        )
+        .await
+        .expect("the daemon closes a connection whose TLS handshake never finishes")
+        .ok();
+    }
+}
