@@ -340,3 +340,36 @@ async fn the_library_client_bounds_its_open_handles_per_agent() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn uploads_waiting_for_their_header_count_against_the_caller() {
+    let agent = HostAgent::start().unwrap();
+    let d = daemon_for(
+        &agent,
+        "[limits]\nstreams_per_caller = 2\nwrite_header_timeout_ms = 20000\n",
+    )
+    .await;
+    let c = d.client().await;
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let mut c = c.clone();
+        waiting.push(tokio::spawn(async move {
+            c.write_file(tokio_stream::pending::<WriteFileRequest>())
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.clone()
+            .write_file(tokio_stream::pending::<WriteFileRequest>()),
+    )
+    .await
+    .expect("the third upload is refused at once")
+    .unwrap_err();
+    assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
+    assert!(st.message().contains("limits.streams_per_caller"), "{st:?}");
+    for w in waiting {
+        w.abort();
+    }
+}
