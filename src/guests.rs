@@ -65,6 +65,8 @@ pub struct GuestRegistry {
     /// The same clients by canonical `hypervisor/uuid`, so aliases share one queue.
     by_domain: Mutex<HashMap<String, AgentClient>>,
     agent_timeout: std::time::Duration,
+    /// `limits.open_handles_per_guest`, given to every client this registry builds.
+    handle_limit: usize,
 }
 
 impl GuestRegistry {
@@ -72,12 +74,14 @@ impl GuestRegistry {
     /// (socket transports start their worker tasks).
     pub fn from_config(config: &Config) -> Self {
         let agent_timeout = config.agent_timeout;
+        let handle_limit = config.limits.open_handles_per_guest;
         let direct = config
             .guests
             .iter()
             .map(|g| {
-                let client =
-                    AgentClient::new(SocketTransport::new(&g.socket)).with_timeout(agent_timeout);
+                let client = AgentClient::new(SocketTransport::new(&g.socket))
+                    .with_timeout(agent_timeout)
+                    .with_handle_limit(handle_limit);
                 (g.name.clone(), client)
             })
             .collect();
@@ -98,6 +102,7 @@ impl GuestRegistry {
             resolved: Mutex::new(HashMap::new()),
             by_domain: Mutex::new(HashMap::new()),
             agent_timeout,
+            handle_limit,
         }
     }
 
@@ -143,6 +148,7 @@ impl GuestRegistry {
                     .or_insert_with(|| {
                         AgentClient::new(LibvirtTransport::new(dom, domain))
                             .with_timeout(self.agent_timeout)
+                            .with_handle_limit(self.handle_limit)
                     })
                     .clone();
                 drop(by_key);

@@ -37,7 +37,7 @@ impl Default for Limits {
             open_handles_per_guest: 256,
             streams_per_caller: 64,
             execs_per_caller: 64,
-            stream_buffer_bytes: 8 << 20,
+            stream_buffer_bytes: 4 << 20,
             stream_idle_timeout: Duration::from_secs(60),
             write_header_timeout: Duration::from_secs(10),
             max_connections: 512,

@@ -15,6 +15,11 @@ use crate::transport::{AgentReply, AgentRequest, Transport};
 /// Default deadline for one short agent command (ping, info, a status poll).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default bound on file handles one client (all its clones) holds open on its agent
+/// through [`AgentClient::open`]: well below qemu-ga's ~1,023 fds, so exec and other
+/// callers always have some left.
+pub const DEFAULT_OPEN_HANDLES: usize = 256;
+
 /// Runs typed QGA commands against one agent. Cheap to clone; clones share the
 /// connection and what is known about the agent.
 ///
@@ -48,14 +53,24 @@ pub struct AgentClient {
     state: Arc<AgentState>,
 }
 
-/// What a client learned about its agent. Each mutex guards plain data and is held only
-/// for a lookup or an insert, never across an `.await`.
-#[derive(Debug, Default)]
+/// What a client learned about its agent, and the handles it may hold there. Each mutex
+/// guards plain data and is held only for a lookup or an insert, never across an `.await`.
+#[derive(Debug)]
 pub(crate) struct AgentState {
     caps: Mutex<Option<Arc<AgentInfo>>>,
     os: Mutex<Option<Arc<OsInfo>>>,
     /// Processes started with captured output redirected to guest files (pid → dir).
     pub(crate) redirected: Mutex<HashMap<i64, String>>,
+    /// One permit per guest file handle [`AgentClient::open`] may hold at once.
+    pub(crate) handles: Arc<tokio::sync::Semaphore>,
+    /// The number of permits `handles` started with (for the error message).
+    pub(crate) handle_limit: usize,
+}
+
+impl Default for AgentState {
+    fn default() -> Self {
+        Self::with_handle_limit(DEFAULT_OPEN_HANDLES)
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +78,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AgentState {
+    fn with_handle_limit(limit: usize) -> Self {
+        let limit = limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            caps: Mutex::default(),
+            os: Mutex::default(),
+            redirected: Mutex::default(),
+            handles: Arc::new(tokio::sync::Semaphore::new(limit)),
+            handle_limit: limit,
+        }
+    }
+
     fn forget(&self) {
         *lock(&self.caps) = None;
         *lock(&self.os) = None;
@@ -105,6 +131,21 @@ impl AgentClient {
 
     pub(crate) fn state(&self) -> &AgentState {
         &self.state
+    }
+
+    /// The same client with at most `limit` guest file handles open at once through
+    /// [`AgentClient::open`] (default [`DEFAULT_OPEN_HANDLES`]); an open beyond it fails at
+    /// once with [`QgaError::LimitExceeded`]. The bound is shared by the clones made from
+    /// the returned client: call this while building the client, before cloning it (it
+    /// starts a fresh shared state, so cached agent facts are fetched again).
+    pub fn with_handle_limit(mut self, limit: usize) -> Self {
+        self.state = Arc::new(AgentState::with_handle_limit(limit));
+        self
+    }
+
+    /// Guest file handles [`AgentClient::open`] holds right now (for metrics and tests).
+    pub fn open_handles(&self) -> usize {
+        self.state.handle_limit - self.state.handles.available_permits()
     }
 
     /// The same client with another per-command deadline.

@@ -27,6 +27,17 @@ pub enum QgaError {
         /// The refused command.
         command: String,
     },
+    /// A bound on what this client may hold in the agent is reached; nothing was sent.
+    /// Fails at once (no waiting), so one user of the agent cannot starve the others.
+    #[error("{what}: the limit {limit} = {value} is reached; close some and retry")]
+    LimitExceeded {
+        /// What ran out, e.g. "too many open guest file handles".
+        what: &'static str,
+        /// The setting that bounds it, e.g. `limits.open_handles_per_guest`.
+        limit: &'static str,
+        /// Its value.
+        value: usize,
+    },
     /// A request argument is out of range or malformed; nothing was sent.
     #[error("{0}")]
     InvalidArgument(String),

@@ -1,6 +1,10 @@
 //! File helpers over `guest-file-*`: chunked whole-file read/write within each transport's
 //! per-call bounds, and handles that are closed on every path.
 
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+
 use super::{
     AgentClient, QgaError,
     commands::{
@@ -13,12 +17,15 @@ use super::{
 pub const DEFAULT_CHUNK: usize = 1 << 20;
 
 /// A guest file handle that is closed when dropped, even if the owning future is
-/// cancelled (the close is then queued behind whatever is in flight).
+/// cancelled (the close is then queued behind whatever is in flight). It holds one of its
+/// client's handle permits ([`AgentClient::with_handle_limit`]) until the agent has
+/// answered the close.
 #[derive(Debug)]
 pub struct OpenFile {
     client: AgentClient,
     handle: i64,
     open: bool,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl OpenFile {
@@ -30,7 +37,9 @@ impl OpenFile {
     /// Closes the handle now and reports the agent's answer.
     pub async fn close(mut self) -> Result<(), QgaError> {
         self.open = false;
-        self.client.file_close(self.handle).await
+        let res = self.client.file_close(self.handle).await;
+        self.permit.take();
+        res
     }
 }
 
@@ -41,12 +50,14 @@ impl Drop for OpenFile {
         }
         let client = self.client.clone();
         let handle = self.handle;
+        let permit = self.permit.take();
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 rt.spawn(async move {
                     if let Err(e) = client.file_close(handle).await {
                         tracing::warn!(handle, error = %e, "closing an abandoned guest file handle failed");
                     }
+                    drop(permit);
                 });
             }
             Err(_) => tracing::warn!(
@@ -74,27 +85,44 @@ impl AgentClient {
 
     /// Opens `path` and returns a handle that closes itself when dropped.
     ///
+    /// Bounded: the client (with its clones) holds at most its handle limit
+    /// ([`AgentClient::with_handle_limit`]) open at once; beyond it this fails at once with
+    /// [`QgaError::LimitExceeded`] and sends nothing, so one user cannot use up the
+    /// agent's fds for the others.
+    ///
     /// Cancel-safe: if the caller gives up while the open is in flight, the handle the
     /// agent returns afterwards is closed instead of leaked.
     pub async fn open(&self, path: &str, mode: &str) -> Result<OpenFile, QgaError> {
+        let state = self.state();
+        let permit = Arc::clone(&state.handles)
+            .try_acquire_owned()
+            .map_err(|_| QgaError::LimitExceeded {
+                what: "too many open guest file handles on this guest",
+                limit: "limits.open_handles_per_guest",
+                value: state.handle_limit,
+            })?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let client = self.clone();
         let (path, mode) = (path.to_owned(), mode.to_owned());
         tokio::spawn(async move {
             let res = client.file_open(&path, Some(&mode)).await;
-            if let Err(Ok(orphan)) = tx.send(res)
-                && let Err(e) = client.file_close(orphan).await
-            {
-                tracing::warn!(handle = orphan, error = %e, "closing an orphaned guest file handle failed");
+            // The permit travels with the result; a cancelled open's orphan keeps it
+            // until the agent has closed the handle.
+            if let Err((Ok(orphan), permit)) = tx.send((res, permit)) {
+                if let Err(e) = client.file_close(orphan).await {
+                    tracing::warn!(handle = orphan, error = %e, "closing an orphaned guest file handle failed");
+                }
+                drop(permit);
             }
         });
-        let handle = rx
+        let (res, permit) = rx
             .await
-            .map_err(|_| QgaError::Transport(crate::transport::TransportError::Stopped))??;
+            .map_err(|_| QgaError::Transport(crate::transport::TransportError::Stopped))?;
         Ok(OpenFile {
             client: self.clone(),
-            handle,
+            handle: res?,
             open: true,
+            permit: Some(permit),
         })
     }
 

@@ -10,15 +10,14 @@ mod write;
 pub(crate) use write::write;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::{
     gate::{Call, Outcome},
     metrics,
-    service::{EventStream, GuestAgentService, STREAM_BUFFER},
+    service::GuestAgentService,
     status::ApiError,
+    streams::{self, BoundedStream, StreamSender},
 };
 use crate::{
     pb,
@@ -49,10 +48,11 @@ fn data_err(e: base64::DecodeError) -> QgaError {
 /// ReadFile after the gate: `info` is what the first decision was made on.
 pub(crate) async fn read(
     s: &GuestAgentService,
-    mut call: Call,
+    call: Call,
     r: pb::ReadFileRequest,
     info: FileInfo,
-) -> Result<EventStream<pb::FileChunk>, Status> {
+) -> Result<BoundedStream<pb::FileChunk>, Status> {
+    let (mut call, permit) = s.stream_permit(call).await?;
     let setup = async {
         check_path(&r.path)?;
         let offset = i64::try_from(r.offset).map_err(|_| {
@@ -107,14 +107,23 @@ pub(crate) async fn read(
             return Err(e);
         }
     };
+    let limits = &s.shared.limits;
     let max = client.transport().chunk_bounds().max_read;
     let limit = call.limits.max_bytes;
+    // Every read in flight reserves its chunk from the stream's byte budget, so a chunk
+    // is at most a share of it: no message can exceed the budget.
     let chunk = match r.chunk_size {
         0 => DEFAULT_CHUNK,
         n => n as usize,
     }
-    .min(max);
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    .min(max)
+    .min(limits.stream_buffer_bytes / READ_AHEAD)
+    .max(1);
+    let (tx, rx) = streams::channel(
+        limits.stream_buffer_bytes,
+        limits.stream_idle_timeout,
+        Some(permit),
+    );
     let token = s.shared.shutdown.clone();
     tokio::spawn(async move {
         let res = tokio::select! {
@@ -128,7 +137,7 @@ pub(crate) async fn read(
         if let Err(st) = &res
             && st.code() != tonic::Code::Cancelled
         {
-            let _ = tx.send(Err(st.clone())).await;
+            tx.fail(st.clone());
         }
         let outcome = Outcome {
             bytes: res.as_ref().ok().copied(),
@@ -139,13 +148,17 @@ pub(crate) async fn read(
             Err(st) => call.finish_with(st.code(), st.message(), outcome).await,
         }
     });
-    Ok(ReceiverStream::new(rx))
+    Ok(rx)
 }
 
 /// Two reads in flight: the agent reads and encodes the next chunk while this one is
 /// decoded and sent (the transport pipelines them on a direct socket).
 const READ_AHEAD: usize = 2;
 
+/// Sends the file from `start` in `chunk`-sized messages. Each read is submitted only
+/// once its bytes are reserved in the stream's budget, so a client that stops reading
+/// stops the reads; if it takes nothing for the idle timeout this fails
+/// DEADLINE_EXCEEDED and the caller closes the handle.
 async fn stream_file(
     client: &AgentClient,
     file: &OpenFile,
@@ -153,7 +166,7 @@ async fn stream_file(
     length: u64,
     chunk: usize,
     limit: Option<u64>,
-    tx: &mpsc::Sender<Result<pb::FileChunk, Status>>,
+    tx: &StreamSender<pb::FileChunk>,
 ) -> Result<u64, Status> {
     let qga = |e| Status::from(ApiError::Qga(e));
     // Bytes this read may deliver: the requested length and the policy's budget.
@@ -174,15 +187,18 @@ async fn stream_file(
             let want = usize::try_from(wanted - requested)
                 .unwrap_or(usize::MAX)
                 .min(chunk);
+            // Room for the chunk first (protobuf framing adds a few bytes; the budget is
+            // a bound on data, not an exact byte count).
+            let room = tx.reserve(want).await?;
             requested += want as u64;
             // Queued in order by this task, so the agent reads the chunks in order.
             let ticket = client
                 .submit_file_read(file.handle(), want)
                 .await
                 .map_err(qga)?;
-            inflight.push_back((want, ticket));
+            inflight.push_back((want, ticket, room));
         }
-        let Some((want, next)) = inflight.pop_front() else {
+        let Some((want, next, room)) = inflight.pop_front() else {
             break;
         };
         let r = next.reply().await.map_err(qga)?;
@@ -201,9 +217,7 @@ async fn stream_file(
                 file_size: if total == 0 { file_size } else { 0 },
                 ..Default::default()
             };
-            tx.send(Ok(msg))
-                .await
-                .map_err(|_| Status::cancelled("client left"))?;
+            room.send(Ok(msg));
             offset += n;
             total += n;
         }
@@ -235,8 +249,6 @@ async fn stream_file(
         sha256: hasher.finalize().to_vec(),
         file_size: if total == 0 { file_size } else { 0 },
     };
-    tx.send(Ok(last))
-        .await
-        .map_err(|_| Status::cancelled("client left"))?;
+    tx.send(Ok(last)).await?;
     Ok(total)
 }

@@ -240,6 +240,31 @@ pub(crate) async fn record_suppressed(log: &AuditLog, s: Suppressed) {
     }
 }
 
+impl Gate {
+    /// Records a request refused before it could be described to the policies (a
+    /// WriteFile whose header never came, or a caller over a stream limit): one outcome
+    /// record with the caller and no domain, and the RPC metric. No decision record: no
+    /// policy was asked.
+    pub(crate) async fn refused<T>(&self, rpc: &'static str, req: &Request<T>, st: &Status) {
+        let Ok(caller) = auth::caller(req) else {
+            return;
+        };
+        let call = Call {
+            caller,
+            rpc,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            domain: String::new(),
+            limits: Limits::default(),
+            audit: self.audit.clone(),
+            timer: Some(RpcTimer::start(rpc)),
+            started: Instant::now(),
+            decided: (PolicyRequest::default(), None),
+        };
+        call.finish_with(st.code(), st.message(), Outcome::default())
+            .await;
+    }
+}
+
 impl Call {
     /// Decides again with `file` in place of the request's file section (ReadFile and
     /// WriteFile after resolving symbolic links in the guest: `file.path` is what will

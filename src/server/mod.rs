@@ -1,6 +1,7 @@
 //! The gRPC server: binds every configured listener, serves `GuestAgent`, health and
 //! reflection on each, and shuts down gracefully when told to.
 
+mod accept;
 pub mod auth;
 mod denials;
 mod exec;
@@ -11,12 +12,12 @@ mod metrics;
 mod reap;
 mod service;
 pub mod status;
+mod streams;
 mod tasks;
 
 use std::{future::Future, os::unix::fs::PermissionsExt, sync::Arc};
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     service::interceptor::InterceptedService,
@@ -128,12 +129,20 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         bound.push((l.to_string(), bind(l).await?));
     }
 
+    let limits = &config.limits;
+    check_fd_budget(bound.len(), limits.max_connections);
     let mut servers = tokio::task::JoinSet::new();
     for (name, listener) in bound {
-        let mut builder = Server::builder();
+        // A peer that does not answer a keepalive ping within the handshake timeout is
+        // dropped, so a connection cannot hold its slot after its client is gone.
+        let mut builder = Server::builder()
+            .http2_keepalive_interval(Some(limits.http2_keepalive))
+            .http2_keepalive_timeout(Some(limits.handshake_timeout));
+        let tls_on = matches!(listener, Bound::Tcp(_)) && config.tls.is_some();
         if let (Bound::Tcp(_), Some(tls)) = (&listener, &config.tls) {
-            let mut t =
-                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            let mut t = ServerTlsConfig::new()
+                .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+                .timeout(limits.handshake_timeout);
             if let Some(ca) = &tls.client_ca_pem {
                 t = t.client_ca_root(Certificate::from_pem(ca));
             }
@@ -150,18 +159,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 auth.clone(),
             ));
         let stop = token.clone().cancelled_owned();
-        tracing::info!(listen = %name, tls = config.tls.is_some() && matches!(listener, Bound::Tcp(_)), "serving");
+        tracing::info!(listen = %name, tls = tls_on, max_connections = limits.max_connections, "serving");
+        let (cap, handshake) = (limits.max_connections, limits.handshake_timeout);
         servers.spawn(async move {
             match listener {
                 Bound::Unix(l) => {
-                    router
-                        .serve_with_incoming_shutdown(UnixListenerStream::new(l), stop)
-                        .await
+                    let incoming = accept::incoming(l, name, cap, handshake, false);
+                    router.serve_with_incoming_shutdown(incoming, stop).await
                 }
                 Bound::Tcp(l) => {
-                    router
-                        .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
-                        .await
+                    let incoming = accept::incoming(l, name, cap, handshake, tls_on);
+                    router.serve_with_incoming_shutdown(incoming, stop).await
                 }
             }
         });
@@ -209,6 +217,30 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
     }
     result
+}
+
+/// Warns when the open-file limit cannot hold every listener's connection cap: under load
+/// the accept loops would then pause on EMFILE rather than stop at `max_connections`.
+fn check_fd_budget(listeners: usize, max_connections: usize) {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<usize>().ok())
+        });
+    let need = listeners.saturating_mul(max_connections).saturating_add(64);
+    if let Some(nofile) = soft
+        && nofile < need
+    {
+        tracing::warn!(
+            nofile,
+            need,
+            "the open-file limit is below limits.max_connections × listeners + 64; raise \
+             LimitNOFILE= or lower max_connections"
+        );
+    }
 }
 
 /// Loads the policy plugins (and starts their reloader) and opens the audit log.

@@ -15,6 +15,7 @@ use super::{
     metrics,
     reap::Reaper,
     status::ApiError,
+    streams::{BoundedStream, Held, StreamPermit, StreamRegistry},
     tasks,
 };
 use crate::{
@@ -27,9 +28,6 @@ use crate::{
 
 /// Longest guest name accepted (libvirt names and UUIDs are far shorter).
 const MAX_DOMAIN: usize = 512;
-
-/// Events buffered per response stream; a slow client makes the producer wait.
-pub(crate) const STREAM_BUFFER: usize = 8;
 
 /// A server-streaming response.
 pub type EventStream<T> = ReceiverStream<Result<T, Status>>;
@@ -54,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) limits: crate::config::Limits,
     /// Mode of files WriteFile creates without `permissions` (`[files] new_file_mode`).
     pub(crate) new_file_mode: u32,
+    /// Open streams per caller (`limits.streams_per_caller`).
+    pub(crate) streams: Arc<StreamRegistry>,
 }
 
 impl GuestAgentService {
@@ -74,6 +74,7 @@ impl GuestAgentService {
                 gate,
                 limits: config.limits.clone(),
                 new_file_mode: config.new_file_mode,
+                streams: StreamRegistry::new(config.limits.streams_per_caller),
             }),
         }
     }
@@ -82,6 +83,19 @@ impl GuestAgentService {
     /// shutdown token fired (daemon shutdown); the programs keep running.
     pub async fn close_parked(&self) {
         self.shared.execs.wait_tasks(Duration::from_secs(5)).await;
+    }
+
+    /// Counts one more open stream for the caller of `call` (held for the stream's life),
+    /// or records the refusal in `call`'s outcome and fails RESOURCE_EXHAUSTED naming
+    /// `limits.streams_per_caller`. For every streaming RPC (Exec and ExecAttach too).
+    pub(crate) async fn stream_permit(&self, call: Call) -> Result<(Call, StreamPermit), Status> {
+        match self.shared.streams.acquire(&call.caller) {
+            Ok(permit) => Ok((call, permit)),
+            Err(st) => {
+                call.finish::<()>(&Err(st.clone())).await;
+                Err(st)
+            }
+        }
     }
 
     /// Passes a request through the gate.
@@ -286,7 +300,7 @@ impl GuestAgent for GuestAgentService {
         )
     }
 
-    type ExecStream = EventStream<pb::ExecEvent>;
+    type ExecStream = Held<EventStream<pb::ExecEvent>>;
 
     async fn exec(
         &self,
@@ -306,12 +320,13 @@ impl GuestAgent for GuestAgentService {
         let call = self
             .admit("Exec", &request, &request.get_ref().domain.clone(), detail)
             .await?;
+        let (call, permit) = self.stream_permit(call).await?;
         exec_rpc::exec(self, call, request.into_inner())
             .await
-            .map(Response::new)
+            .map(|s| Response::new(Held::new(s, permit)))
     }
 
-    type ExecAttachStream = EventStream<pb::ExecEvent>;
+    type ExecAttachStream = Held<EventStream<pb::ExecEvent>>;
 
     async fn exec_attach(
         &self,
@@ -319,9 +334,10 @@ impl GuestAgent for GuestAgentService {
     ) -> Result<Response<Self::ExecAttachStream>, Status> {
         let (domain, detail) = self.exec_ref(&request.get_ref().exec_id);
         let call = self.admit("ExecAttach", &request, &domain, detail).await?;
+        let (call, permit) = self.stream_permit(call).await?;
         exec_rpc::attach(self, call, request.into_inner())
             .await
-            .map(Response::new)
+            .map(|s| Response::new(Held::new(s, permit)))
     }
 
     async fn exec_cancel(
@@ -339,7 +355,7 @@ impl GuestAgent for GuestAgentService {
         )
     }
 
-    type ReadFileStream = EventStream<pb::FileChunk>;
+    type ReadFileStream = BoundedStream<pb::FileChunk>;
 
     async fn read_file(
         &self,
@@ -376,7 +392,31 @@ impl GuestAgent for GuestAgentService {
         let svc = self.clone();
         let task = tokio::spawn(async move {
             let (meta, ext, mut stream) = request.into_parts();
-            let header = match stream.message().await? {
+            let probe = Request::from_parts(meta, ext, ());
+            let gate = &svc.shared.gate;
+            // The stream counts against its caller from the start: a client that opens
+            // uploads and sends nothing is bounded too.
+            let caller = super::auth::caller(&probe)?;
+            let permit = match svc.shared.streams.acquire(&caller) {
+                Ok(p) => p,
+                Err(st) => {
+                    gate.refused("WriteFile", &probe, &st).await;
+                    return Err(st);
+                }
+            };
+            let wait = svc.shared.limits.write_header_timeout;
+            let first = match tokio::time::timeout(wait, stream.message()).await {
+                Ok(m) => m?,
+                Err(_) => {
+                    let st = Status::deadline_exceeded(format!(
+                        "no WriteFile header within {} (limits.write_header_timeout_ms)",
+                        humantime::format_duration(wait)
+                    ));
+                    gate.refused("WriteFile", &probe, &st).await;
+                    return Err(st);
+                }
+            };
+            let header = match first {
                 Some(pb::WriteFileRequest {
                     msg: Some(pb::write_file_request::Msg::Header(mut h)),
                 }) => {
@@ -384,9 +424,10 @@ impl GuestAgent for GuestAgentService {
                     h
                 }
                 _ => {
-                    return Err(Status::invalid_argument(
-                        "the first WriteFile message must be the header",
-                    ));
+                    let st =
+                        Status::invalid_argument("the first WriteFile message must be the header");
+                    gate.refused("WriteFile", &probe, &st).await;
+                    return Err(st);
                 }
             };
             let mode = pb::WriteMode::try_from(header.mode).map_or("unknown", |m| match m {
@@ -402,7 +443,6 @@ impl GuestAgent for GuestAgentService {
                 mode: mode.into(),
                 ..Default::default()
             };
-            let probe = Request::from_parts(meta, ext, ());
             let mut call = svc
                 .admit(
                     "WriteFile",
@@ -412,6 +452,7 @@ impl GuestAgent for GuestAgentService {
                 )
                 .await?;
             let res = files::write(&svc, &mut call, header, stream, info).await;
+            drop(permit);
             let outcome = super::gate::Outcome {
                 bytes: res.as_ref().ok().map(|r| r.bytes_written),
                 ..Default::default()
@@ -441,7 +482,7 @@ impl GuestAgent for GuestAgentService {
         )
     }
 
-    type RunTaskStream = EventStream<pb::ExecEvent>;
+    type RunTaskStream = Held<EventStream<pb::ExecEvent>>;
 
     async fn run_task(
         &self,
@@ -459,8 +500,9 @@ impl GuestAgent for GuestAgentService {
         let call = self
             .admit("RunTask", &request, &r.domain.clone(), detail)
             .await?;
+        let (call, permit) = self.stream_permit(call).await?;
         tasks::run(self, call, request.into_inner())
             .await
-            .map(Response::new)
+            .map(|s| Response::new(Held::new(s, permit)))
     }
 }

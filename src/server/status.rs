@@ -10,6 +10,16 @@ pub enum ApiError {
     /// The request itself is malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A configured bound (`[limits]`) is reached for this caller or guest.
+    #[error("{what}: the limit {limit} = {value} is reached; retry when some have ended")]
+    LimitExceeded {
+        /// What ran out.
+        what: &'static str,
+        /// The setting, e.g. `limits.streams_per_caller`.
+        limit: &'static str,
+        /// Its value.
+        value: usize,
+    },
     /// The guest name did not resolve.
     #[error(transparent)]
     Guest(#[from] GuestError),
@@ -23,6 +33,7 @@ pub enum ApiError {
 pub fn to_status(err: &ApiError) -> Status {
     let code = match err {
         ApiError::InvalidArgument(_) => Code::InvalidArgument,
+        ApiError::LimitExceeded { .. } => Code::ResourceExhausted,
         ApiError::Guest(g) => match g {
             GuestError::Unknown(_) => Code::NotFound,
             GuestError::InvalidName(_) => Code::InvalidArgument,
@@ -41,6 +52,7 @@ pub fn to_status(err: &ApiError) -> Status {
             }
             QgaError::CommandDisabled { .. } => Code::FailedPrecondition,
             QgaError::InvalidArgument(_) => Code::InvalidArgument,
+            QgaError::LimitExceeded { .. } => Code::ResourceExhausted,
             QgaError::Decode { .. } | QgaError::Encode { .. } => Code::Internal,
         },
     };
@@ -165,6 +177,14 @@ mod tests {
         let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let cases: Vec<(ApiError, Code)> = vec![
             (ApiError::InvalidArgument("x".into()), Code::InvalidArgument),
+            (
+                ApiError::LimitExceeded {
+                    what: "too many open streams for this caller",
+                    limit: "limits.streams_per_caller",
+                    value: 2,
+                },
+                Code::ResourceExhausted,
+            ),
             (GuestError::Unknown("vm".into()).into(), Code::NotFound),
             (
                 GuestError::InvalidName("".into()).into(),
@@ -270,6 +290,14 @@ mod tests {
             (
                 ApiError::Qga(QgaError::InvalidArgument("x".into())),
                 Code::InvalidArgument,
+            ),
+            (
+                ApiError::Qga(QgaError::LimitExceeded {
+                    what: "too many open guest file handles on this guest",
+                    limit: "limits.open_handles_per_guest",
+                    value: 4,
+                }),
+                Code::ResourceExhausted,
             ),
         ];
         for (err, want) in cases {

@@ -100,6 +100,11 @@ impl Daemon {
         grpc_client(&self.socket).await
     }
 
+    /// The daemon's process id (for /proc measurements and `prlimit`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Sends SIGTERM and returns the exit status (bounded wait).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();

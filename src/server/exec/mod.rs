@@ -25,7 +25,7 @@ use self::{
 };
 use super::{
     gate::Call,
-    service::{EventStream, GuestAgentService, STREAM_BUFFER},
+    service::{EventStream, GuestAgentService},
     status::ApiError,
 };
 use crate::{
@@ -144,7 +144,7 @@ pub(crate) async fn exec(
         }
     };
     entry.set_pid(session.pid());
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let (tx, rx) = events(s);
     attachment::send_now(
         &tx,
         event(Event::Started(pb::ExecStarted {
@@ -181,6 +181,18 @@ pub(crate) async fn exec(
     Ok(ReceiverStream::new(rx))
 }
 
+/// A client's event channel, holding at most `limits.stream_buffer_bytes` of output: an
+/// output event carries at most one tail read ([`crate::qga::DEFAULT_CHUNK`]).
+fn events(
+    s: &GuestAgentService,
+) -> (
+    registry::EventTx,
+    mpsc::Receiver<Result<pb::ExecEvent, Status>>,
+) {
+    let room = (s.shared.limits.stream_buffer_bytes / crate::qga::DEFAULT_CHUNK).max(1);
+    mpsc::channel(room)
+}
+
 async fn fail<T>(call: Call, st: Status) -> Result<T, Status> {
     call.finish::<()>(&Err(st.clone())).await;
     Err(st)
@@ -198,7 +210,7 @@ pub(crate) async fn attach(
         )
         .await;
     };
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let (tx, rx) = events(s);
     let (reply, answer) = oneshot::channel();
     let sent = entry
         .cmds
