@@ -134,7 +134,7 @@ impl AgentClient {
     }
 
     /// The same client with at most `limit` guest file handles open at once through
-    /// [`AgentClient::open`] (default [`DEFAULT_OPEN_HANDLES`]); an open beyond it fails at
+    /// [`AgentClient::open`] (default 256); an open beyond it fails at
     /// once with [`QgaError::LimitExceeded`]. The bound is shared by the clones made from
     /// the returned client: call this while building the client, before cloning it (it
     /// starts a fresh shared state, so cached agent facts are fetched again).
