@@ -5,8 +5,10 @@
 
 mod receive;
 mod resolve;
+mod upload;
 mod write;
 
+pub(crate) use upload::upload;
 pub(crate) use write::write;
 
 use sha2::{Digest, Sha256};

@@ -1,0 +1,95 @@
+//! The WriteFile call: the stream counts against its caller from the start, the header
+//! must come within `limits.write_header_timeout`, the gate decides on it, then [`write`]
+//! does the upload and the outcome is recorded. Refusals before the header are audited
+//! through [`Gate::refused`](crate::server::gate::Gate::refused).
+
+use tonic::{Request, Status, Streaming};
+
+use super::write;
+use crate::{
+    pb,
+    policy::request::{FileInfo, normalize_path},
+    server::{
+        auth,
+        gate::{Detail, Outcome},
+        service::GuestAgentService,
+    },
+};
+
+/// Runs one WriteFile call to its end (spawned by the service, so that it finishes even
+/// when the client goes away).
+pub(crate) async fn upload(
+    svc: GuestAgentService,
+    request: Request<Streaming<pb::WriteFileRequest>>,
+) -> Result<pb::WriteFileResponse, Status> {
+    let (meta, ext, mut stream) = request.into_parts();
+    let probe = Request::from_parts(meta, ext, ());
+    let gate = &svc.shared.gate;
+    // The stream counts against its caller from the start: a client that opens
+    // uploads and sends nothing is bounded too.
+    let caller = auth::caller(&probe)?;
+    let permit = match svc.shared.streams.acquire(&caller) {
+        Ok(p) => p,
+        Err(st) => {
+            gate.refused("WriteFile", &probe, &st).await;
+            return Err(st);
+        }
+    };
+    let wait = svc.shared.limits.write_header_timeout;
+    let first = match tokio::time::timeout(wait, stream.message()).await {
+        Ok(m) => m?,
+        Err(_) => {
+            let st = Status::deadline_exceeded(format!(
+                "no WriteFile header within {} (limits.write_header_timeout_ms)",
+                humantime::format_duration(wait)
+            ));
+            gate.refused("WriteFile", &probe, &st).await;
+            return Err(st);
+        }
+    };
+    let header = match first {
+        Some(pb::WriteFileRequest {
+            msg: Some(pb::write_file_request::Msg::Header(mut h)),
+        }) => {
+            h.path = normalize_path(&h.path);
+            h
+        }
+        _ => {
+            let st = Status::invalid_argument("the first WriteFile message must be the header");
+            gate.refused("WriteFile", &probe, &st).await;
+            return Err(st);
+        }
+    };
+    let mode = pb::WriteMode::try_from(header.mode).map_or("unknown", |m| match m {
+        pb::WriteMode::Create => "create",
+        pb::WriteMode::Truncate => "truncate",
+        pb::WriteMode::Append => "append",
+        pb::WriteMode::Exclusive => "exclusive",
+    });
+    let info = FileInfo {
+        path: header.path.clone(),
+        requested: header.path.clone(),
+        op: "write".into(),
+        mode: mode.into(),
+        ..Default::default()
+    };
+    let mut call = svc
+        .admit(
+            "WriteFile",
+            &probe,
+            &header.domain,
+            Detail::File(info.clone()),
+        )
+        .await?;
+    let res = write(&svc, &mut call, header, stream, info).await;
+    drop(permit);
+    let outcome = Outcome {
+        bytes: res.as_ref().ok().map(|r| r.bytes_written),
+        ..Default::default()
+    };
+    match &res {
+        Ok(_) => call.finish_with(tonic::Code::Ok, "", outcome).await,
+        Err(st) => call.finish_with(st.code(), st.message(), outcome).await,
+    }
+    res
+}
