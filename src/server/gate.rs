@@ -64,8 +64,11 @@ pub(crate) struct Call {
     audit: Option<AuditLog>,
     timer: Option<RpcTimer>,
     started: Instant,
-    /// What the first decision was made on, and by which engine: for [`Call::redecide_file`].
-    decided: (PolicyRequest, Option<Arc<PolicyEngine>>),
+    /// What the first decision of a file request was made on (without `settings`), for
+    /// [`Call::redecide_file`]; `None` for other requests.
+    decided: Option<PolicyRequest>,
+    /// The engine that decided; `None` without `[policy]`.
+    policy: Option<Arc<PolicyEngine>>,
 }
 
 fn audit_caller(c: &Caller) -> audit::Caller {
@@ -157,6 +160,7 @@ impl Gate {
         };
         tracing::debug!(rpc, caller = %caller.id, domain, allow = decision.allow,
             plugin = decision.plugin.as_deref().unwrap_or("default"), reason = %decision.reason, "policy decision");
+        preq.settings = serde_json::Value::Null; // in the plugins' hands only
         let mut call = Call {
             caller,
             rpc,
@@ -166,7 +170,8 @@ impl Gate {
             audit: self.audit.clone(),
             timer: Some(timer),
             started: Instant::now(),
-            decided: (preq.clone(), self.policy.clone()),
+            decided: preq.file.is_some().then(|| preq.clone()),
+            policy: self.policy.clone(),
         };
         if !decision.allow
             && call.caller.auth == AuthMethod::None
@@ -180,33 +185,11 @@ impl Gate {
                 call.audit = None; // counted in the next summary record instead
             }
         }
-        if let Some(log) = &call.audit {
-            let mut e = entry(
-                EntryKind::Decision,
-                &call.request_id,
-                &call.caller,
-                rpc,
-                domain,
-            );
-            preq.settings = serde_json::Value::Null;
-            let mut summary = serde_json::to_value(&preq).unwrap_or_default();
-            if let Some(m) = summary.as_object_mut() {
-                m.retain(|_, v| !v.is_null());
-            }
-            e.summary = Some(summary);
-            e.decision = Some(if decision.allow { "allow" } else { "deny" }.into());
-            e.plugin = decision.plugin.clone();
-            e.reason = Some(decision.reason.clone());
-            e.extra = extra;
-            if let Err(err) = log.record(e).await {
-                // The cause (with the host path of the log) goes to the daemon's log only.
-                tracing::error!(error = %err, rpc, "decision record not written; request refused");
-                let st = Status::unavailable("the audit log cannot be written; request refused");
-                call.audit = None; // nothing more can be recorded
-                call.finish_with(st.code(), st.message(), Outcome::default())
-                    .await;
-                return Err(st);
-            }
+        if let Err(st) = call.record_decision(preq, &decision, extra).await {
+            call.audit = None; // nothing more can be recorded
+            call.finish_with(st.code(), st.message(), Outcome::default())
+                .await;
+            return Err(st);
         }
         if !decision.allow {
             let who = decision.plugin.as_deref().unwrap_or("the default policy");
@@ -258,7 +241,8 @@ impl Gate {
             audit: self.audit.clone(),
             timer: Some(RpcTimer::start(rpc)),
             started: Instant::now(),
-            decided: (PolicyRequest::default(), None),
+            decided: None,
+            policy: None,
         };
         call.finish_with(st.code(), st.message(), Outcome::default())
             .await;
@@ -272,40 +256,21 @@ impl Call {
     /// decision record of its own under the same request id; a deny is PERMISSION_DENIED
     /// naming the resolved path. Limits tighten with the first decision's.
     pub(crate) async fn redecide_file(&mut self, file: FileInfo) -> Result<(), Status> {
-        let (mut preq, policy) = self.decided.clone();
+        let Some(policy) = self.policy.clone() else {
+            return Ok(()); // no policy: the first decision allowed everything
+        };
+        let Some(mut preq) = self.decided.clone() else {
+            return Err(Status::internal(format!(
+                "{} has no file section to decide on again",
+                self.rpc
+            )));
+        };
         let path = file.path.clone();
         preq.file = Some(file);
-        let (decision, extra) = match &policy {
-            Some(p) => {
-                preq.settings = p.settings().clone();
-                p.evaluate(preq.clone()).await
-            }
-            None => return Ok(()), // no policy: the first decision allowed everything
-        };
-        if let Some(log) = &self.audit {
-            let mut e = entry(
-                EntryKind::Decision,
-                &self.request_id,
-                &self.caller,
-                self.rpc,
-                &self.domain,
-            );
-            preq.settings = serde_json::Value::Null;
-            let mut summary = serde_json::to_value(&preq).unwrap_or_default();
-            if let Some(m) = summary.as_object_mut() {
-                m.retain(|_, v| !v.is_null());
-            }
-            e.summary = Some(summary);
-            e.decision = Some(if decision.allow { "allow" } else { "deny" }.into());
-            e.plugin = decision.plugin.clone();
-            e.reason = Some(decision.reason.clone());
-            e.extra = extra;
-            if let Err(err) = log.record(e).await {
-                return Err(Status::unavailable(format!(
-                    "the audit log cannot be written ({err}); request refused"
-                )));
-            }
-        }
+        preq.settings = policy.settings().clone();
+        let (decision, extra) = policy.evaluate(preq.clone()).await;
+        preq.settings = serde_json::Value::Null;
+        self.record_decision(preq.clone(), &decision, extra).await?;
         if !decision.allow {
             let who = decision.plugin.as_deref().unwrap_or("the default policy");
             return Err(Status::permission_denied(format!(
@@ -319,8 +284,42 @@ impl Call {
         };
         self.limits.timeout_ms = min(self.limits.timeout_ms, decision.limits.timeout_ms);
         self.limits.max_bytes = min(self.limits.max_bytes, decision.limits.max_bytes);
-        self.decided.0 = preq;
+        self.decided = Some(preq);
         Ok(())
+    }
+
+    /// Writes the decision record of `preq` (durable before anything reaches the guest).
+    /// A failure is UNAVAILABLE without its cause: that names the log's host path, which
+    /// goes to the daemon's own log only.
+    async fn record_decision(
+        &self,
+        preq: PolicyRequest,
+        decision: &Decision,
+        extra: Option<serde_json::Value>,
+    ) -> Result<(), Status> {
+        let Some(log) = &self.audit else {
+            return Ok(());
+        };
+        let mut e = entry(
+            EntryKind::Decision,
+            &self.request_id,
+            &self.caller,
+            self.rpc,
+            &self.domain,
+        );
+        let mut summary = serde_json::to_value(&preq).unwrap_or_default();
+        if let Some(m) = summary.as_object_mut() {
+            m.retain(|_, v| !v.is_null());
+        }
+        e.summary = Some(summary);
+        e.decision = Some(if decision.allow { "allow" } else { "deny" }.into());
+        e.plugin = decision.plugin.clone();
+        e.reason = Some(decision.reason.clone());
+        e.extra = extra;
+        log.record(e).await.map(drop).map_err(|err| {
+            tracing::error!(error = %err, rpc = self.rpc, "decision record not written; request refused");
+            Status::unavailable("the audit log cannot be written; request refused")
+        })
     }
 
     /// Records the outcome (metrics and audit) from a handler's result.
