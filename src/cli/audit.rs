@@ -35,14 +35,7 @@ pub async fn verify(path: &Path, exported: Option<&str>) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Err(VerifyError::Broken { line, seq, reason }) => Err(ChainBroken {
-            path: path.to_owned(),
-            line,
-            seq,
-            reason,
-        }
-        .into()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(failure(path, e)),
     }
 }
 
@@ -58,13 +51,20 @@ pub async fn head(path: &Path) -> anyhow::Result<()> {
             println!("{}:{}", r.records, r.last_hash);
             Ok(())
         }
-        Err(VerifyError::Broken { line, seq, reason }) => Err(ChainBroken {
+        Err(e) => Err(failure(path, e)),
+    }
+}
+
+/// A broken chain is a [`ChainBroken`] naming the file (exit 65); anything else as is.
+fn failure(path: &Path, e: VerifyError) -> anyhow::Error {
+    match e {
+        VerifyError::Broken { line, seq, reason } => ChainBroken {
             path: path.to_owned(),
             line,
             seq,
             reason,
         }
-        .into()),
-        Err(e) => Err(e.into()),
+        .into(),
+        e => e.into(),
     }
 }
