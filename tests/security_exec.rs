@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Daemon, drain_exec, sh_request};
+use common::{Daemon, drain_exec, run_sh, sh_request};
 use ocloudview_atp::{
     pb::{
         Argv, ExecAttachRequest, ExecCancelRequest, ExecEvent, ExecRequest, exec_event::Event,
@@ -515,12 +515,6 @@ async fn execs_per_caller_is_bounded() {
     // Ended execs no longer count.
     common::eventually(|| !is_running(a.pid) && !is_running(b.pid), "cancelled").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let o = drain_exec(
-        c.exec(sh_request("host", "echo ok"))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let o = run_sh(&mut c, "host", "echo ok").await;
     assert_eq!(o.stdout, b"ok\n");
 }

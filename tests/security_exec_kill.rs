@@ -9,7 +9,7 @@ mod common;
 
 use std::{path::PathBuf, time::Duration};
 
-use common::{Daemon, drain_exec, sh_request};
+use common::{Daemon, drain_exec, run_sh, sh_request};
 use ocloudview_atp::{
     pb::{ExecCancelRequest, ExecEvent, exec_event::Event},
     qga::{AgentClient, ExecEvent as QgaEvent, GuestExecCommand, KillOutcome},
@@ -48,13 +48,7 @@ async fn in_the_guest_cancel_kills_the_program_s_whole_group_and_nothing_else() 
     .await;
     let mut c = d.client().await;
     // A bystander the exec did not start.
-    let o = drain_exec(
-        c.exec(sh_request("tcg", "echo ok"))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let o = run_sh(&mut c, "tcg", "echo ok").await;
     assert_eq!(o.stdout, b"ok\n");
     let r = sh_request("tcg", "sleep 301 </dev/null >/dev/null 2>&1 &");
     let _ = drain_exec(c.exec(r).await.unwrap().into_inner()).await;
@@ -91,16 +85,7 @@ async fn in_the_guest_cancel_kills_the_program_s_whole_group_and_nothing_else() 
     assert!(k.killed);
     let end = drain_exec(s).await;
     assert_eq!(end.exited.unwrap().signal, Some(9));
-    let left = drain_exec(
-        c.exec(sh_request(
-            "tcg",
-            "for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline 2>/dev/null; echo; done | grep '^sleep 30'",
-        ))
-        .await
-        .unwrap()
-        .into_inner(),
-    )
-    .await;
+    let left = run_sh(&mut c, "tcg", "for p in /proc/[0-9]*; do tr '\\0' ' ' <$p/cmdline 2>/dev/null; echo; done | grep '^sleep 30'").await;
     assert_eq!(
         String::from_utf8_lossy(&left.stdout).trim(),
         "sleep 301",

@@ -401,13 +401,7 @@ async fn a_link_to_another_root_directory_swapped_in_mid_upload_is_not_entered()
 
 /// Runs `script` in the guest through the daemon; its stdout.
 async fn guest_sh(c: &mut GuestAgentClient<Channel>, domain: &str, script: &str) -> String {
-    let o = common::drain_exec(
-        c.exec(common::sh_request(domain, script))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let o = common::run_sh(c, domain, script).await;
     let exit = o.exited.unwrap();
     assert_eq!(
         exit.exit_code,

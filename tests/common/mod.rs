@@ -215,6 +215,17 @@ pub fn sh_request(domain: &str, script: &str) -> ocloudview_atp::pb::ExecRequest
     }
 }
 
+/// Runs `script` with `/bin/sh -c` in `domain` and reads its events to the end.
+pub async fn run_sh(c: &mut GuestAgentClient<Channel>, domain: &str, script: &str) -> ExecOutcome {
+    drain_exec(
+        c.exec(sh_request(domain, script))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+}
+
 /// A daemon serving one host agent as guest `host`.
 pub async fn daemon_for(agent: &ocloudview_atp::testbed::HostAgent, extra: &str) -> Daemon {
     Daemon::start(
