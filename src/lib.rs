@@ -15,6 +15,7 @@
 //! - [`libvirt`]: [`libvirt::LibvirtManager`], connections and domain lookup.
 //! - [`guests`]: the registry mapping a guest name to its transport.
 //! - [`policy`]: Rhai policy plugins: the request map, decisions, limits, tasks, reload.
+//! - [`caller`]: who made a request, as the gate, policies and audit records see it.
 //! - [`audit`]: the tamper-evident audit trail: hash-chained JSONL records, the writer
 //!   and `atp audit verify`.
 //! - [`config`]: the daemon's TOML configuration, parsed then validated.
@@ -22,6 +23,7 @@
 //! - [`testbed`]: real qemu-ga, QEMU guests and a session libvirtd for tests and the demo.
 
 pub mod audit;
+pub mod caller;
 pub mod config;
 pub mod guests;
 pub mod libvirt;

@@ -15,7 +15,7 @@ use ocloudview_atp::audit::{
 fn entry(request_id: String) -> AuditEntry {
     let caller = Caller {
         id: "alice".into(),
-        auth: "token".into(),
+        auth: ocloudview_atp::caller::AuthMethod::Token,
         roles: vec!["ops".into()],
         peer: "127.0.0.1:40000".into(),
     };

@@ -174,7 +174,7 @@ mod tests {
     fn a_record_is_bounded_whatever_the_caller_sends() {
         let caller = super::super::Caller {
             id: "anonymous".into(),
-            auth: "none".into(),
+            auth: crate::caller::AuthMethod::None,
             roles: vec![],
             peer: "127.0.0.1:1".into(),
         };

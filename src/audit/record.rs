@@ -7,18 +7,7 @@ use sha2::{Digest, Sha256};
 /// `prev` of the first record: 64 zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Who made the request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Caller {
-    /// Identity, e.g. a token name, a certificate subject or `uid:1000`.
-    pub id: String,
-    /// How it was authenticated: `unix` (peer credentials), `token`, `mtls`, `none`.
-    pub auth: String,
-    /// Roles granted to it.
-    pub roles: Vec<String>,
-    /// Peer address or socket.
-    pub peer: String,
-}
+pub use crate::caller::Caller;
 
 /// Which of a request's two records this is.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -187,7 +176,7 @@ pub(crate) mod tests {
     pub(crate) fn entry() -> AuditEntry {
         let caller = Caller {
             id: "alice".into(),
-            auth: "token".into(),
+            auth: crate::caller::AuthMethod::Token,
             roles: vec!["ops".into()],
             peer: "127.0.0.1:5".into(),
         };

@@ -35,19 +35,8 @@ pub struct PolicyRequest {
     pub settings: serde_json::Value,
 }
 
-/// `req.caller`
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct CallerInfo {
-    /// `uid:0`, a token identity, a certificate CN, or `anonymous`.
-    pub id: String,
-    /// `unix`, `token`, `mtls` or `none`.
-    pub auth: String,
-    /// Roles from the token entry.
-    pub roles: Vec<String>,
-    /// Peer address.
-    pub peer: String,
-}
+/// `req.caller`: the one caller type (see [`crate::caller`]).
+pub use crate::caller::Caller as CallerInfo;
 
 /// `req.domain`
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

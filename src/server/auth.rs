@@ -9,43 +9,7 @@ use tonic::{Request, Status, transport::server::UdsConnectInfo};
 
 use crate::config::TokenEntry;
 
-/// How a caller proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// Peer credentials of a UNIX-socket connection.
-    Unix,
-    /// A configured bearer token.
-    Token,
-    /// A client certificate verified against `server.tls.client_ca`.
-    Mtls,
-    /// Nothing: a loopback (or `insecure`) TCP caller when no authentication is configured.
-    None,
-}
-
-impl AuthMethod {
-    /// Lower-case name, as policies and audit records see it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::Unix => "unix",
-            AuthMethod::Token => "token",
-            AuthMethod::Mtls => "mtls",
-            AuthMethod::None => "none",
-        }
-    }
-}
-
-/// The authenticated caller of one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// `uid:N`, a token's identity, a certificate's common name, or `anonymous`.
-    pub id: String,
-    /// How `id` was established.
-    pub auth: AuthMethod,
-    /// Roles (from the token entry).
-    pub roles: Vec<String>,
-    /// The peer address, for logs and audit.
-    pub peer: String,
-}
+pub use crate::caller::{AuthMethod, Caller};
 
 /// Authenticates requests; cheap to clone.
 #[derive(Debug, Clone)]

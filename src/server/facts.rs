@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tonic::Status;
 
-use super::{gate::Call, service::GuestAgentService, status::ApiError};
+use super::{gate::Call, guests::Listed, service::GuestAgentService};
 use crate::{
-    guests::GuestEntry,
     pb,
     qga::{
         QgaError,
@@ -21,10 +20,10 @@ use crate::{
 
 pub(crate) async fn ping(
     s: &GuestAgentService,
-    _: &Call,
+    call: &Call,
     r: pb::PingRequest,
 ) -> Result<pb::PingResponse, Status> {
-    let client = s.client(&r.domain).await?;
+    let client = s.client(call).await?;
     let started = Instant::now();
     client
         .ping()
@@ -36,10 +35,10 @@ pub(crate) async fn ping(
 
 pub(crate) async fn agent_info(
     s: &GuestAgentService,
-    _: &Call,
+    call: &Call,
     r: pb::GetAgentInfoRequest,
 ) -> Result<pb::GetAgentInfoResponse, Status> {
-    let client = s.client(&r.domain).await?;
+    let client = s.client(call).await?;
     let info = client
         .info()
         .await
@@ -60,10 +59,10 @@ pub(crate) async fn agent_info(
 
 pub(crate) async fn os_info(
     s: &GuestAgentService,
-    _: &Call,
+    call: &Call,
     r: pb::GetOsInfoRequest,
 ) -> Result<pb::GetOsInfoResponse, Status> {
-    let client = s.client(&r.domain).await?;
+    let client = s.client(call).await?;
     let os = client
         .osinfo()
         .await
@@ -82,58 +81,34 @@ pub(crate) async fn os_info(
     })
 }
 
-/// How long ListDomains waits for each agent's ping (all are pinged at once).
-const LIST_PING_TIMEOUT: Duration = Duration::from_secs(1);
-
 pub(crate) async fn list_domains(
     s: &GuestAgentService,
-    _: &Call,
+    call: &Call,
     _: pb::ListDomainsRequest,
 ) -> Result<pb::ListDomainsResponse, Status> {
-    let entries = s.shared.guests.list().await.map_err(ApiError::from)?;
-    let mut pings = tokio::task::JoinSet::new();
-    for (i, e) in entries.iter().enumerate() {
-        if !e.running {
-            continue;
-        }
-        let guests = s.shared.guests.clone();
-        let name = e.name.clone();
-        pings.spawn(async move {
-            let Ok(client) = guests.resolve(&name).await else {
-                return (i, false, None);
-            };
-            let client = client.with_timeout(LIST_PING_TIMEOUT);
-            let ok = client.ping().await.is_ok();
-            (i, ok, client.cached_os().and_then(|o| o.id.clone()))
-        });
-    }
-    let mut domains: Vec<pb::DomainInfo> = entries.iter().map(domain_info).collect();
-    while let Some(Ok((i, ok, os))) = pings.join_next().await {
-        if let Some(d) = domains.get_mut(i) {
-            d.agent_connected = ok;
-            d.os_id = os.unwrap_or_default();
-        }
-    }
+    let listed = s.shared.guests.list_and_ping(call).await?;
+    let domains = listed.into_iter().map(domain_info).collect();
     Ok(pb::ListDomainsResponse { domains })
 }
 
-fn domain_info(e: &GuestEntry) -> pb::DomainInfo {
+fn domain_info(l: Listed) -> pb::DomainInfo {
+    let e = l.entry;
     pb::DomainInfo {
-        name: e.name.clone(),
-        hypervisor: e.hypervisor.clone().unwrap_or_default(),
-        state: e.state.clone(),
-        agent_connected: false,
-        os_id: String::new(),
-        uuid: e.uuid.clone().unwrap_or_default(),
+        name: e.name,
+        hypervisor: e.hypervisor.unwrap_or_default(),
+        state: e.state,
+        agent_connected: l.agent_connected,
+        os_id: l.os_id.unwrap_or_default(),
+        uuid: e.uuid.unwrap_or_default(),
     }
 }
 
 pub(crate) async fn guest_info(
     s: &GuestAgentService,
-    _: &Call,
+    call: &Call,
     r: pb::GetGuestInfoRequest,
 ) -> Result<pb::GetGuestInfoResponse, Status> {
-    let client = s.client(&r.domain).await?;
+    let client = s.client(call).await?;
     // Fail fast (with a mapped error) when the agent is not there at all.
     client
         .ping()
@@ -227,7 +202,7 @@ const PASSTHROUGH_REFUSED: &[&str] = &[
 
 pub(crate) async fn agent_command(
     s: &GuestAgentService,
-    _: &Call,
+    call: &Call,
     r: pb::AgentCommandRequest,
 ) -> Result<pb::AgentCommandResponse, Status> {
     let valid_name = r.command.starts_with("guest-")
@@ -262,7 +237,7 @@ pub(crate) async fn agent_command(
             }
         }
     };
-    let client = s.client(&r.domain).await?;
+    let client = s.client(call).await?;
     let timeout = if r.timeout_ms == 0 {
         client.timeout()
     } else {

@@ -60,7 +60,7 @@ pub(crate) async fn read(
         let offset = i64::try_from(r.offset).map_err(|_| {
             Status::invalid_argument(format!("offset {} is out of range", r.offset))
         })?;
-        let client = s.client(&r.domain).await?;
+        let client = s.client(&call).await?;
         check_path_for(&client, &r.path).await?;
         // Decide on what is really opened, open that, and refuse if it changed meanwhile.
         let posix = resolve::resolves(&client, &r.path).await;
@@ -104,14 +104,11 @@ pub(crate) async fn read(
     .await;
     let (client, file, size) = match setup {
         Ok(x) => x,
-        Err(e) => {
-            call.finish::<()>(&Err(e.clone())).await;
-            return Err(e);
-        }
+        Err(e) => return Err(call.fail(e).await),
     };
     let limits = &s.shared.limits;
     let max = client.transport().chunk_bounds().max_read;
-    let limit = call.limits.max_bytes;
+    let limit = call.limits().max_bytes;
     // Every read in flight reserves its chunk from the stream's byte budget, so a chunk
     // is at most a share of it: no message can exceed the budget.
     let chunk = match r.chunk_size {
@@ -145,10 +142,7 @@ pub(crate) async fn read(
             bytes: res.as_ref().ok().copied(),
             ..Outcome::default()
         };
-        match &res {
-            Ok(_) => call.finish_with(tonic::Code::Ok, "", outcome).await,
-            Err(st) => call.finish_with(st.code(), st.message(), outcome).await,
-        }
+        call.end(&res, outcome).await;
     });
     Ok(rx)
 }

@@ -7,18 +7,16 @@ use std::{sync::Arc, time::Instant};
 use tonic::{Code, Request, Status};
 
 use super::{
+    action::{Action, Beyond, Rpc},
     auth::{self, AuthMethod, Caller},
     denials::{DenialBudget, Suppressed},
     metrics::{self, RpcTimer},
 };
 use crate::{
-    audit::{self, AuditEntry, AuditLog, EntryKind},
+    audit::{AuditEntry, AuditLog, EntryKind},
     policy::{
         Decision, Limits, PolicyEngine,
-        request::{
-            AgentInfo, CallerInfo, DomainInfo, ExecInfo, ExecRefInfo, FileInfo, PolicyRequest,
-            REQUEST_VERSION, TaskInfo,
-        },
+        request::{DomainInfo, FileInfo, PolicyRequest, REQUEST_VERSION},
     },
 };
 
@@ -31,19 +29,6 @@ pub(crate) struct Gate {
     pub(crate) denials: Option<Arc<DenialBudget>>,
 }
 
-/// The RPC-specific part of what policies see.
-#[derive(Debug, Default)]
-pub(crate) enum Detail {
-    /// Only the guest.
-    #[default]
-    None,
-    Exec(ExecInfo),
-    File(FileInfo),
-    Agent(AgentInfo),
-    Task(TaskInfo),
-    ExecRef(ExecRefInfo),
-}
-
 /// How a request ended, for the outcome record.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Outcome {
@@ -52,15 +37,16 @@ pub(crate) struct Outcome {
     pub(crate) bytes: Option<u64>,
 }
 
-/// An admitted request.
+/// An admitted request: only [`Gate::admit`] makes one, and the guests are reachable only
+/// through one ([`super::guests::Guests::client`] takes the admitted domain from it).
 #[derive(Debug)]
 pub(crate) struct Call {
-    pub(crate) caller: Caller,
-    pub(crate) rpc: &'static str,
-    pub(crate) request_id: String,
-    pub(crate) domain: String,
+    caller: Caller,
+    rpc: Rpc,
+    request_id: String,
+    domain: String,
     /// Limits the deciding plugins attached.
-    pub(crate) limits: Limits,
+    limits: Limits,
     audit: Option<AuditLog>,
     timer: Option<RpcTimer>,
     started: Instant,
@@ -71,27 +57,12 @@ pub(crate) struct Call {
     policy: Option<Arc<PolicyEngine>>,
 }
 
-fn audit_caller(c: &Caller) -> audit::Caller {
-    audit::Caller {
-        id: c.id.clone(),
-        auth: c.auth.as_str().into(),
-        roles: c.roles.clone(),
-        peer: c.peer.clone(),
-    }
-}
-
-fn entry(
-    kind: EntryKind,
-    request_id: &str,
-    caller: &Caller,
-    rpc: &str,
-    domain: &str,
-) -> AuditEntry {
+fn entry(kind: EntryKind, request_id: &str, caller: &Caller, rpc: Rpc, domain: &str) -> AuditEntry {
     AuditEntry::new(
         kind,
         request_id.to_owned(),
-        audit_caller(caller),
-        rpc,
+        caller.clone(),
+        rpc.name(),
         domain,
     )
 }
@@ -101,66 +72,63 @@ pub(crate) fn code_name(code: Code) -> &'static str {
     metrics::code_name(code)
 }
 
+/// What policies are asked about: the caller, the guest and the action.
+fn describe(
+    request_id: &str,
+    caller: &Caller,
+    action: Action,
+    domain: &str,
+    os_id: Option<String>,
+) -> PolicyRequest {
+    let mut preq = PolicyRequest {
+        v: REQUEST_VERSION,
+        id: request_id.to_owned(),
+        caller: caller.clone(),
+        domain: DomainInfo {
+            name: domain.to_owned(),
+            hypervisor: domain
+                .split_once('/')
+                .map(|(h, _)| h.to_owned())
+                .unwrap_or_default(),
+            os_id: os_id.unwrap_or_default(),
+        },
+        ..PolicyRequest::default()
+    };
+    action.describe(&mut preq);
+    preq
+}
+
+/// The status of a denial: PERMISSION_DENIED naming the deciding plugin.
+fn denied(decision: &Decision, what: Option<&str>) -> Status {
+    let who = decision.plugin.as_deref().unwrap_or("the default policy");
+    match what {
+        None => Status::permission_denied(format!("denied by {who}: {}", decision.reason)),
+        Some(path) => Status::permission_denied(format!(
+            "{path} (where the requested path leads in the guest) denied by {who}: {}",
+            decision.reason
+        )),
+    }
+}
+
 impl Gate {
     /// Admits a request or refuses it with PERMISSION_DENIED (policy) or UNAVAILABLE
-    /// (the audit log cannot be written and `on_failure = "refuse"`).
+    /// (the audit log cannot be written and `on_failure = "refuse"`). `os_id` is what is
+    /// known of the guest's OS before anything reaches it.
     pub(crate) async fn admit<T>(
         &self,
-        rpc: &'static str,
+        action: Action,
         req: &Request<T>,
         domain: &str,
         os_id: Option<String>,
-        detail: Detail,
     ) -> Result<Call, Status> {
         let caller = auth::caller(req)?;
+        let rpc = action.rpc();
+        let timer = RpcTimer::start(rpc.name());
         let request_id = uuid::Uuid::new_v4().to_string();
-        let timer = RpcTimer::start(rpc);
-        let mut preq = PolicyRequest {
-            v: REQUEST_VERSION,
-            id: request_id.clone(),
-            rpc: rpc.to_owned(),
-            caller: CallerInfo {
-                id: caller.id.clone(),
-                auth: caller.auth.as_str().into(),
-                roles: caller.roles.clone(),
-                peer: caller.peer.clone(),
-            },
-            domain: DomainInfo {
-                name: domain.to_owned(),
-                hypervisor: domain
-                    .split_once('/')
-                    .map(|(h, _)| h.to_owned())
-                    .unwrap_or_default(),
-                os_id: os_id.unwrap_or_default(),
-            },
-            ..PolicyRequest::default()
-        };
-        match detail {
-            Detail::None => {}
-            Detail::Exec(e) => preq.exec = Some(e),
-            Detail::File(f) => preq.file = Some(f),
-            Detail::Agent(a) => preq.agent = Some(a),
-            Detail::Task(t) => preq.task = Some(t),
-            Detail::ExecRef(r) => preq.exec_ref = Some(r),
-        }
-        let (decision, extra) = match &self.policy {
-            Some(p) => {
-                preq.settings = p.settings().clone();
-                p.evaluate(preq.clone()).await
-            }
-            None => (
-                Decision {
-                    allow: true,
-                    plugin: None,
-                    reason: "no policy configured".into(),
-                    limits: Limits::default(),
-                },
-                None,
-            ),
-        };
-        tracing::debug!(rpc, caller = %caller.id, domain, allow = decision.allow,
+        let mut preq = describe(&request_id, &caller, action, domain, os_id);
+        let (decision, extra) = self.decide(&mut preq).await;
+        tracing::debug!(rpc = rpc.name(), caller = %caller.id, domain, allow = decision.allow,
             plugin = decision.plugin.as_deref().unwrap_or("default"), reason = %decision.reason, "policy decision");
-        preq.settings = serde_json::Value::Null; // in the plugins' hands only
         let mut call = Call {
             caller,
             rpc,
@@ -173,42 +141,63 @@ impl Gate {
             decided: preq.file.is_some().then(|| preq.clone()),
             policy: self.policy.clone(),
         };
-        if !decision.allow
-            && call.caller.auth == AuthMethod::None
-            && let Some(budget) = &self.denials
-        {
-            let (recorded, ended) = budget.check(&call.caller.peer, Instant::now());
-            if let (Some(s), Some(log)) = (ended, &self.audit) {
-                record_suppressed(log, s).await;
-            }
-            if !recorded {
-                call.audit = None; // counted in the next summary record instead
-            }
+        if !decision.allow {
+            self.budget_anonymous_denial(&mut call).await;
         }
         if let Err(st) = call.record_decision(preq, &decision, extra).await {
             call.audit = None; // nothing more can be recorded
-            call.finish_with(st.code(), st.message(), Outcome::default())
-                .await;
-            return Err(st);
+            return Err(call.fail(st).await);
         }
         if !decision.allow {
-            let who = decision.plugin.as_deref().unwrap_or("the default policy");
-            let st = Status::permission_denied(format!("denied by {who}: {}", decision.reason));
-            call.finish_with(st.code(), st.message(), Outcome::default())
-                .await;
-            return Err(st);
+            return Err(call.fail(denied(&decision, None)).await);
         }
         Ok(call)
+    }
+
+    /// Asks the policies about `preq` (which they see with `[policy] settings`; the
+    /// settings are taken out again, so records never carry them).
+    async fn decide(&self, preq: &mut PolicyRequest) -> (Decision, Option<serde_json::Value>) {
+        let Some(p) = &self.policy else {
+            return (
+                Decision {
+                    allow: true,
+                    plugin: None,
+                    reason: "no policy configured".into(),
+                    limits: Limits::default(),
+                },
+                None,
+            );
+        };
+        preq.settings = p.settings().clone();
+        let decided = p.evaluate(preq.clone()).await;
+        preq.settings = serde_json::Value::Null;
+        decided
+    }
+
+    /// An anonymous caller's denial is recorded only within its budget; over it, the call
+    /// records nothing and is counted in the next summary record instead.
+    async fn budget_anonymous_denial(&self, call: &mut Call) {
+        if call.caller.auth != AuthMethod::None {
+            return;
+        }
+        let Some(budget) = &self.denials else {
+            return;
+        };
+        let (recorded, ended) = budget.check(&call.caller.peer, Instant::now());
+        if let (Some(s), Some(log)) = (ended, &self.audit) {
+            record_suppressed(log, s).await;
+        }
+        if !recorded {
+            call.audit = None;
+        }
     }
 }
 
 /// Writes the summary of anonymous denials a window left out (see [`DenialBudget`]).
 pub(crate) async fn record_suppressed(log: &AuditLog, s: Suppressed) {
-    let caller = audit::Caller {
+    let caller = Caller {
         id: "anonymous".into(),
-        auth: AuthMethod::None.as_str().into(),
-        roles: Vec::new(),
-        peer: String::new(),
+        ..Caller::default()
     };
     let id = uuid::Uuid::new_v4().to_string();
     let mut e = AuditEntry::new(EntryKind::Suppressed, id, caller, "*", "");
@@ -228,7 +217,7 @@ impl Gate {
     /// WriteFile whose header never came, or a caller over a stream limit): one outcome
     /// record with the caller and no domain, and the RPC metric. No decision record: no
     /// policy was asked.
-    pub(crate) async fn refused<T>(&self, rpc: &'static str, req: &Request<T>, st: &Status) {
+    pub(crate) async fn refused<T>(&self, rpc: Rpc, req: &Request<T>, st: &Status) {
         let Ok(caller) = auth::caller(req) else {
             return;
         };
@@ -239,17 +228,49 @@ impl Gate {
             domain: String::new(),
             limits: Limits::default(),
             audit: self.audit.clone(),
-            timer: Some(RpcTimer::start(rpc)),
+            timer: Some(RpcTimer::start(rpc.name())),
             started: Instant::now(),
             decided: None,
             policy: None,
         };
-        call.finish_with(st.code(), st.message(), Outcome::default())
-            .await;
+        call.fail(st.clone()).await;
     }
 }
 
 impl Call {
+    /// Who asked.
+    pub(crate) fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The admitted guest (empty for ListDomains).
+    pub(crate) fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The limits the deciding plugins attached.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Checks that this call's RPC declares `work` beyond its request ([`Rpc::beyond`]):
+    /// work a handler does that its admission does not name is a bug, refused as INTERNAL
+    /// (and a panic in debug builds, so tests find it).
+    pub(crate) fn beyond(&self, work: Beyond) -> Result<(), Status> {
+        if self.rpc.beyond().contains(&work) {
+            return Ok(());
+        }
+        debug_assert!(
+            false,
+            "{} does {work:?}, which it does not declare",
+            self.rpc
+        );
+        Err(Status::internal(format!(
+            "{} does work it does not declare ({work:?})",
+            self.rpc
+        )))
+    }
+
     /// Decides again with `file` in place of the request's file section (ReadFile and
     /// WriteFile after resolving symbolic links in the guest: `file.path` is what will
     /// really be opened, `file.requested` what the caller asked for). Recorded as a
@@ -272,11 +293,7 @@ impl Call {
         preq.settings = serde_json::Value::Null;
         self.record_decision(preq.clone(), &decision, extra).await?;
         if !decision.allow {
-            let who = decision.plugin.as_deref().unwrap_or("the default policy");
-            return Err(Status::permission_denied(format!(
-                "{path} (where the requested path leads in the guest) denied by {who}: {}",
-                decision.reason
-            )));
+            return Err(denied(&decision, Some(&path)));
         }
         let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(x), Some(y)) => Some(x.min(y)),
@@ -317,26 +334,32 @@ impl Call {
         e.reason = Some(decision.reason.clone());
         e.extra = extra;
         log.record(e).await.map(drop).map_err(|err| {
-            tracing::error!(error = %err, rpc = self.rpc, "decision record not written; request refused");
+            tracing::error!(error = %err, rpc = self.rpc.name(), "decision record not written; request refused");
             Status::unavailable("the audit log cannot be written; request refused")
         })
     }
 
-    /// Records the outcome (metrics and audit) from a handler's result.
-    pub(crate) async fn finish<T>(self, result: &Result<T, Status>) {
+    /// Records the outcome of a handler's result: OK, or the status it failed with.
+    pub(crate) async fn end<T>(self, result: &Result<T, Status>, outcome: Outcome) {
         match result {
-            Ok(_) => self.finish_with(Code::Ok, "", Outcome::default()).await,
-            Err(st) => {
-                self.finish_with(st.code(), st.message(), Outcome::default())
-                    .await
-            }
+            Ok(_) => self.finish_with(Code::Ok, "", outcome).await,
+            Err(st) => self.finish_with(st.code(), st.message(), outcome).await,
         }
     }
 
-    /// Records the outcome with exec/transfer details.
+    /// Records `st` as the outcome and hands it back for the client:
+    /// `return Err(call.fail(st).await)`.
+    pub(crate) async fn fail(self, st: Status) -> Status {
+        self.finish_with(st.code(), st.message(), Outcome::default())
+            .await;
+        st
+    }
+
+    /// Records the outcome (metrics and audit): the one place a call ends. `message`
+    /// says why an OK exec ended early (a limit killed it), or what failed.
     pub(crate) async fn finish_with(mut self, code: Code, message: &str, outcome: Outcome) {
         if code != Code::Ok {
-            tracing::debug!(rpc = self.rpc, caller = %self.caller.id, ?code, message, "request failed");
+            tracing::debug!(rpc = self.rpc.name(), caller = %self.caller.id, ?code, message, "request failed");
         }
         if let Some(t) = self.timer.take() {
             t.finish(code);
@@ -385,3 +408,7 @@ impl Drop for Call {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod tests;

@@ -2,12 +2,14 @@
 //! reflection on each, and shuts down gracefully when told to.
 
 mod accept;
+mod action;
 pub mod auth;
 mod denials;
 mod exec;
 mod facts;
 mod files;
 mod gate;
+mod guests;
 mod metrics;
 mod reap;
 mod service;

@@ -9,10 +9,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{
+    action::Action,
     exec::{self as exec_rpc, ExecRegistry},
     facts, files,
-    gate::{Call, Detail, Gate},
-    metrics,
+    gate::{Call, Gate},
+    guests::Guests,
     reap::Reaper,
     status::ApiError,
     streams::{BoundedStream, Held, StreamPermit, StreamRegistry},
@@ -25,9 +26,6 @@ use crate::{
     qga::{AgentClient, QgaError},
     transport::TransportError,
 };
-
-/// Longest guest name accepted (libvirt names and UUIDs are far shorter).
-const MAX_DOMAIN: usize = 512;
 
 /// A server-streaming response.
 pub type EventStream<T> = ReceiverStream<Result<T, Status>>;
@@ -42,7 +40,8 @@ pub struct GuestAgentService {
 #[derive(Debug)]
 #[allow(dead_code)] // `limits` and `new_file_mode` are read by the handlers of issue 11's work
 pub(crate) struct Shared {
-    pub(crate) guests: Arc<GuestRegistry>,
+    /// Reachable through an admitted call only.
+    pub(crate) guests: Guests,
     pub(crate) execs: ExecRegistry,
     pub(crate) reaper: Reaper,
     pub(crate) shutdown: CancellationToken,
@@ -66,7 +65,7 @@ impl GuestAgentService {
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                guests,
+                guests: Guests::new(guests),
                 execs: ExecRegistry::default(),
                 reaper: Reaper::new(config.exec_dir_sweep),
                 shutdown,
@@ -89,65 +88,40 @@ impl GuestAgentService {
     /// or records the refusal in `call`'s outcome and fails RESOURCE_EXHAUSTED naming
     /// `limits.streams_per_caller`. For every streaming RPC (Exec and ExecAttach too).
     pub(crate) async fn stream_permit(&self, call: Call) -> Result<(Call, StreamPermit), Status> {
-        match self.shared.streams.acquire(&call.caller) {
+        match self.shared.streams.acquire(call.caller()) {
             Ok(permit) => Ok((call, permit)),
-            Err(st) => {
-                call.finish::<()>(&Err(st.clone())).await;
-                Err(st)
-            }
+            Err(st) => Err(call.fail(st).await),
         }
     }
 
-    /// Passes a request through the gate.
+    /// Passes a request for `action` on `domain` through the gate.
     pub(crate) async fn admit<T>(
         &self,
-        rpc: &'static str,
+        action: Action,
         req: &Request<T>,
         domain: &str,
-        detail: Detail,
     ) -> Result<Call, Status> {
         let os_id = self.shared.guests.cached_os_id(domain);
-        self.shared
-            .gate
-            .admit(rpc, req, domain, os_id, detail)
-            .await
+        self.shared.gate.admit(action, req, domain, os_id).await
     }
 
-    /// The guest of an exec and what policies see of it.
-    fn exec_ref(&self, id: &str) -> (String, Detail) {
+    /// What policies see of the exec `id` (ExecAttach, ExecCancel), and its guest.
+    fn exec_ref(&self, id: &str) -> (String, ExecRefInfo) {
         let (domain, owner) = match self.shared.execs.domain_and_owner(id) {
             Some((d, o)) => (d, Some(o)),
             None => (String::new(), None),
         };
-        (
-            domain,
-            Detail::ExecRef(ExecRefInfo {
-                id: id.to_owned(),
-                owner: owner.as_ref().map(|o| o.id.clone()).unwrap_or_default(),
-                owner_auth: owner.map(|o| o.auth).unwrap_or_default(),
-            }),
-        )
+        let info = ExecRefInfo {
+            id: id.to_owned(),
+            owner: owner.as_ref().map(|o| o.id.clone()).unwrap_or_default(),
+            owner_auth: owner.map(|o| o.auth).unwrap_or_default(),
+        };
+        (domain, info)
     }
 
-    /// The agent client of `domain`.
-    pub(crate) async fn client(&self, domain: &str) -> Result<AgentClient, Status> {
-        if domain.is_empty() {
-            return Err(ApiError::InvalidArgument("domain must not be empty".into()).into());
-        }
-        if domain.len() > MAX_DOMAIN {
-            return Err(ApiError::InvalidArgument(format!(
-                "domain is longer than {MAX_DOMAIN} bytes"
-            ))
-            .into());
-        }
-        let client = self
-            .shared
-            .guests
-            .resolve(domain)
-            .await
-            .map_err(ApiError::from)?;
-        metrics::queue_depth(domain, client.transport().queue_depth());
-        Ok(client)
+    /// The agent client of the guest `call` admitted.
+    pub(crate) async fn client(&self, call: &Call) -> Result<AgentClient, Status> {
+        self.shared.guests.client(call).await
     }
 
     /// Maps an agent error, forgetting a cached guest that libvirt says is gone.
@@ -167,22 +141,22 @@ impl GuestAgentService {
 
 /// Runs a unary handler inside an admitted [`Call`] and records its outcome.
 macro_rules! unary {
-    ($self:ident, $rpc:literal, $req:ident, $domain:expr, $detail:expr, $handler:path) => {{
+    ($self:ident, $action:expr, $req:ident, $domain:expr, $handler:path) => {{
         let domain: String = $domain;
-        let call = $self.admit($rpc, &$req, &domain, $detail).await?;
+        let call = $self.admit($action, &$req, &domain).await?;
         let res = $handler($self, &call, $req.into_inner()).await;
-        call.finish(&res).await;
+        call.end(&res, Default::default()).await;
         res.map(Response::new)
     }};
 }
 
-fn exec_detail(r: &pb::ExecRequest) -> Detail {
+fn exec_info(r: &pb::ExecRequest) -> ExecInfo {
     let (path, args, shell) = match &r.command {
         Some(pb::exec_request::Command::Argv(a)) => (a.path.clone(), a.args.clone(), String::new()),
         Some(pb::exec_request::Command::Shell(s)) => (String::new(), Vec::new(), s.clone()),
         None => Default::default(),
     };
-    Detail::Exec(ExecInfo {
+    ExecInfo {
         path,
         args,
         shell,
@@ -200,7 +174,7 @@ fn exec_detail(r: &pb::ExecRequest) -> Detail {
             "stream"
         }
         .into(),
-    })
+    }
 }
 
 #[tonic::async_trait]
@@ -211,10 +185,9 @@ impl GuestAgent for GuestAgentService {
     ) -> Result<Response<pb::PingResponse>, Status> {
         unary!(
             self,
-            "Ping",
+            Action::Ping,
             request,
             request.get_ref().domain.clone(),
-            Detail::None,
             facts::ping
         )
     }
@@ -225,10 +198,9 @@ impl GuestAgent for GuestAgentService {
     ) -> Result<Response<pb::GetAgentInfoResponse>, Status> {
         unary!(
             self,
-            "GetAgentInfo",
+            Action::GetAgentInfo,
             request,
             request.get_ref().domain.clone(),
-            Detail::None,
             facts::agent_info
         )
     }
@@ -239,10 +211,9 @@ impl GuestAgent for GuestAgentService {
     ) -> Result<Response<pb::GetOsInfoResponse>, Status> {
         unary!(
             self,
-            "GetOsInfo",
+            Action::GetOsInfo,
             request,
             request.get_ref().domain.clone(),
-            Detail::None,
             facts::os_info
         )
     }
@@ -253,10 +224,9 @@ impl GuestAgent for GuestAgentService {
     ) -> Result<Response<pb::ListDomainsResponse>, Status> {
         unary!(
             self,
-            "ListDomains",
+            Action::ListDomains,
             request,
             String::new(),
-            Detail::None,
             facts::list_domains
         )
     }
@@ -267,10 +237,9 @@ impl GuestAgent for GuestAgentService {
     ) -> Result<Response<pb::GetGuestInfoResponse>, Status> {
         unary!(
             self,
-            "GetGuestInfo",
+            Action::GetGuestInfo,
             request,
             request.get_ref().domain.clone(),
-            Detail::None,
             facts::guest_info
         )
     }
@@ -286,16 +255,15 @@ impl GuestAgent for GuestAgentService {
             &r.command,
             serde_json::from_str(&r.arguments_json).unwrap_or_default(),
         );
-        let detail = Detail::Agent(AgentInfo {
+        let detail = AgentInfo {
             command: r.command.clone(),
             arguments,
-        });
+        };
         unary!(
             self,
-            "AgentCommand",
+            Action::AgentCommand(detail),
             request,
             request.get_ref().domain.clone(),
-            detail,
             facts::agent_command
         )
     }
@@ -316,10 +284,9 @@ impl GuestAgent for GuestAgentService {
         r.cwd = normalize_path(&r.cwd);
         // Entries a guest shell could take as code never reach the policy or the guest.
         exec_rpc::check_env(&r.env)?;
-        let detail = exec_detail(request.get_ref());
-        let call = self
-            .admit("Exec", &request, &request.get_ref().domain.clone(), detail)
-            .await?;
+        let action = Action::Exec(exec_info(request.get_ref()));
+        let domain = request.get_ref().domain.clone();
+        let call = self.admit(action, &request, &domain).await?;
         let (call, permit) = self.stream_permit(call).await?;
         exec_rpc::exec(self, call, request.into_inner())
             .await
@@ -333,7 +300,9 @@ impl GuestAgent for GuestAgentService {
         request: Request<pb::ExecAttachRequest>,
     ) -> Result<Response<Self::ExecAttachStream>, Status> {
         let (domain, detail) = self.exec_ref(&request.get_ref().exec_id);
-        let call = self.admit("ExecAttach", &request, &domain, detail).await?;
+        let call = self
+            .admit(Action::ExecAttach(detail), &request, &domain)
+            .await?;
         let (call, permit) = self.stream_permit(call).await?;
         exec_rpc::attach(self, call, request.into_inner())
             .await
@@ -347,10 +316,9 @@ impl GuestAgent for GuestAgentService {
         let (domain, detail) = self.exec_ref(&request.get_ref().exec_id);
         unary!(
             self,
-            "ExecCancel",
+            Action::ExecCancel(detail),
             request,
             domain,
-            detail,
             exec_rpc::cancel
         )
     }
@@ -376,7 +344,7 @@ impl GuestAgent for GuestAgentService {
         };
         let domain = r.domain.clone();
         let call = self
-            .admit("ReadFile", &request, &domain, Detail::File(info.clone()))
+            .admit(Action::ReadFile(info.clone()), &request, &domain)
             .await?;
         files::read(self, call, request.into_inner(), info)
             .await
@@ -401,10 +369,9 @@ impl GuestAgent for GuestAgentService {
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         unary!(
             self,
-            "ListTasks",
+            Action::ListTasks,
             request,
             request.get_ref().domain.clone(),
-            Detail::None,
             tasks::list
         )
     }
@@ -416,16 +383,17 @@ impl GuestAgent for GuestAgentService {
         request: Request<pb::RunTaskRequest>,
     ) -> Result<Response<Self::RunTaskStream>, Status> {
         let r = request.get_ref();
-        let detail = Detail::Task(TaskInfo {
+        let detail = TaskInfo {
             name: r.task.clone(),
             params: r
                 .params
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-        });
+        };
+        let domain = r.domain.clone();
         let call = self
-            .admit("RunTask", &request, &r.domain.clone(), detail)
+            .admit(Action::RunTask(detail), &request, &domain)
             .await?;
         let (call, permit) = self.stream_permit(call).await?;
         tasks::run(self, call, request.into_inner())

@@ -62,10 +62,7 @@ pub(crate) async fn run(
         });
     let mut argv = match argv {
         Ok(a) => a,
-        Err(st) => {
-            call.finish::<()>(&Err(st.clone())).await;
-            return Err(st);
-        }
+        Err(st) => return Err(call.fail(st).await),
     };
     let path = argv.remove(0);
     let req = pb::ExecRequest {

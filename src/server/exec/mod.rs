@@ -24,6 +24,7 @@ use self::{
     runner::{ExecLimits, Runner},
 };
 use super::{
+    action::Beyond,
     gate::Call,
     service::{EventStream, GuestAgentService},
     status::ApiError,
@@ -119,11 +120,13 @@ pub(crate) async fn exec(
     r: pb::ExecRequest,
 ) -> Result<EventStream<pb::ExecEvent>, Status> {
     let prepared = async {
-        let client = s.client(&r.domain).await?;
+        call.beyond(Beyond::KillHelper)?;
+        call.beyond(Beyond::SweepExecDirs)?;
+        let client = s.client(&call).await?;
         let cmd = command(s, &client, &r).await?;
         let reserved = s.shared.execs.reserve(
             &r.domain,
-            Owner::of(&call.caller),
+            Owner::of(call.caller()),
             s.shared.limits.execs_per_caller,
         )?;
         Ok::<_, Status>((client, cmd, reserved))
@@ -133,8 +136,8 @@ pub(crate) async fn exec(
         Ok(p) => p,
         Err(e) => return fail(call, e).await,
     };
-    s.shared.reaper.maybe_sweep(s, &r.domain, &client);
-    let timeout = time_limit(s, &r, call.limits.timeout_ms);
+    s.shared.reaper.maybe_sweep(s, call.domain(), &client);
+    let timeout = time_limit(s, &r, call.limits().timeout_ms);
     let started = Instant::now();
     let session = match client.exec_stream(&cmd).await {
         Ok(sess) => sess,
@@ -162,7 +165,7 @@ pub(crate) async fn exec(
             .checked_add(timeout)
             .unwrap_or(started + Duration::from_secs(100 * 365 * 24 * 3600)),
         timeout,
-        max_bytes: call.limits.max_bytes,
+        max_bytes: call.limits().max_bytes,
     };
     let guard = s.shared.execs.task_guard(&entry);
     let collect = r.mode == pb::ExecMode::Collect as i32;
@@ -194,8 +197,7 @@ fn events(
 }
 
 async fn fail<T>(call: Call, st: Status) -> Result<T, Status> {
-    call.finish::<()>(&Err(st.clone())).await;
-    Err(st)
+    Err(call.fail(st).await)
 }
 
 pub(crate) async fn attach(
@@ -260,9 +262,10 @@ pub(crate) async fn attach(
 
 pub(crate) async fn cancel(
     s: &GuestAgentService,
-    _: &Call,
+    call: &Call,
     r: pb::ExecCancelRequest,
 ) -> Result<pb::ExecCancelResponse, Status> {
+    call.beyond(Beyond::KillHelper)?;
     let Some(entry) = s.shared.execs.get(&r.exec_id) else {
         return Err(Status::not_found(format!(
             "no exec with id {:?}",

@@ -5,7 +5,7 @@
 
 use tonic::Status;
 
-use super::super::{gate::Call, service::GuestAgentService};
+use super::super::{action::Beyond, gate::Call, service::GuestAgentService};
 use crate::{
     policy::request::FileInfo,
     qga::{AgentClient, OpenFile, QgaError, guestpath::Resolved},
@@ -38,10 +38,11 @@ pub(super) async fn decide_resolved(
     client: &AgentClient,
     mut info: FileInfo,
 ) -> Result<Resolved, Status> {
+    call.beyond(Beyond::FileHelpers)?;
     let resolved = client
         .resolve_path(&info.path)
         .await
-        .map_err(|e| helper_status(s, &call.domain, e))?;
+        .map_err(|e| helper_status(s, call.domain(), e))?;
     if resolved.path != info.path {
         info.requested = std::mem::replace(&mut info.path, resolved.path.clone());
         call.redecide_file(info).await?;

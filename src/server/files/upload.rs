@@ -10,8 +10,9 @@ use crate::{
     pb,
     policy::request::{FileInfo, normalize_path},
     server::{
+        action::{Action, Rpc},
         auth,
-        gate::{Detail, Outcome},
+        gate::Outcome,
         service::GuestAgentService,
     },
 };
@@ -31,7 +32,7 @@ pub(crate) async fn upload(
     let permit = match svc.shared.streams.acquire(&caller) {
         Ok(p) => p,
         Err(st) => {
-            gate.refused("WriteFile", &probe, &st).await;
+            gate.refused(Rpc::WriteFile, &probe, &st).await;
             return Err(st);
         }
     };
@@ -43,7 +44,7 @@ pub(crate) async fn upload(
                 "no WriteFile header within {} (limits.write_header_timeout_ms)",
                 humantime::format_duration(wait)
             ));
-            gate.refused("WriteFile", &probe, &st).await;
+            gate.refused(Rpc::WriteFile, &probe, &st).await;
             return Err(st);
         }
     };
@@ -56,7 +57,7 @@ pub(crate) async fn upload(
         }
         _ => {
             let st = Status::invalid_argument("the first WriteFile message must be the header");
-            gate.refused("WriteFile", &probe, &st).await;
+            gate.refused(Rpc::WriteFile, &probe, &st).await;
             return Err(st);
         }
     };
@@ -73,13 +74,9 @@ pub(crate) async fn upload(
         mode: mode.into(),
         ..Default::default()
     };
+    let domain = header.domain.clone();
     let mut call = svc
-        .admit(
-            "WriteFile",
-            &probe,
-            &header.domain,
-            Detail::File(info.clone()),
-        )
+        .admit(Action::WriteFile(info.clone()), &probe, &domain)
         .await?;
     let res = write(&svc, &mut call, header, stream, info).await;
     drop(permit);
@@ -87,9 +84,6 @@ pub(crate) async fn upload(
         bytes: res.as_ref().ok().map(|r| r.bytes_written),
         ..Default::default()
     };
-    match &res {
-        Ok(_) => call.finish_with(tonic::Code::Ok, "", outcome).await,
-        Err(st) => call.finish_with(st.code(), st.message(), outcome).await,
-    }
+    call.end(&res, outcome).await;
     res
 }

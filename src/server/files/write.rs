@@ -110,7 +110,7 @@ pub(crate) async fn write(
     }
     let mode = pb::WriteMode::try_from(header.mode)
         .map_err(|_| Status::invalid_argument(format!("unknown write mode {}", header.mode)))?;
-    let client = s.client(&header.domain).await?;
+    let client = s.client(call).await?;
     let os = client
         .os()
         .await
@@ -128,7 +128,7 @@ pub(crate) async fn write(
         client,
         header,
         mode,
-        max_bytes: call.limits.max_bytes,
+        max_bytes: call.limits().max_bytes,
     };
     let Some(target) = target else {
         return windows(&job, &mut stream).await;

@@ -1,0 +1,220 @@
+//! What a request asks for, as the gate sees it. [`Rpc`] is the one place the RPC names
+//! that policies match on (`req.rpc`), audit records and metrics carry are spelled;
+//! [`Action`] pairs each RPC with its own part of the policy request, so an RPC cannot be
+//! described with another's detail. [`Beyond`] names the work a handler does beyond what
+//! its request names (documented in docs/policies.md, "Work beyond the request").
+
+use crate::policy::request::{AgentInfo, ExecInfo, ExecRefInfo, FileInfo, PolicyRequest, TaskInfo};
+
+/// Every RPC of the `GuestAgent` service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Rpc {
+    Ping,
+    GetAgentInfo,
+    GetOsInfo,
+    ListDomains,
+    GetGuestInfo,
+    AgentCommand,
+    Exec,
+    ExecAttach,
+    ExecCancel,
+    ReadFile,
+    WriteFile,
+    ListTasks,
+    RunTask,
+}
+
+impl Rpc {
+    /// All of them, in the proto's order.
+    #[cfg(test)]
+    pub(crate) const ALL: [Rpc; 13] = [
+        Rpc::Ping,
+        Rpc::GetAgentInfo,
+        Rpc::GetOsInfo,
+        Rpc::ListDomains,
+        Rpc::GetGuestInfo,
+        Rpc::Exec,
+        Rpc::ExecAttach,
+        Rpc::ExecCancel,
+        Rpc::ReadFile,
+        Rpc::WriteFile,
+        Rpc::AgentCommand,
+        Rpc::ListTasks,
+        Rpc::RunTask,
+    ];
+
+    /// The proto's method name: `req.rpc` for policies, `rpc` in audit records and metrics.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Rpc::Ping => "Ping",
+            Rpc::GetAgentInfo => "GetAgentInfo",
+            Rpc::GetOsInfo => "GetOsInfo",
+            Rpc::ListDomains => "ListDomains",
+            Rpc::GetGuestInfo => "GetGuestInfo",
+            Rpc::AgentCommand => "AgentCommand",
+            Rpc::Exec => "Exec",
+            Rpc::ExecAttach => "ExecAttach",
+            Rpc::ExecCancel => "ExecCancel",
+            Rpc::ReadFile => "ReadFile",
+            Rpc::WriteFile => "WriteFile",
+            Rpc::ListTasks => "ListTasks",
+            Rpc::RunTask => "RunTask",
+        }
+    }
+
+    /// What handling this RPC does beyond what its request names.
+    pub(crate) const fn beyond(self) -> &'static [Beyond] {
+        match self {
+            Rpc::ListDomains => &[Beyond::PingEachGuest],
+            Rpc::Exec | Rpc::RunTask => &[Beyond::SweepExecDirs, Beyond::KillHelper],
+            Rpc::ExecCancel => &[Beyond::KillHelper],
+            Rpc::ReadFile | Rpc::WriteFile => &[Beyond::FileHelpers],
+            _ => &[],
+        }
+    }
+}
+
+impl std::fmt::Display for Rpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A request as policies are asked about it: the RPC and its section of the request map.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    Ping,
+    GetAgentInfo,
+    GetOsInfo,
+    /// Not addressed to one guest: `req.domain.name` is empty.
+    ListDomains,
+    GetGuestInfo,
+    AgentCommand(AgentInfo),
+    Exec(ExecInfo),
+    ExecAttach(ExecRefInfo),
+    ExecCancel(ExecRefInfo),
+    ReadFile(FileInfo),
+    WriteFile(FileInfo),
+    ListTasks,
+    /// A task runs as an Exec of the task's argv; policies see the task and its parameters.
+    RunTask(TaskInfo),
+}
+
+impl Action {
+    /// The RPC this action is.
+    pub(crate) fn rpc(&self) -> Rpc {
+        match self {
+            Action::Ping => Rpc::Ping,
+            Action::GetAgentInfo => Rpc::GetAgentInfo,
+            Action::GetOsInfo => Rpc::GetOsInfo,
+            Action::ListDomains => Rpc::ListDomains,
+            Action::GetGuestInfo => Rpc::GetGuestInfo,
+            Action::AgentCommand(_) => Rpc::AgentCommand,
+            Action::Exec(_) => Rpc::Exec,
+            Action::ExecAttach(_) => Rpc::ExecAttach,
+            Action::ExecCancel(_) => Rpc::ExecCancel,
+            Action::ReadFile(_) => Rpc::ReadFile,
+            Action::WriteFile(_) => Rpc::WriteFile,
+            Action::ListTasks => Rpc::ListTasks,
+            Action::RunTask(_) => Rpc::RunTask,
+        }
+    }
+
+    /// Fills `preq`'s `rpc` and this action's own section.
+    pub(crate) fn describe(self, preq: &mut PolicyRequest) {
+        preq.rpc = self.rpc().name().to_owned();
+        match self {
+            Action::Ping
+            | Action::GetAgentInfo
+            | Action::GetOsInfo
+            | Action::ListDomains
+            | Action::GetGuestInfo
+            | Action::ListTasks => {}
+            Action::AgentCommand(a) => preq.agent = Some(a),
+            Action::Exec(e) => preq.exec = Some(e),
+            Action::ExecAttach(r) | Action::ExecCancel(r) => preq.exec_ref = Some(r),
+            Action::ReadFile(f) | Action::WriteFile(f) => preq.file = Some(f),
+            Action::RunTask(t) => preq.task = Some(t),
+        }
+    }
+}
+
+/// Work a handler does beyond what its request names. It is not decided on by itself:
+/// the admission of the request it serves covers it, so it is named here, checked where it
+/// happens ([`super::gate::Call::beyond`]) and documented for policy authors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Beyond {
+    /// ListDomains pings every running guest it lists (at once, 1 s each) to report
+    /// whether its agent answers and its OS id.
+    PingEachGuest,
+    /// Exec and RunTask start, at most hourly per guest, a background sweep of the exec
+    /// directories an earlier daemon abandoned in the same guest
+    /// (`agent.sweep_exec_dirs_after_s`).
+    SweepExecDirs,
+    /// Exec, RunTask (deadline, `max_bytes`) and ExecCancel run the kill helper
+    /// (`guest-exec` of `/bin/sh`) that signals the program's group after checking it is
+    /// still the agent's child with its recorded start time.
+    KillHelper,
+    /// ReadFile and WriteFile on POSIX guests run helper commands (`guest-exec` of
+    /// `/bin/sh`) that resolve the path, stage an upload in a private directory and
+    /// finalize it.
+    FileHelpers,
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// The names exist in one place, and that place agrees with the proto.
+    #[test]
+    fn every_rpc_of_the_proto_and_no_other() {
+        let set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET).unwrap();
+        let methods: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| &f.service)
+            .filter(|s| s.name() == "GuestAgent")
+            .flat_map(|s| &s.method)
+            .map(|m| m.name().to_owned())
+            .collect();
+        let ours: Vec<String> = Rpc::ALL.iter().map(|r| r.name().to_owned()).collect();
+        assert_eq!(ours, methods);
+    }
+
+    #[test]
+    fn an_action_fills_only_its_own_section() {
+        let mut p = PolicyRequest::default();
+        Action::ReadFile(FileInfo {
+            path: "/etc/hostname".into(),
+            ..Default::default()
+        })
+        .describe(&mut p);
+        assert_eq!(p.rpc, "ReadFile");
+        assert_eq!(
+            p.file.as_ref().map(|f| f.path.as_str()),
+            Some("/etc/hostname")
+        );
+        assert!(p.exec.is_none() && p.agent.is_none() && p.task.is_none());
+        assert!(p.exec_ref.is_none());
+
+        let mut p = PolicyRequest::default();
+        Action::ExecCancel(ExecRefInfo {
+            id: "x".into(),
+            ..Default::default()
+        })
+        .describe(&mut p);
+        assert_eq!(p.rpc, "ExecCancel");
+        assert!(p.exec_ref.is_some() && p.file.is_none());
+    }
+
+    #[test]
+    fn work_beyond_the_request_is_declared_by_the_rpcs_that_do_it() {
+        assert_eq!(Rpc::ListDomains.beyond(), &[Beyond::PingEachGuest]);
+        assert!(Rpc::Ping.beyond().is_empty());
+        assert!(Rpc::WriteFile.beyond().contains(&Beyond::FileHelpers));
+        assert!(Rpc::Exec.beyond().contains(&Beyond::SweepExecDirs));
+        assert!(!Rpc::ExecAttach.beyond().contains(&Beyond::KillHelper));
+    }
+}
