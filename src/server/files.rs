@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tonic::Status;
 
 use super::{
+    budget::ByteBudget,
     gate::{Call, Outcome},
     metrics,
     service::GuestAgentService,
@@ -108,7 +109,7 @@ pub(crate) async fn read(
     };
     let limits = &s.shared.limits;
     let max = client.transport().chunk_bounds().max_read;
-    let limit = call.limits().max_bytes;
+    let budget = ByteBudget::new(call.limits().max_bytes);
     // Every read in flight reserves its chunk from the stream's byte budget, so a chunk
     // is at most a share of it: no message can exceed the budget.
     let chunk = match r.chunk_size {
@@ -126,7 +127,7 @@ pub(crate) async fn read(
     let token = s.shared.shutdown.clone();
     tokio::spawn(async move {
         let res = tokio::select! {
-            res = stream_file(&client, &file, (r.offset, size), r.length, chunk, limit, &tx) => res,
+            res = stream_file(&client, &file, (r.offset, size), r.length, chunk, budget, &tx) => res,
             () = token.cancelled() => Err(Status::unavailable("the daemon is shutting down")),
         };
         // Close before reporting, so a client that sees the end sees no open handle.
@@ -161,32 +162,28 @@ async fn stream_file(
     (start, file_size): (u64, u64),
     length: u64,
     chunk: usize,
-    limit: Option<u64>,
+    budget: ByteBudget,
     tx: &StreamSender<pb::FileChunk>,
 ) -> Result<u64, Status> {
     let qga = |e| Status::from(ApiError::Qga(e));
-    // Bytes this read may deliver: the requested length and the policy's budget.
-    let wanted = match (length, limit) {
-        (0, None) => u64::MAX,
-        (0, Some(l)) => l,
-        (n, None) => n,
-        (n, Some(l)) => n.min(l),
-    };
+    // Bytes this read may ask for: the requested length (0: to the end) under the
+    // policy's budget.
+    let asked = (length > 0).then_some(length);
+    let mut quota = ByteBudget::new(match (asked, budget.limit()) {
+        (Some(n), Some(l)) => Some(n.min(l)),
+        (n, l) => n.or(l),
+    });
     let mut hasher = Sha256::new();
     let mut offset = start;
     let mut total = 0u64;
-    let mut requested = 0u64;
     let mut ended = false;
     let mut inflight = std::collections::VecDeque::new();
     loop {
-        while !ended && inflight.len() < READ_AHEAD && requested < wanted {
-            let want = usize::try_from(wanted - requested)
-                .unwrap_or(usize::MAX)
-                .min(chunk);
+        while !ended && inflight.len() < READ_AHEAD && !quota.is_spent() {
+            let want = quota.take_up_to(chunk);
             // Room for the chunk first (protobuf framing adds a few bytes; the budget is
             // a bound on data, not an exact byte count).
             let room = tx.reserve(want).await?;
-            requested += want as u64;
             // Queued in order by this task, so the agent reads the chunks in order.
             let ticket = client
                 .submit_file_read(file.handle(), want)
@@ -221,7 +218,7 @@ async fn stream_file(
             ended = true;
         }
     }
-    if let Some(l) = limit
+    if let Some(l) = budget.limit()
         && !ended
         && total >= l
         && (length == 0 || length > l)

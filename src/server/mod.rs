@@ -4,6 +4,7 @@
 mod accept;
 mod action;
 pub mod auth;
+mod budget;
 mod denials;
 mod exec;
 mod facts;

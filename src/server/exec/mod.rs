@@ -25,6 +25,7 @@ use self::{
 };
 use super::{
     action::Beyond,
+    budget::ByteBudget,
     gate::Call,
     service::{EventStream, GuestAgentService},
     status::ApiError,
@@ -165,7 +166,7 @@ pub(crate) async fn exec(
             .checked_add(timeout)
             .unwrap_or(started + Duration::from_secs(100 * 365 * 24 * 3600)),
         timeout,
-        max_bytes: call.limits().max_bytes,
+        output: ByteBudget::new(call.limits().max_bytes),
     };
     let guard = s.shared.execs.task_guard(&entry);
     let collect = r.mode == pb::ExecMode::Collect as i32;

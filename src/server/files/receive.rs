@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 use tonic::{Status, Streaming};
 
-use super::super::{metrics, status::ApiError};
+use super::super::{budget::ByteBudget, metrics, status::ApiError};
 use crate::{
     pb,
     qga::{AgentClient, DEFAULT_CHUNK, OpenFile},
@@ -19,7 +19,7 @@ pub(super) async fn receive(
     file: &OpenFile,
     stream: &mut Streaming<pb::WriteFileRequest>,
     shutdown: &tokio_util::sync::CancellationToken,
-    max_bytes: Option<u64>,
+    mut budget: ByteBudget,
 ) -> Result<(u64, Vec<u8>), Status> {
     let chunk = client
         .transport()
@@ -45,9 +45,7 @@ pub(super) async fn receive(
             Some(pb::WriteFileRequest {
                 msg: Some(pb::write_file_request::Msg::Data(d)),
             }) => {
-                if let Some(limit) = max_bytes
-                    && total + (buf.len() + d.len()) as u64 > limit
-                {
+                if let Err(limit) = budget.take_all(d.len() as u64) {
                     return Err(Status::resource_exhausted(format!(
                         "upload exceeds the policy's max_bytes ({limit})"
                     )));

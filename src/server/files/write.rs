@@ -16,7 +16,7 @@
 use tonic::{Status, Streaming};
 
 use super::{
-    super::{gate::Call, service::GuestAgentService},
+    super::{budget::ByteBudget, gate::Call, service::GuestAgentService},
     receive::receive,
     resolve,
 };
@@ -36,7 +36,8 @@ struct Job<'a> {
     client: AgentClient,
     header: pb::WriteFileHeader,
     mode: pb::WriteMode,
-    max_bytes: Option<u64>,
+    /// The policy's `max_bytes` for the upload.
+    budget: ByteBudget,
 }
 
 impl Job<'_> {
@@ -60,7 +61,7 @@ impl Job<'_> {
             &file,
             stream,
             &self.s.shared.shutdown,
-            self.max_bytes,
+            self.budget,
         )
         .await;
         let closed = file.close().await;
@@ -128,7 +129,7 @@ pub(crate) async fn write(
         client,
         header,
         mode,
-        max_bytes: call.limits().max_bytes,
+        budget: ByteBudget::new(call.limits().max_bytes),
     };
     let Some(target) = target else {
         return windows(&job, &mut stream).await;

@@ -50,19 +50,16 @@ impl Runner {
 
     /// Whether the output size must be watched (a budget not yet reached, program running).
     pub(super) fn sizing(&self) -> bool {
-        self.limits.max_bytes.is_some() && !self.over && !self.session.has_exited()
+        self.limits.output.is_limited() && !self.over && !self.session.has_exited()
     }
 
     /// Kills the program once its output files hold more than `max_bytes`.
     pub(super) async fn check_size(&mut self) {
-        let Some(limit) = self.limits.max_bytes else {
-            return;
-        };
         if !self.sizing() {
             return;
         }
         match self.session.output_size().await {
-            Ok(n) if n > limit => {
+            Ok(n) if self.limits.output.exceeded_by(n) => {
                 self.over = true;
                 self.kill(Kill::MaxBytes).await;
             }
@@ -87,15 +84,14 @@ impl Runner {
     }
 
     pub(super) async fn accept_data(&mut self, mut d: Vec<u8>, stdout: bool) {
-        if let Some(limit) = self.limits.max_bytes {
-            let room = limit.saturating_sub(self.accepted);
-            if d.len() as u64 > room {
-                d.truncate(usize::try_from(room).unwrap_or(usize::MAX));
-                if !self.over {
-                    self.over = true;
-                    tracing::info!(exec_id = %self.entry.id, limit, "exec output reached the policy's max_bytes");
-                    self.kill(Kill::MaxBytes).await;
-                }
+        let fits = self.limits.output.take_up_to(d.len());
+        if fits < d.len() {
+            d.truncate(fits);
+            if !self.over {
+                self.over = true;
+                tracing::info!(exec_id = %self.entry.id, limit = ?self.limits.output.limit(),
+                    "exec output reached the policy's max_bytes");
+                self.kill(Kill::MaxBytes).await;
             }
         }
         if self.collect {
@@ -153,7 +149,7 @@ impl Runner {
             )),
             Some(Kill::MaxBytes) => parts.push(format!(
                 "killed: output reached max_bytes ({})",
-                self.limits.max_bytes.unwrap_or_default()
+                self.limits.output.limit().unwrap_or_default()
             )),
             Some(Kill::Cancelled) => parts.push("cancelled by ExecCancel".to_owned()),
             None => {}

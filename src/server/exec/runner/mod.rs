@@ -29,6 +29,7 @@ use crate::{
     pb::{self, exec_event::Event},
     qga::{ExecSession, KillOutcome, QgaError},
     server::{
+        budget::ByteBudget,
         gate::{Call, Outcome},
         service::GuestAgentService,
         status::ApiError,
@@ -50,7 +51,8 @@ const COLLECT_CAP: usize = 16 << 20;
 pub(super) struct ExecLimits {
     pub(super) deadline: Instant,
     pub(super) timeout: Duration,
-    pub(super) max_bytes: Option<u64>,
+    /// The policy's `max_bytes`, spent by the output the program writes.
+    pub(super) output: ByteBudget,
 }
 
 enum End {
