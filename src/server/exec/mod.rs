@@ -115,36 +115,58 @@ fn time_limit(s: &GuestAgentService, r: &pb::ExecRequest, limit_ms: Option<u64>)
     limit_ms.map_or(asked, |l| asked.min(Duration::from_millis(l)))
 }
 
+/// What an exec needs before it starts: the guest, the command, and its place in the
+/// registry (counted against the caller's `limits.execs_per_caller`).
+async fn prepare(
+    s: &GuestAgentService,
+    call: &Call,
+    r: &pb::ExecRequest,
+) -> Result<(AgentClient, GuestExecCommand, registry::Reserved), Status> {
+    call.beyond(Beyond::KillHelper)?;
+    call.beyond(Beyond::SweepExecDirs)?;
+    let client = s.client(call).await?;
+    let cmd = command(s, &client, r).await?;
+    let reserved = s.shared.execs.reserve(
+        call.domain(),
+        Owner::of(call.caller()),
+        s.shared.limits.execs_per_caller,
+    )?;
+    Ok((client, cmd, reserved))
+}
+
+/// The limits the exec carries from its start: the deadline (request, default, policy)
+/// and the policy's `max_bytes` on output.
+fn exec_limits(s: &GuestAgentService, r: &pb::ExecRequest, call: &Call) -> ExecLimits {
+    let timeout = time_limit(s, r, call.limits().timeout_ms);
+    let started = Instant::now();
+    ExecLimits {
+        deadline: started
+            .checked_add(timeout)
+            .unwrap_or(started + Duration::from_secs(100 * 365 * 24 * 3600)),
+        timeout,
+        output: ByteBudget::new(call.limits().max_bytes),
+    }
+}
+
+/// Starts the program and hands it to its [`Runner`] task, which enforces its limits and
+/// delivers (STREAM) or holds (COLLECT) its output whether or not a client stays.
 pub(crate) async fn exec(
     s: &GuestAgentService,
     call: Call,
     r: pb::ExecRequest,
 ) -> Result<EventStream<pb::ExecEvent>, Status> {
-    let prepared = async {
-        call.beyond(Beyond::KillHelper)?;
-        call.beyond(Beyond::SweepExecDirs)?;
-        let client = s.client(&call).await?;
-        let cmd = command(s, &client, &r).await?;
-        let reserved = s.shared.execs.reserve(
-            &r.domain,
-            Owner::of(call.caller()),
-            s.shared.limits.execs_per_caller,
-        )?;
-        Ok::<_, Status>((client, cmd, reserved))
-    }
-    .await;
-    let (client, cmd, (entry, cmds)) = match prepared {
+    let (client, cmd, (entry, cmds)) = match prepare(s, &call, &r).await {
         Ok(p) => p,
         Err(e) => return fail(call, e).await,
     };
     s.shared.reaper.maybe_sweep(s, call.domain(), &client);
-    let timeout = time_limit(s, &r, call.limits().timeout_ms);
-    let started = Instant::now();
+    let limits = exec_limits(s, &r, &call);
     let session = match client.exec_stream(&cmd).await {
         Ok(sess) => sess,
         Err(e) => {
             s.shared.execs.remove(&entry.id);
-            return fail(call, s.agent_error(&r.domain, e)).await;
+            let st = s.agent_error(call.domain(), e);
+            return fail(call, st).await;
         }
     };
     entry.set_pid(session.pid());
@@ -156,18 +178,11 @@ pub(crate) async fn exec(
             pid: session.pid(),
         })),
     );
-    let client = (!r.detach).then(|| Attachment {
+    let attached = (!r.detach).then(|| Attachment {
         tx,
         call: None,
         bytes: 0,
     });
-    let limits = ExecLimits {
-        deadline: started
-            .checked_add(timeout)
-            .unwrap_or(started + Duration::from_secs(100 * 365 * 24 * 3600)),
-        timeout,
-        output: ByteBudget::new(call.limits().max_bytes),
-    };
     let guard = s.shared.execs.task_guard(&entry);
     let collect = r.mode == pb::ExecMode::Collect as i32;
     let runner = Runner::new(
@@ -176,7 +191,7 @@ pub(crate) async fn exec(
         session,
         cmds,
         call,
-        client,
+        attached,
         collect,
         limits,
         guard,

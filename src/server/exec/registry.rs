@@ -38,6 +38,10 @@ impl Owner {
 /// Outgoing half of an exec event stream.
 pub(crate) type EventTx = mpsc::Sender<Result<pb::ExecEvent, Status>>;
 
+/// A place in the registry: the new exec's entry, and the receiver of its commands (for its
+/// task).
+pub(crate) type Reserved = (Arc<ExecEntry>, mpsc::Receiver<Cmd>);
+
 /// A request to an exec's task.
 #[derive(Debug)]
 pub(crate) enum Cmd {
@@ -118,7 +122,7 @@ impl ExecRegistry {
         domain: &str,
         owner: Owner,
         limit: usize,
-    ) -> Result<(Arc<ExecEntry>, mpsc::Receiver<Cmd>), Status> {
+    ) -> Result<Reserved, Status> {
         let mut map = lock(&self.map);
         let running = map
             .values()
