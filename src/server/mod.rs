@@ -10,6 +10,7 @@ mod files;
 mod gate;
 mod metrics;
 mod reap;
+pub mod reason;
 mod service;
 pub mod status;
 mod streams;

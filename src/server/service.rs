@@ -23,7 +23,6 @@ use crate::{
     pb::{self, guest_agent_server::GuestAgent},
     policy::request::{AgentInfo, ExecInfo, ExecRefInfo, FileInfo, TaskInfo, normalize_path},
     qga::{AgentClient, QgaError},
-    transport::TransportError,
 };
 
 /// Longest guest name accepted (libvirt names and UUIDs are far shorter).
@@ -150,18 +149,10 @@ impl GuestAgentService {
         Ok(client)
     }
 
-    /// Maps an agent error, forgetting a cached guest that libvirt says is gone.
+    /// Maps an agent error, forgetting a cached guest that libvirt says is gone (see
+    /// [`super::status::agent_status`], the one mapping).
     pub(crate) fn agent_error(&self, domain: &str, e: QgaError) -> Status {
-        match e {
-            QgaError::Transport(TransportError::DomainNotFound(_)) => {
-                self.shared.guests.forget(domain)
-            }
-            QgaError::Transport(TransportError::ConnectionLost(_)) => {
-                self.shared.guests.reconnect()
-            }
-            _ => {}
-        }
-        ApiError::Qga(e).into()
+        super::status::agent_status(&self.shared.guests, domain, e)
     }
 }
 
