@@ -274,6 +274,14 @@ fn cases() -> Vec<(ApiError, Code, Reason)> {
             R::Internal,
         ),
         (
+            q(QgaError::Encode {
+                command: "guest-exec".into(),
+                source: serde_json::from_str::<u8>("x").unwrap_err(),
+            }),
+            Code::Internal,
+            R::Internal,
+        ),
+        (
             ApiError::GuestPathNotFound("p".into()),
             Code::NotFound,
             R::GuestPathNotFound,
