@@ -370,10 +370,43 @@ fn cases() -> Vec<(ApiError, Code, Reason)> {
     ]
 }
 
+/// Which variant `e` is: exhaustive, so a new variant does not compile until it has an
+/// arm here, and `status_table` fails until `cases` has one of it.
+fn variant(e: &ApiError) -> usize {
+    match e {
+        ApiError::InvalidArgument(_) => 0,
+        ApiError::Unauthenticated(_) => 1,
+        ApiError::PolicyDenied { .. } => 2,
+        ApiError::AuditUnavailable => 3,
+        ApiError::LimitExceeded { .. } => 4,
+        ApiError::PolicyMaxBytes { .. } => 5,
+        ApiError::Guest(_) => 6,
+        ApiError::Agent(_) => 7,
+        ApiError::GuestPathNotFound(_) => 8,
+        ApiError::GuestPathExists(_) => 9,
+        ApiError::GuestPathUnsuitable(_) => 10,
+        ApiError::GuestPathChanged(_) => 11,
+        ApiError::GuestUnsupported(_) => 12,
+        ApiError::GuestWriteIncomplete { .. } => 13,
+        ApiError::ExecNotFound(_) => 14,
+        ApiError::ExecEnded(_) => 15,
+        ApiError::ExecAttached => 16,
+        ApiError::TaskNotFound(_) => 17,
+        ApiError::ShuttingDown => 18,
+        ApiError::ClientTooSlow { .. } => 19,
+        ApiError::ClientCancelled(_) => 20,
+        ApiError::ClientStream(_) => 21,
+        ApiError::Internal(_) => 22,
+    }
+}
+const VARIANTS: usize = 23;
+
 #[test]
 fn status_table() {
     let mut seen = std::collections::HashSet::new();
+    let mut variants = std::collections::HashSet::new();
     for (err, code, reason) in cases() {
+        variants.insert(variant(&err));
         let st = to_status(&err);
         assert_eq!(st.code(), code, "{err}");
         assert!(!st.message().is_empty());
@@ -386,6 +419,11 @@ fn status_table() {
         }
         seen.insert(reason);
     }
+    assert_eq!(
+        variants.len(),
+        VARIANTS,
+        "a variant of ApiError has no case"
+    );
     // Every reason the daemon can send has a case (AGENT_* included).
     for r in Reason::ALL {
         assert!(seen.contains(r), "no case yields {r}");
