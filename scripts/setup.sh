@@ -53,7 +53,7 @@ REQS="$ROOT/examples/python/requirements.txt"
 command -v python3 >/dev/null || apt_install python3
 want="$(sha256sum "$REQS" | cut -d' ' -f1)"
 if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ] \
-  || ! "$VENV/bin/python" -c 'import grpc, grpc_tools.protoc, google.protobuf' 2>/dev/null; then
+  || ! "$VENV/bin/python" -c 'import grpc, grpc_tools.protoc, grpc_status, google.protobuf' 2>/dev/null; then
   if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
     echo "setup: creating $VENV"
     rm -rf "$VENV"

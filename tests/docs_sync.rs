@@ -1,5 +1,6 @@
 //! The documentation of the shipped policies says what `policies/` holds: the plugin
-//! list and the number of cases in docs/policies.md and README.md follow the files.
+//! list and the number of cases in docs/policies.md and README.md follow the files, and
+//! docs/api.md lists every error reason with its gRPC code.
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 use std::path::Path;
@@ -60,4 +61,44 @@ fn readme_states_the_case_count() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let c = format!("# {} request → decision cases", cases());
     assert!(readme.contains(&c), "README.md should say {c:?}");
+}
+
+/// A gRPC code as the docs spell it (`InvalidArgument` → `INVALID_ARGUMENT`).
+fn code_name(code: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+#[test]
+fn api_md_lists_every_error_reason_with_its_code() {
+    use ocloudview_atp::server::reason::Reason;
+    let doc = std::fs::read_to_string(root().join("docs/api.md")).unwrap();
+    let start = doc.find("\n## Error reasons").unwrap() + 1;
+    let end = start + doc[start..].find("\n## ").unwrap();
+    let rows: Vec<(String, String)> = doc[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_owned(), cells[2].to_owned())
+        })
+        .collect();
+    let want: Vec<(String, String)> = Reason::ALL
+        .iter()
+        .map(|r| {
+            let code = if *r == Reason::GuestError {
+                "by the agent's text".to_owned()
+            } else {
+                format!("`{}`", code_name(r.code()))
+            };
+            (format!("`{}`", r.as_str()), code)
+        })
+        .collect();
+    assert_eq!(rows, want, "docs/api.md ## Error reasons: reason | code");
 }

@@ -1,7 +1,9 @@
 //! The cross-language proof: the Python client in `examples/python` (stubs generated from
 //! `proto/` with grpcio-tools on first use) calls Ping, Exec (server stream), WriteFile
 //! (client stream) and ReadFile (server stream) on the real `atp serve` in front of a real
-//! host qemu-ga — over the UNIX socket, and over TCP with a bearer token.
+//! host qemu-ga — over the UNIX socket, and over TCP with a bearer token — and reads the
+//! machine-readable reason (`google.rpc.ErrorInfo`) of failed calls: GUEST_NOT_FOUND for
+//! an unknown guest, POLICY_DENIED (naming the plugin) for a guest a policy denies.
 //! Needs `.venv` from `scripts/setup.sh`; without it the tests fail, never skip.
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
@@ -57,10 +59,27 @@ async fn python(script: &str, args: &[&str]) -> Output {
 #[tokio::test]
 async fn python_client_over_the_unix_socket() {
     let agent = HostAgent::start().unwrap();
-    let d = daemon_for(&agent, "").await;
+    // A policy that denies pinging `forbidden` and allows everything else.
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policies.path().join("10-python-ci.rhai"),
+        "fn authorize(req) {\n\
+         if req.domain.name == \"forbidden\" { deny(\"forbidden is off limits\") }\n\
+         else { allow(\"the python client test\") }\n}\n",
+    )
+    .unwrap();
+    let d = daemon_for(
+        &agent,
+        &format!("[policy]\ndir = \"{}\"\n", policies.path().display()),
+    )
+    .await;
     let server = format!("unix://{}", d.socket.display());
     let dir = agent.dir().display().to_string();
-    let out = python("test_atp_client.py", &["--server", &server, "--dir", &dir]).await;
+    let out = python(
+        "test_atp_client.py",
+        &["--server", &server, "--dir", &dir, "--denied", "forbidden"],
+    )
+    .await;
     assert!(
         out.status.success(),
         "test_atp_client.py failed ({}); its output is above",
@@ -96,9 +115,11 @@ async fn python_client_over_tcp_with_a_bearer_token() {
     // Without the token the daemon refuses the caller: the token is what lets it in.
     let out = python("atp_client.py", &["--server", &server, "ping", "host"]).await;
     assert!(!out.status.success());
+    // The code, and the reason the daemon gives in the status details.
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED"),
-        "expected UNAUTHENTICATED without a token"
+        String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED: ")
+            && String::from_utf8_lossy(&out.stderr).contains("[UNAUTHENTICATED"),
+        "expected UNAUTHENTICATED, with that reason, without a token"
     );
     let out = python(
         "atp_client.py",

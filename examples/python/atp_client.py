@@ -23,6 +23,17 @@ As a command:
     atp_client.py --server 127.0.0.1:50051 --token "$TOKEN" exec web-01 -- /bin/ls -l /
     atp_client.py --server ... read web-01 /etc/os-release
     atp_client.py --server ... write web-01 /tmp/x.bin --input ./x.bin
+
+Errors: every error status of the daemon carries a machine-readable reason, a
+`google.rpc.ErrorInfo` in the status details (docs/api.md, "Error reasons"). Decide on it,
+not on the message text:
+
+    try:
+        atp.ping("web-01")
+    except grpc.RpcError as e:
+        why = error_reason(e)  # ErrorReason("POLICY_DENIED", {"plugin": "30-role-exec"})
+        if why and why.reason == "AGENT_BUSY":
+            ...  # retry later
 """
 
 from __future__ import annotations
@@ -42,6 +53,8 @@ from pathlib import Path
 from typing import Any, Self
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 REPO = Path(__file__).resolve().parents[2]
 PROTO_ROOT = REPO / "proto"
@@ -109,6 +122,39 @@ def stubs() -> tuple[Any, Any]:
             importlib.import_module(PB_MODULE + "_grpc"),
         )
     return _stubs
+
+
+# --- errors ------------------------------------------------------------------------------
+
+ERROR_DOMAIN = "atp.ocloudview.io"
+
+
+@dataclass
+class ErrorReason:
+    """Why the daemon refused or failed a call: `reason` (e.g. POLICY_DENIED,
+    GUEST_NOT_FOUND, AGENT_BUSY, LIMIT_EXCEEDED) and what to act on (`plugin`, `limit`,
+    `value`, `domain`, `command`... see docs/api.md)."""
+
+    reason: str
+    metadata: dict[str, str]
+
+    def __str__(self) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in sorted(self.metadata.items()))
+        return f"{self.reason} {extra}".strip()
+
+
+def error_reason(e: grpc.RpcError) -> ErrorReason | None:
+    """The daemon's reason for a failed call: the `google.rpc.ErrorInfo` in the status
+    details (the `grpc-status-details-bin` trailer), or None when there is none (the call
+    failed before the daemon answered, e.g. it is not running)."""
+    status = rpc_status.from_call(e)  # type: ignore[arg-type]  # a failed call is a grpc.Call
+    if status is None:
+        return None
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == ERROR_DOMAIN:
+            return ErrorReason(info.reason, dict(info.metadata))
+    return None
 
 
 # --- client ------------------------------------------------------------------------------
@@ -311,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resp = atp.write_file(a.domain, a.path, data)
                 print(f"wrote {resp.bytes_written} bytes, sha256 {resp.sha256.hex()}")
     except grpc.RpcError as e:
-        print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+        why = error_reason(e)
+        print(f"error: {e.code().name}: {e.details()} [{why or 'no reason'}]", file=sys.stderr)
         return 1
     except IntegrityError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -4,8 +4,10 @@ tests/python_client.rs): Ping, Exec (server stream, live output, stdin), WriteFi
 stream) and ReadFile (server stream).
 
     test_atp_client.py --server unix:///tmp/atp.sock --dir /tmp/scratch [--domain host]
+        [--denied DOMAIN]
 
-`--dir` is a directory the guest's agent may write to. Exits 0 when every check passes,
+`--dir` is a directory the guest's agent may write to. With `--denied DOMAIN`, a policy
+denies pinging DOMAIN: the error's reason must be POLICY_DENIED, naming the plugin. Exits 0 when every check passes,
 1 naming the failed check otherwise.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import grpc
-from atp_client import AtpClient
+from atp_client import AtpClient, error_reason
 
 
 def check(cond: bool, what: str) -> None:
@@ -38,6 +40,13 @@ def test_ping(atp: AtpClient, domain: str, _dir: str) -> None:
         atp.ping("no-such-guest")
     except grpc.RpcError as e:
         check(e.code() == grpc.StatusCode.NOT_FOUND, f"unknown guest: {e.code()} {e.details()}")
+        # The reason says which NOT_FOUND it is (not a file, not an exec), with the name.
+        why = error_reason(e)
+        check(
+            why is not None and why.reason == "GUEST_NOT_FOUND",
+            f"unknown guest: reason {why}, expected GUEST_NOT_FOUND",
+        )
+        check(why.metadata.get("domain") == "no-such-guest", f"metadata {why.metadata}")
     else:
         raise AssertionError("Ping of an unknown guest succeeded")
 
@@ -103,6 +112,24 @@ def test_exec_with_stdin(atp: AtpClient, domain: str, _dir: str) -> None:
     check((out, err, code) == (b"HELLO FROM PYTHON\n", b"", 0), f"tr: {out!r} {err!r} {code}")
 
 
+def policy_denial_test(denied: str):  # noqa: ANN201 - returns a test like the others
+    """A test that pinging `denied` fails with reason POLICY_DENIED naming the plugin."""
+
+    def test_policy_denial_reason(atp: AtpClient, _domain: str, _dir: str) -> None:
+        try:
+            atp.ping(denied)
+        except grpc.RpcError as e:
+            why = error_reason(e)
+            print(f"  {e.code().name}: {e.details()} [{why}]")
+            check(e.code() == grpc.StatusCode.PERMISSION_DENIED, f"code {e.code()}")
+            check(why is not None and why.reason == "POLICY_DENIED", f"reason {why}")
+            check(why.metadata.get("plugin", "") != "", f"no plugin in {why.metadata}")
+        else:
+            raise AssertionError(f"Ping of {denied} was not denied")
+
+    return test_policy_denial_reason
+
+
 TESTS = [test_ping, test_exec_streams_live, test_write_then_read_3_mib, test_exec_with_stdin]
 
 
@@ -112,11 +139,13 @@ def main() -> int:
     ap.add_argument("--dir", required=True, help="scratch directory the guest can write to")
     ap.add_argument("--domain", default="host", help="guest to use (default: host)")
     ap.add_argument("--token", help="bearer token")
+    ap.add_argument("--denied", help="a guest name the daemon's policy denies pinging")
     a = ap.parse_args()
+    tests = TESTS + ([policy_denial_test(a.denied)] if a.denied else [])
 
     failed = []
     with AtpClient(a.server, a.token, timeout=60) as atp:
-        for test in TESTS:
+        for test in tests:
             print(f"{test.__name__} ...", flush=True)
             try:
                 test(atp, a.domain, a.dir)
@@ -130,9 +159,9 @@ def main() -> int:
             else:
                 print(f"ok   {test.__name__}", flush=True)
     if failed:
-        print(f"\n{len(failed)} of {len(TESTS)} failed: {', '.join(failed)}", flush=True)
+        print(f"\n{len(failed)} of {len(tests)} failed: {', '.join(failed)}", flush=True)
         return 1
-    print(f"\nall {len(TESTS)} passed", flush=True)
+    print(f"\nall {len(tests)} passed", flush=True)
     return 0
 
 

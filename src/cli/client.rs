@@ -8,12 +8,16 @@
 use std::{path::PathBuf, time::Duration};
 
 use hyper_util::rt::TokioIo;
-use ocloudview_atp::pb::guest_agent_client::GuestAgentClient;
+use ocloudview_atp::{
+    pb::guest_agent_client::GuestAgentClient,
+    server::reason::{DOMAIN, Reason},
+};
 use tonic::{
     Code, Request, Status,
     service::interceptor::InterceptedService,
     transport::{Channel, Endpoint, Uri},
 };
+use tonic_types::StatusExt;
 
 /// Where and how to reach the daemon.
 #[derive(Debug, Clone, clap::Args)]
@@ -100,10 +104,78 @@ impl ClientError {
     }
 }
 
-/// Turns a status into a one-line message saying what to do.
+/// The exit code of a failure with this reason: the one table (docs/api.md lists it,
+/// checked by a test). Exhaustive, so a new reason needs a code to compile.
+pub fn exit_code(reason: Reason) -> u8 {
+    use Reason as R;
+    match reason {
+        R::Unauthenticated => exit::BAD_CREDENTIALS,
+        R::PolicyDenied | R::GuestPermissionDenied => exit::DENIED,
+        R::GuestNotFound | R::ExecNotFound | R::TaskNotFound => exit::UNKNOWN_GUEST,
+        R::GuestPathNotFound => exit::NO_INPUT,
+        R::AuditUnavailable
+        | R::HypervisorUnavailable
+        | R::AgentUnavailable
+        | R::AgentBusy
+        | R::LimitExceeded
+        | R::GuestPathChanged
+        | R::DaemonShuttingDown
+        | R::ClientTooSlow => exit::TEMPFAIL,
+        R::InvalidArgument
+        | R::GuestNotRunning
+        | R::CommandDisabled
+        | R::CommandUnknown
+        | R::GuestPathExists
+        | R::GuestPathUnsuitable
+        | R::GuestUnsupported
+        | R::GuestWriteIncomplete
+        | R::GuestError
+        | R::ExecAttached
+        | R::ClientCancelled
+        | R::Internal => exit::OTHER,
+    }
+}
+
+/// The daemon's reason for a failed call: the `reason` of the status's `ErrorInfo`
+/// (domain [`DOMAIN`]). `None` when there is none (the call failed before the daemon
+/// answered) or it is one this build does not know.
+pub fn reason_of(st: &Status) -> Option<Reason> {
+    let info = st.get_details_error_info()?;
+    (info.domain == DOMAIN).then(|| Reason::parse(&info.reason))?
+}
+
+/// Turns a status into a one-line message saying what to do, and its exit code by the
+/// daemon's reason (by the gRPC code only when there is none: see [`reason_of`]).
 pub fn explain(server: &str, st: &Status) -> ClientError {
     let msg = st.message();
+    let Some(reason) = reason_of(st) else {
+        return by_code(server, st);
+    };
+    use Reason as R;
+    let message = match reason {
+        R::Unauthenticated => format!(
+            "the daemon refused the credentials ({msg}); pass a valid token with --token or ATP_TOKEN"
+        ),
+        R::PolicyDenied => format!("denied: {msg}"),
+        // The guest is there; the file in it is not.
+        R::GuestPathNotFound => format!("in the guest: {msg}"),
+        R::GuestNotFound => format!("{msg}; `atp ls` lists the guests"),
+        R::AgentUnavailable | R::AgentBusy => {
+            format!("{msg} (the guest agent may be starting or busy: try again)")
+        }
+        R::InvalidArgument => format!("invalid request: {msg}"),
+        _ if exit_code(reason) == exit::TEMPFAIL => format!("{msg} (try again)"),
+        _ => msg.to_owned(),
+    };
+    ClientError::new(exit_code(reason), message)
+}
+
+/// A status without a reason: the call failed in the transport, before the daemon
+/// answered (or an older daemon answered).
+fn by_code(server: &str, st: &Status) -> ClientError {
+    let msg = st.message();
     match st.code() {
+        Code::Unavailable => unreachable(server, msg),
         Code::Unauthenticated => ClientError::new(
             exit::BAD_CREDENTIALS,
             format!(
@@ -111,32 +183,7 @@ pub fn explain(server: &str, st: &Status) -> ClientError {
             ),
         ),
         Code::PermissionDenied => ClientError::new(exit::DENIED, format!("denied: {msg}")),
-        // The guest is there; the file in it is not.
-        Code::NotFound if msg.contains("No such file or directory") => {
-            ClientError::new(exit::NO_INPUT, format!("in the guest: {msg}"))
-        }
-        Code::NotFound
-            if msg.starts_with("no exec with id") || msg.starts_with("no task named") =>
-        {
-            ClientError::new(exit::UNKNOWN_GUEST, msg.to_owned())
-        }
-        Code::NotFound => ClientError::new(
-            exit::UNKNOWN_GUEST,
-            format!("{msg}; `atp ls` lists the guests"),
-        ),
-        Code::Unavailable
-            if msg.contains("tcp connect error")
-                || msg.contains("transport error")
-                || msg.is_empty() =>
-        {
-            unreachable(server, msg)
-        }
-        Code::Unavailable | Code::DeadlineExceeded => ClientError::new(
-            exit::TEMPFAIL,
-            format!("{msg} (the guest agent may be starting or busy: try again)"),
-        ),
-        Code::InvalidArgument => ClientError::new(exit::OTHER, format!("invalid request: {msg}")),
-        Code::FailedPrecondition => ClientError::new(exit::OTHER, msg.to_owned()),
+        Code::DeadlineExceeded => ClientError::new(exit::TEMPFAIL, format!("{msg} (try again)")),
         other => ClientError::new(exit::OTHER, format!("{other:?}: {msg}")),
     }
 }
@@ -217,4 +264,64 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::ErrorDetails;
+
+    use super::*;
+
+    fn status(reason: Reason, message: &str) -> Status {
+        let details = ErrorDetails::with_error_info(
+            reason.as_str(),
+            DOMAIN,
+            std::collections::HashMap::new(),
+        );
+        Status::with_error_details(reason.code(), message, details)
+    }
+
+    #[test]
+    fn the_reason_decides_not_the_message() {
+        // A path-not-found whose text says nothing of files, and a denial by the guest.
+        let e = explain("s", &status(Reason::GuestPathNotFound, "gone"));
+        assert_eq!(e.code, exit::NO_INPUT);
+        let e = explain(
+            "s",
+            &status(Reason::GuestError, "No such file or directory"),
+        );
+        assert_eq!(e.code, exit::OTHER);
+        let e = explain("s", &status(Reason::ExecNotFound, "x"));
+        assert_eq!(e.code, exit::UNKNOWN_GUEST);
+        // The same code with another reason: unreachable only without a reason.
+        let e = explain("s", &status(Reason::AgentUnavailable, "down"));
+        assert_eq!(e.code, exit::TEMPFAIL);
+        let e = explain("s", &Status::unavailable("tcp connect error"));
+        assert_eq!(e.code, exit::UNREACHABLE);
+    }
+
+    /// docs/api.md's reason table has the exit code of every reason.
+    #[test]
+    fn docs_list_every_reasons_exit_code() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).unwrap();
+        let start = doc.find("## Error reasons").unwrap();
+        let end = start + 1 + doc[start + 1..].find("\n## ").unwrap();
+        let rows: Vec<(String, String)> = doc[start..end]
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_owned(), cells[4].to_owned())
+            })
+            .collect();
+        let want: Vec<(String, String)> = Reason::ALL
+            .iter()
+            .map(|r| (r.as_str().to_owned(), exit_code(*r).to_string()))
+            .collect();
+        assert_eq!(
+            rows, want,
+            "docs/api.md ## Error reasons: reason | code | metadata | exit"
+        );
+    }
 }

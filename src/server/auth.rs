@@ -7,6 +7,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status, transport::server::UdsConnectInfo};
 
+use super::status::ApiError;
 use crate::config::TokenEntry;
 
 pub use crate::caller::{AuthMethod, Caller};
@@ -46,13 +47,13 @@ impl Authenticator {
                 .to_str()
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+                .ok_or_else(|| unauthenticated("authorization must be `Bearer <token>`"))?;
             let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
             let entry = self
                 .tokens
                 .iter()
                 .find(|t| t.sha256 == digest)
-                .ok_or_else(|| Status::unauthenticated("unknown bearer token"))?;
+                .ok_or_else(|| unauthenticated("unknown bearer token"))?;
             return Ok(Caller {
                 id: entry.identity.clone(),
                 auth: AuthMethod::Token,
@@ -80,7 +81,7 @@ impl Authenticator {
             });
         }
         if self.require_tcp_auth {
-            return Err(Status::unauthenticated(
+            return Err(unauthenticated(
                 "this daemon requires a bearer token (authorization: Bearer <token>) or a client certificate",
             ));
         }
@@ -104,7 +105,7 @@ impl tonic::service::Interceptor for Authenticator {
 /// The certificate's subject common name, else its first DNS name.
 fn cert_identity(der: &[u8]) -> Result<String, Status> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|_| Status::unauthenticated("unreadable client certificate"))?;
+        .map_err(|_| unauthenticated("unreadable client certificate"))?;
     if let Some(cn) = cert.subject().iter_common_name().next()
         && let Ok(s) = cn.as_str()
     {
@@ -117,9 +118,7 @@ fn cert_identity(der: &[u8]) -> Result<String, Status> {
             }
         }
     }
-    Err(Status::unauthenticated(
-        "client certificate names no subject",
-    ))
+    Err(unauthenticated("client certificate names no subject"))
 }
 
 /// The caller the interceptor attached to a request.
@@ -127,5 +126,10 @@ pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     req.extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("request was not authenticated"))
+        .ok_or_else(|| unauthenticated("request was not authenticated"))
+}
+
+/// UNAUTHENTICATED with its reason (through [`super::status`], like every status).
+fn unauthenticated(message: &str) -> Status {
+    ApiError::Unauthenticated(message.to_owned()).into()
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tonic::Status;
 
-use super::{gate::Call, guests::Listed, service::GuestAgentService};
+use super::{gate::Call, guests::Listed, service::GuestAgentService, status::ApiError};
 use crate::{
     pb,
     qga::{
@@ -211,16 +211,18 @@ pub(crate) async fn agent_command(
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !valid_name {
-        return Err(Status::invalid_argument(format!(
+        return Err(ApiError::InvalidArgument(format!(
             "not a guest agent command: {:?}",
             r.command
-        )));
+        ))
+        .into());
     }
     if PASSTHROUGH_REFUSED.contains(&r.command.as_str()) {
-        return Err(Status::invalid_argument(format!(
+        return Err(ApiError::InvalidArgument(format!(
             "{} is not available through AgentCommand; use the typed RPC (Exec, ReadFile)",
             r.command
-        )));
+        ))
+        .into());
     }
     let arguments = if r.arguments_json.trim().is_empty() {
         None
@@ -231,9 +233,10 @@ pub(crate) async fn agent_command(
         match serde_json::from_str::<Value>(&r.arguments_json) {
             Ok(v @ Value::Object(_)) => Some(v.to_string()),
             _ => {
-                return Err(Status::invalid_argument(
-                    "arguments_json must be a JSON object",
-                ));
+                return Err(ApiError::InvalidArgument(
+                    "arguments_json must be a JSON object".into(),
+                )
+                .into());
             }
         }
     };

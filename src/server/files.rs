@@ -19,7 +19,7 @@ use super::{
     gate::{Call, Outcome},
     metrics,
     service::GuestAgentService,
-    status::ApiError,
+    status::{self, ApiError},
     streams::{self, BoundedStream, StreamSender},
 };
 use crate::{
@@ -30,14 +30,18 @@ use crate::{
 
 /// The checks that need no guest: empty, NUL, relative, UNC (see [`check_guest_path`]).
 fn check_path(path: &str) -> Result<(), Status> {
-    check_guest_path(path, None).map_err(Status::invalid_argument)
+    check_guest_path(path, None).map_err(invalid)
+}
+
+fn invalid(message: String) -> Status {
+    ApiError::InvalidArgument(message).into()
 }
 
 /// Refuses a path in the other OS's form: the guest would not open what the policy saw.
 /// With the OS unknown (`guest-get-osinfo` disabled or failing) both forms pass.
 async fn check_path_for(client: &AgentClient, path: &str) -> Result<(), Status> {
     let os = client.os().await.ok();
-    check_guest_path(path, os.as_deref()).map_err(Status::invalid_argument)
+    check_guest_path(path, os.as_deref()).map_err(invalid)
 }
 
 fn data_err(e: base64::DecodeError) -> QgaError {
@@ -58,9 +62,8 @@ pub(crate) async fn read(
     let (mut call, permit) = s.stream_permit(call).await?;
     let setup = async {
         check_path(&r.path)?;
-        let offset = i64::try_from(r.offset).map_err(|_| {
-            Status::invalid_argument(format!("offset {} is out of range", r.offset))
-        })?;
+        let offset = i64::try_from(r.offset)
+            .map_err(|_| invalid(format!("offset {} is out of range", r.offset)))?;
         let client = s.client(&call).await?;
         check_path_for(&client, &r.path).await?;
         // Decide on what is really opened, open that, and refuse if it changed meanwhile.
@@ -125,10 +128,13 @@ pub(crate) async fn read(
         Some(permit),
     );
     let token = s.shared.shutdown.clone();
+    let guests = s.shared.guests.clone();
     tokio::spawn(async move {
+        // Mid-transfer agent errors go through the one mapping (it resets the guest cache).
+        let qga = |e| status::agent_status(&guests, &r.domain, e);
         let res = tokio::select! {
-            res = stream_file(&client, &file, (r.offset, size), r.length, chunk, budget, &tx) => res,
-            () = token.cancelled() => Err(Status::unavailable("the daemon is shutting down")),
+            res = stream_file((&client, &file), (r.offset, size), r.length, chunk, budget, &tx, &qga) => res,
+            () = token.cancelled() => Err(ApiError::ShuttingDown.into()),
         };
         // Close before reporting, so a client that sees the end sees no open handle.
         if let Err(e) = file.close().await {
@@ -157,15 +163,14 @@ const READ_AHEAD: usize = 2;
 /// stops the reads; if it takes nothing for the idle timeout this fails
 /// DEADLINE_EXCEEDED and the caller closes the handle.
 async fn stream_file(
-    client: &AgentClient,
-    file: &OpenFile,
+    (client, file): (&AgentClient, &OpenFile),
     (start, file_size): (u64, u64),
     length: u64,
     chunk: usize,
     budget: ByteBudget,
     tx: &StreamSender<pb::FileChunk>,
+    qga: &(dyn Fn(QgaError) -> Status + Sync),
 ) -> Result<u64, Status> {
-    let qga = |e| Status::from(ApiError::Qga(e));
     // Bytes this read may ask for: the requested length (0: to the end) under the
     // policy's budget.
     let asked = (length > 0).then_some(length);
@@ -229,9 +234,11 @@ async fn stream_file(
             .await
             .map_err(qga)?;
         if more.count > 0 {
-            return Err(Status::resource_exhausted(format!(
-                "read stopped at the policy's max_bytes ({l})"
-            )));
+            return Err(ApiError::PolicyMaxBytes {
+                what: "read stopped at",
+                value: l,
+            }
+            .into());
         }
     }
     let last = pb::FileChunk {

@@ -11,6 +11,7 @@ use super::{
     auth::{self, AuthMethod, Caller},
     denials::{DenialBudget, Suppressed},
     metrics::{self, RpcTimer},
+    status::ApiError,
 };
 use crate::{
     audit::{AuditEntry, AuditLog, EntryKind},
@@ -98,16 +99,15 @@ fn describe(
     preq
 }
 
-/// The status of a denial: PERMISSION_DENIED naming the deciding plugin.
-fn denied(decision: &Decision, what: Option<&str>) -> Status {
-    let who = decision.plugin.as_deref().unwrap_or("the default policy");
-    match what {
-        None => Status::permission_denied(format!("denied by {who}: {}", decision.reason)),
-        Some(path) => Status::permission_denied(format!(
-            "{path} (where the requested path leads in the guest) denied by {who}: {}",
-            decision.reason
-        )),
+/// The status of a denial: PERMISSION_DENIED naming the deciding plugin (and, for a
+/// second file decision, the resolved path).
+fn denied(decision: &Decision, path: Option<String>) -> Status {
+    ApiError::PolicyDenied {
+        plugin: decision.plugin.clone(),
+        reason: decision.reason.clone(),
+        path,
     }
+    .into()
 }
 
 impl Gate {
@@ -265,10 +265,11 @@ impl Call {
             "{} does {work:?}, which it does not declare",
             self.rpc
         );
-        Err(Status::internal(format!(
+        Err(ApiError::Internal(format!(
             "{} does work it does not declare ({work:?})",
             self.rpc
-        )))
+        ))
+        .into())
     }
 
     /// Decides again with `file` in place of the request's file section (ReadFile and
@@ -281,10 +282,11 @@ impl Call {
             return Ok(()); // no policy: the first decision allowed everything
         };
         let Some(mut preq) = self.decided.clone() else {
-            return Err(Status::internal(format!(
+            return Err(ApiError::Internal(format!(
                 "{} has no file section to decide on again",
                 self.rpc
-            )));
+            ))
+            .into());
         };
         let path = file.path.clone();
         preq.file = Some(file);
@@ -293,7 +295,7 @@ impl Call {
         preq.settings = serde_json::Value::Null;
         self.record_decision(preq.clone(), &decision, extra).await?;
         if !decision.allow {
-            return Err(denied(&decision, Some(&path)));
+            return Err(denied(&decision, Some(path)));
         }
         let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(x), Some(y)) => Some(x.min(y)),
@@ -335,7 +337,7 @@ impl Call {
         e.extra = extra;
         log.record(e).await.map(drop).map_err(|err| {
             tracing::error!(error = %err, rpc = self.rpc.name(), "decision record not written; request refused");
-            Status::unavailable("the audit log cannot be written; request refused")
+            ApiError::AuditUnavailable.into()
         })
     }
 

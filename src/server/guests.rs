@@ -18,8 +18,8 @@ const MAX_DOMAIN: usize = 512;
 /// How long ListDomains waits for each agent's ping (all are pinged at once).
 const LIST_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The guest registry behind the gate.
-#[derive(Debug)]
+/// The guest registry behind the gate (clones share it).
+#[derive(Debug, Clone)]
 pub(crate) struct Guests {
     registry: Arc<GuestRegistry>,
 }

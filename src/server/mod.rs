@@ -13,6 +13,7 @@ mod gate;
 mod guests;
 mod metrics;
 mod reap;
+pub mod reason;
 mod service;
 pub mod status;
 mod streams;

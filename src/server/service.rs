@@ -24,7 +24,6 @@ use crate::{
     pb::{self, guest_agent_server::GuestAgent},
     policy::request::{AgentInfo, ExecInfo, ExecRefInfo, FileInfo, TaskInfo, normalize_path},
     qga::{AgentClient, QgaError},
-    transport::TransportError,
 };
 
 /// A server-streaming response.
@@ -124,18 +123,10 @@ impl GuestAgentService {
         self.shared.guests.client(call).await
     }
 
-    /// Maps an agent error, forgetting a cached guest that libvirt says is gone.
+    /// Maps an agent error, forgetting a cached guest that libvirt says is gone (see
+    /// [`super::status::agent_status`], the one mapping).
     pub(crate) fn agent_error(&self, domain: &str, e: QgaError) -> Status {
-        match e {
-            QgaError::Transport(TransportError::DomainNotFound(_)) => {
-                self.shared.guests.forget(domain)
-            }
-            QgaError::Transport(TransportError::ConnectionLost(_)) => {
-                self.shared.guests.reconnect()
-            }
-            _ => {}
-        }
-        ApiError::Qga(e).into()
+        super::status::agent_status(&self.shared.guests, domain, e)
     }
 }
 
@@ -359,7 +350,7 @@ impl GuestAgent for GuestAgentService {
         // staging directory removed, its handle closed and its outcome recorded.
         let task = tokio::spawn(files::upload(self.clone(), request));
         task.await
-            .map_err(|e| Status::internal(format!("write task failed: {e}")))?
+            .map_err(|e| Status::from(ApiError::Internal(format!("write task failed: {e}"))))?
             .map(Response::new)
     }
 

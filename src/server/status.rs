@@ -1,8 +1,21 @@
-//! The one place where our errors become gRPC statuses.
+//! The one place where our errors become gRPC statuses: every status the daemon sends is
+//! built by [`to_status`], so each carries a bounded message and a `google.rpc.ErrorInfo`
+//! detail with its [`Reason`] (domain [`DOMAIN`]) and metadata a client can act on.
+//! Agent errors have one mapping, `agent_error`, which also resets the guest cache.
+
+mod agent;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::{guests::GuestError, libvirt::LibvirtError, qga::QgaError, transport::TransportError};
+pub use self::agent::AgentError;
+pub(crate) use self::agent::{agent_status, helper_status};
+use super::reason::{DOMAIN, Reason};
+use crate::{guests::GuestError, libvirt::LibvirtError};
 
 /// Everything an RPC can fail with, before it is mapped to a status.
 #[derive(Debug, thiserror::Error)]
@@ -10,6 +23,25 @@ pub enum ApiError {
     /// The request itself is malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// No valid credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A policy denied the request.
+    #[error("{}denied by {}: {reason}",
+        path.as_ref().map(|p| format!("{p} (where the requested path leads in the guest) ")).unwrap_or_default(),
+        plugin.as_deref().unwrap_or("the default policy"))]
+    PolicyDenied {
+        /// The deciding plugin; `None` for the default policy.
+        plugin: Option<String>,
+        /// The plugin's reason.
+        reason: String,
+        /// The resolved guest path, when the second decision of a file request denied.
+        path: Option<String>,
+    },
+    /// The decision record cannot be written (`on_failure = "refuse"`). No cause: it
+    /// names the log's host path, which goes to the daemon's own log only.
+    #[error("the audit log cannot be written; request refused")]
+    AuditUnavailable,
     /// A configured bound (`[limits]`) is reached for this caller or guest.
     #[error("{what}: the limit {limit} = {value} is reached; retry when some have ended")]
     LimitExceeded {
@@ -20,52 +52,176 @@ pub enum ApiError {
         /// Its value.
         value: usize,
     },
+    /// A policy's `max_bytes` is spent (ReadFile, WriteFile).
+    #[error("{what} the policy's max_bytes ({value})")]
+    PolicyMaxBytes {
+        /// `read stopped at` or `upload exceeds`.
+        what: &'static str,
+        /// The budget.
+        value: u64,
+    },
     /// The guest name did not resolve.
     #[error(transparent)]
     Guest(#[from] GuestError),
-    /// The agent command failed.
+    /// An agent command failed; built only by `agent_error` (the one agent mapping).
     #[error(transparent)]
-    Qga(#[from] QgaError),
+    Agent(AgentError),
+    /// A guest path the request needs is missing (TRUNCATE of a missing file).
+    #[error("{0}")]
+    GuestPathNotFound(String),
+    /// A guest path exists where it must not (EXCLUSIVE).
+    #[error("{0}")]
+    GuestPathExists(String),
+    /// A guest path is of the wrong kind (not a regular file).
+    #[error("{0}")]
+    GuestPathUnsuitable(String),
+    /// A path component was swapped while it was opened, or a staging directory replaced.
+    #[error("{0}")]
+    GuestPathChanged(String),
+    /// The guest lacks what the operation needs.
+    #[error("{0}")]
+    GuestUnsupported(String),
+    /// The guest wrote fewer bytes than it was given.
+    #[error("guest wrote {written} of {wanted} bytes")]
+    GuestWriteIncomplete {
+        /// Bytes written.
+        written: u64,
+        /// Bytes sent.
+        wanted: usize,
+    },
+    /// No exec with this id.
+    #[error("no exec with id {0:?}")]
+    ExecNotFound(String),
+    /// The exec's task ended and left no result.
+    #[error("exec {0:?} ended without a result")]
+    ExecEnded(String),
+    /// The exec's output goes to another client.
+    #[error("this exec is attached to another client")]
+    ExecAttached,
+    /// No task of this name.
+    #[error("no task named {0:?}")]
+    TaskNotFound(String),
+    /// The daemon is shutting down.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// The client sent or read nothing for too long.
+    #[error("{message}")]
+    ClientTooSlow {
+        /// What it did not do, and for how long.
+        message: String,
+        /// The setting that bounds it, if one does.
+        limit: Option<&'static str>,
+    },
+    /// The client went away or cancelled (seen only in audit records).
+    #[error("{0}")]
+    ClientCancelled(String),
+    /// The client's message stream could not be read (tonic's status for it).
+    #[error("the request stream failed: {}", .0.message())]
+    ClientStream(Status),
+    /// A daemon bug.
+    #[error("{0}")]
+    Internal(String),
 }
 
-/// Maps an error to the status a client sees. Exhaustive over our own enums, so a new
-/// variant cannot slip through unmapped.
+/// A reason and what a client may need to act on it.
+type Classified = (Reason, Code, Vec<(&'static str, String)>);
+
+/// Maps an error to the status a client sees: its code, a bounded message, and an
+/// `ErrorInfo` with its reason. Exhaustive over our own enums, so a new variant cannot
+/// slip through unmapped.
 pub fn to_status(err: &ApiError) -> Status {
-    let code = match err {
-        ApiError::InvalidArgument(_) => Code::InvalidArgument,
-        ApiError::LimitExceeded { .. } => Code::ResourceExhausted,
-        ApiError::Guest(g) => match g {
-            GuestError::Unknown(_) => Code::NotFound,
-            GuestError::InvalidName(_) => Code::InvalidArgument,
-            GuestError::Libvirt(l) => libvirt_code(l),
-        },
-        ApiError::Qga(q) => match q {
-            QgaError::Transport(t) => transport_code(t),
-            QgaError::Agent { class, desc, .. } => {
-                if class == "CommandNotFound" && desc.contains("disabled") {
-                    Code::FailedPrecondition
-                } else if class == "CommandNotFound" {
-                    Code::Unimplemented
-                } else {
-                    generic_code(desc)
-                }
-            }
-            QgaError::CommandDisabled { .. } => Code::FailedPrecondition,
-            QgaError::InvalidArgument(_) => Code::InvalidArgument,
-            QgaError::LimitExceeded { .. } => Code::ResourceExhausted,
-            QgaError::Decode { .. } | QgaError::Encode { .. } => Code::Internal,
-        },
-    };
-    Status::new(code, bounded(message(err)))
+    let (reason, code, meta) = classify(err);
+    build(code, reason, meta, message(err))
+}
+
+/// The reason of `err` (what [`to_status`] puts in its `ErrorInfo`).
+pub fn reason(err: &ApiError) -> Reason {
+    classify(err).0
+}
+
+fn classify(err: &ApiError) -> Classified {
+    let plain = |r: Reason| (r, r.code(), Vec::new());
+    match err {
+        ApiError::InvalidArgument(_) => plain(Reason::InvalidArgument),
+        ApiError::Unauthenticated(_) => plain(Reason::Unauthenticated),
+        ApiError::PolicyDenied { plugin, path, .. } => {
+            let mut m = vec![("plugin", plugin.clone().unwrap_or_else(|| "default".into()))];
+            m.extend(path.clone().map(|p| ("path", p)));
+            (Reason::PolicyDenied, Code::PermissionDenied, m)
+        }
+        ApiError::AuditUnavailable => plain(Reason::AuditUnavailable),
+        ApiError::LimitExceeded { limit, value, .. } => (
+            Reason::LimitExceeded,
+            Code::ResourceExhausted,
+            vec![("limit", (*limit).into()), ("value", value.to_string())],
+        ),
+        ApiError::PolicyMaxBytes { value, .. } => (
+            Reason::LimitExceeded,
+            Code::ResourceExhausted,
+            vec![("limit", "max_bytes".into()), ("value", value.to_string())],
+        ),
+        ApiError::Guest(g) => guest(g),
+        ApiError::Agent(a) => a.classify(),
+        ApiError::GuestPathNotFound(_) => plain(Reason::GuestPathNotFound),
+        ApiError::GuestPathExists(_) => plain(Reason::GuestPathExists),
+        ApiError::GuestPathUnsuitable(_) => plain(Reason::GuestPathUnsuitable),
+        ApiError::GuestPathChanged(_) => plain(Reason::GuestPathChanged),
+        ApiError::GuestUnsupported(_) => plain(Reason::GuestUnsupported),
+        ApiError::GuestWriteIncomplete { .. } => plain(Reason::GuestWriteIncomplete),
+        ApiError::ExecNotFound(id) | ApiError::ExecEnded(id) => (
+            Reason::ExecNotFound,
+            Code::NotFound,
+            vec![("exec_id", id.clone())],
+        ),
+        ApiError::ExecAttached => plain(Reason::ExecAttached),
+        ApiError::TaskNotFound(t) => (
+            Reason::TaskNotFound,
+            Code::NotFound,
+            vec![("task", t.clone())],
+        ),
+        ApiError::ShuttingDown => plain(Reason::DaemonShuttingDown),
+        ApiError::ClientTooSlow { limit, .. } => (
+            Reason::ClientTooSlow,
+            Code::DeadlineExceeded,
+            limit.map(|l| ("limit", l.to_owned())).into_iter().collect(),
+        ),
+        ApiError::ClientCancelled(_) => plain(Reason::ClientCancelled),
+        ApiError::ClientStream(st) if st.code() == Code::Cancelled => {
+            plain(Reason::ClientCancelled)
+        }
+        ApiError::ClientStream(_) => plain(Reason::InvalidArgument),
+        ApiError::Internal(_) => plain(Reason::Internal),
+    }
+}
+
+fn guest(g: &GuestError) -> Classified {
+    match g {
+        GuestError::Unknown(name) => (
+            Reason::GuestNotFound,
+            Code::NotFound,
+            vec![("domain", name.clone())],
+        ),
+        GuestError::InvalidName(_) => (Reason::InvalidArgument, Code::InvalidArgument, vec![]),
+        GuestError::Libvirt(LibvirtError::DomainNotFound { name, .. }) => (
+            Reason::GuestNotFound,
+            Code::NotFound,
+            vec![("domain", name.clone())],
+        ),
+        GuestError::Libvirt(LibvirtError::Connect { .. } | LibvirtError::Other(_)) => {
+            (Reason::HypervisorUnavailable, Code::Unavailable, vec![])
+        }
+    }
 }
 
 /// Longest status message: it travels in an HTTP/2 header, and messages can echo
 /// request fields (a huge guest name must not break the response).
 const MAX_MESSAGE: usize = 1024;
+/// Longest `ErrorInfo` metadata value (they travel in the same trailers).
+const MAX_META: usize = 256;
 
-fn bounded(mut m: String) -> String {
-    if m.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
+fn bounded(mut m: String, max: usize) -> String {
+    if m.len() > max {
+        let mut cut = max;
         while !m.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -75,75 +231,19 @@ fn bounded(mut m: String) -> String {
     m
 }
 
-/// qemu-ga reports every other failure as `GenericError`; its description carries the
-/// guest's errno text, which says what kind of failure it was.
-fn generic_code(desc: &str) -> Code {
-    const TABLE: &[(&str, Code)] = &[
-        ("No such file or directory", Code::NotFound),
-        ("No such device or address", Code::FailedPrecondition),
-        ("Invalid argument", Code::InvalidArgument),
-        ("File name too long", Code::InvalidArgument),
-        ("Read-only file system", Code::FailedPrecondition),
-        ("Device or resource busy", Code::FailedPrecondition),
-        ("Text file busy", Code::FailedPrecondition),
-        ("Too many open files", Code::ResourceExhausted),
-        ("has not been found", Code::NotFound),
-        ("Permission denied", Code::PermissionDenied),
-        ("Operation not permitted", Code::PermissionDenied),
-        ("File exists", Code::AlreadyExists),
-        ("No space left on device", Code::ResourceExhausted),
-        ("Is a directory", Code::FailedPrecondition),
-        ("Not a directory", Code::FailedPrecondition),
-        ("is invalid for argument", Code::InvalidArgument),
-        ("Invalid parameter", Code::InvalidArgument),
-        ("frozen state", Code::FailedPrecondition),
-    ];
-    TABLE
-        .iter()
-        .find(|(needle, _)| desc.contains(needle))
-        .map_or(Code::Unknown, |(_, code)| *code)
-}
-
-fn libvirt_code(e: &LibvirtError) -> Code {
-    match e {
-        LibvirtError::Connect { .. } => Code::Unavailable,
-        LibvirtError::DomainNotFound { .. } => Code::NotFound,
-        LibvirtError::Other(_) => Code::Unavailable,
-    }
-}
-
-fn transport_code(e: &TransportError) -> Code {
-    match e {
-        TransportError::Connect { .. }
-        | TransportError::Io(_)
-        | TransportError::Closed
-        | TransportError::Protocol(_)
-        | TransportError::AgentUnavailable(_)
-        | TransportError::Libvirt { .. }
-        | TransportError::Stopped => Code::Unavailable,
-        TransportError::ConnectionLost(_) => Code::Unavailable,
-        TransportError::Timeout(_) => Code::DeadlineExceeded,
-        TransportError::DomainNotRunning(_) => Code::FailedPrecondition,
-        TransportError::DomainNotFound(_) => Code::NotFound,
-        TransportError::RequestTooLarge { .. } => Code::InvalidArgument,
-    }
+fn build(code: Code, reason: Reason, meta: Vec<(&'static str, String)>, msg: String) -> Status {
+    let meta: HashMap<String, String> = meta
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), bounded(v, MAX_META)))
+        .collect();
+    let details = ErrorDetails::with_error_info(reason.as_str(), DOMAIN, meta);
+    Status::with_error_details(code, bounded(msg, MAX_MESSAGE), details)
 }
 
 /// The client-facing message: our error chain, plus what to do where we know it.
 fn message(err: &ApiError) -> String {
     match err {
-        ApiError::Qga(QgaError::Agent { class, desc, .. })
-            if class == "CommandNotFound" && desc.contains("disabled") =>
-        {
-            format!(
-                "{err}; the guest agent blocks this command: check qemu-ga's --block-rpcs/--allow-rpcs \
-                 (BLOCK_RPCS/ALLOW_RPCS in /etc/sysconfig/qemu-ga on RHEL-like guests)"
-            )
-        }
-        // The socket's host path is the daemon's business, not the caller's.
-        ApiError::Qga(QgaError::Transport(TransportError::Connect { error, .. })) => {
-            format!("cannot connect to the guest agent's socket: {error}")
-        }
+        ApiError::Agent(a) => a.message(),
         _ => err.to_string(),
     }
 }
@@ -151,180 +251,5 @@ fn message(err: &ApiError) -> String {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         to_status(&e)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn agent(class: &str, desc: &str) -> ApiError {
-        ApiError::Qga(QgaError::Agent {
-            command: "guest-exec".into(),
-            class: class.into(),
-            desc: desc.into(),
-        })
-    }
-
-    fn tr(t: TransportError) -> ApiError {
-        ApiError::Qga(QgaError::Transport(t))
-    }
-
-    #[test]
-    fn status_table() {
-        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        let cases: Vec<(ApiError, Code)> = vec![
-            (ApiError::InvalidArgument("x".into()), Code::InvalidArgument),
-            (
-                ApiError::LimitExceeded {
-                    what: "too many open streams for this caller",
-                    limit: "limits.streams_per_caller",
-                    value: 2,
-                },
-                Code::ResourceExhausted,
-            ),
-            (GuestError::Unknown("vm".into()).into(), Code::NotFound),
-            (
-                GuestError::InvalidName("".into()).into(),
-                Code::InvalidArgument,
-            ),
-            (
-                GuestError::Libvirt(LibvirtError::Connect {
-                    uri: "u".into(),
-                    message: "m".into(),
-                })
-                .into(),
-                Code::Unavailable,
-            ),
-            (
-                GuestError::Libvirt(LibvirtError::DomainNotFound {
-                    name: "d".into(),
-                    uri: "u".into(),
-                })
-                .into(),
-                Code::NotFound,
-            ),
-            (
-                tr(TransportError::Connect {
-                    path: "/x".into(),
-                    error: io(),
-                }),
-                Code::Unavailable,
-            ),
-            (tr(TransportError::Io(io())), Code::Unavailable),
-            (tr(TransportError::Closed), Code::Unavailable),
-            (tr(TransportError::Protocol("p".into())), Code::Unavailable),
-            (
-                tr(TransportError::AgentUnavailable("a".into())),
-                Code::Unavailable,
-            ),
-            (tr(TransportError::Stopped), Code::Unavailable),
-            (
-                tr(TransportError::ConnectionLost("eof".into())),
-                Code::Unavailable,
-            ),
-            (
-                tr(TransportError::Timeout(Duration::from_secs(1))),
-                Code::DeadlineExceeded,
-            ),
-            (
-                tr(TransportError::DomainNotRunning("d".into())),
-                Code::FailedPrecondition,
-            ),
-            (
-                tr(TransportError::DomainNotFound("d".into())),
-                Code::NotFound,
-            ),
-            (
-                agent("CommandNotFound", "Command guest-exec has been disabled"),
-                Code::FailedPrecondition,
-            ),
-            (
-                agent("CommandNotFound", "The command guest-x has not been found"),
-                Code::Unimplemented,
-            ),
-            (agent("GenericError", "boom"), Code::Unknown),
-            (
-                agent(
-                    "GenericError",
-                    "failed to open file '/x' (mode: 'r'): No such file or directory",
-                ),
-                Code::NotFound,
-            ),
-            (
-                agent("GenericError", "handle '999' has not been found"),
-                Code::NotFound,
-            ),
-            (
-                agent("GenericError", "failed to open file: Permission denied"),
-                Code::PermissionDenied,
-            ),
-            (agent("GenericError", "File exists"), Code::AlreadyExists),
-            (
-                agent("GenericError", "open: File name too long"),
-                Code::InvalidArgument,
-            ),
-            (
-                agent("GenericError", "open: No such device or address"),
-                Code::FailedPrecondition,
-            ),
-            (
-                agent("GenericError", "No space left on device"),
-                Code::ResourceExhausted,
-            ),
-            (
-                agent(
-                    "GenericError",
-                    "value '51380224' is invalid for argument count",
-                ),
-                Code::InvalidArgument,
-            ),
-            (
-                ApiError::Qga(QgaError::CommandDisabled {
-                    command: "guest-exec".into(),
-                }),
-                Code::FailedPrecondition,
-            ),
-            (
-                ApiError::Qga(QgaError::InvalidArgument("x".into())),
-                Code::InvalidArgument,
-            ),
-            (
-                ApiError::Qga(QgaError::LimitExceeded {
-                    what: "too many open guest file handles on this guest",
-                    limit: "limits.open_handles_per_guest",
-                    value: 4,
-                }),
-                Code::ResourceExhausted,
-            ),
-        ];
-        for (err, want) in cases {
-            let st = to_status(&err);
-            assert_eq!(st.code(), want, "{err}");
-            assert!(!st.message().is_empty());
-        }
-    }
-
-    #[test]
-    fn disabled_command_names_the_guest_setting() {
-        let st = to_status(&agent(
-            "CommandNotFound",
-            "Command guest-exec has been disabled",
-        ));
-        assert!(st.message().contains("--block-rpcs"), "{}", st.message());
-        assert!(st.message().contains("/etc/sysconfig/qemu-ga"));
-    }
-
-    #[test]
-    fn host_paths_stay_out_of_messages() {
-        let st = to_status(&tr(TransportError::Connect {
-            path: "/run/qemu/secret-guest/qga.sock".into(),
-            error: std::io::Error::from(std::io::ErrorKind::NotFound),
-        }));
-        assert_eq!(st.code(), Code::Unavailable);
-        assert!(!st.message().contains("/run/qemu"), "{}", st.message());
-        assert!(st.message().contains("agent"), "{}", st.message());
     }
 }

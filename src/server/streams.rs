@@ -116,8 +116,12 @@ pub(crate) enum SendError {
 impl From<SendError> for Status {
     fn from(e: SendError) -> Self {
         match e {
-            SendError::Closed => Status::cancelled(e.to_string()),
-            SendError::Idle(_) => Status::deadline_exceeded(e.to_string()),
+            SendError::Closed => ApiError::ClientCancelled(e.to_string()).into(),
+            SendError::Idle(_) => ApiError::ClientTooSlow {
+                message: e.to_string(),
+                limit: Some("limits.stream_idle_timeout_ms"),
+            }
+            .into(),
         }
     }
 }

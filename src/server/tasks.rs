@@ -8,6 +8,7 @@ use super::{
     exec as exec_rpc,
     gate::Call,
     service::{EventStream, GuestAgentService},
+    status::ApiError,
 };
 use crate::pb;
 
@@ -51,14 +52,15 @@ pub(crate) async fn run(
         .policy
         .as_ref()
         .and_then(|p| p.snapshot().tasks().get(&r.task).cloned())
-        .ok_or_else(|| Status::not_found(format!("no task named {:?}", r.task)))
+        .ok_or_else(|| Status::from(ApiError::TaskNotFound(r.task.clone())))
         .and_then(|t| {
             let params = r
                 .params
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            t.argv_for(&params).map_err(Status::invalid_argument)
+            t.argv_for(&params)
+                .map_err(|e| ApiError::InvalidArgument(e).into())
         });
     let mut argv = match argv {
         Ok(a) => a,

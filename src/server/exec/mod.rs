@@ -89,12 +89,12 @@ async fn command(
         }
         Some(pb::exec_request::Command::Shell(line)) => {
             if line.is_empty() {
-                return Err(Status::invalid_argument("shell command line is empty"));
+                return Err(ApiError::InvalidArgument("shell command line is empty".into()).into());
             }
             let os = client.os().await.map_err(|e| s.agent_error(&r.domain, e))?;
             GuestExecCommand::shell(&os, line)
         }
-        None => return Err(Status::invalid_argument("exec needs argv or shell")),
+        None => return Err(ApiError::InvalidArgument("exec needs argv or shell".into()).into()),
     };
     check_env(&r.env)?;
     cmd.env = r.env.clone();
@@ -222,11 +222,7 @@ pub(crate) async fn attach(
     r: pb::ExecAttachRequest,
 ) -> Result<EventStream<pb::ExecEvent>, Status> {
     let Some(entry) = s.shared.execs.get(&r.exec_id) else {
-        return fail(
-            call,
-            Status::not_found(format!("no exec with id {:?}", r.exec_id)),
-        )
-        .await;
+        return fail(call, ApiError::ExecNotFound(r.exec_id).into()).await;
     };
     let (tx, rx) = events(s);
     let (reply, answer) = oneshot::channel();
@@ -248,11 +244,11 @@ pub(crate) async fn attach(
             // The task ended with the request unanswered (it drains its queue first, so
             // this is only a task that failed).
             Err(_) => {
-                return Err(Status::unavailable("the exec's task ended"));
+                return Err(ApiError::Internal("the exec's task ended".into()).into());
             }
         },
         Err(mpsc::error::SendError(registry::Cmd::Attach { call, .. })) => *call,
-        Err(_) => return Err(Status::internal("unexpected exec request")),
+        Err(_) => return Err(ApiError::Internal("unexpected exec request".into()).into()),
     };
     // The task is over: report how the exec ended.
     match entry.finished() {
@@ -266,13 +262,7 @@ pub(crate) async fn attach(
             call.finish_with(tonic::Code::Ok, "", outcome).await;
             Ok(ReceiverStream::new(rx))
         }
-        None => {
-            fail(
-                call,
-                Status::not_found(format!("exec {:?} ended without a result", r.exec_id)),
-            )
-            .await
-        }
+        None => fail(call, ApiError::ExecEnded(r.exec_id).into()).await,
     }
 }
 
@@ -283,10 +273,7 @@ pub(crate) async fn cancel(
 ) -> Result<pb::ExecCancelResponse, Status> {
     call.beyond(Beyond::KillHelper)?;
     let Some(entry) = s.shared.execs.get(&r.exec_id) else {
-        return Err(Status::not_found(format!(
-            "no exec with id {:?}",
-            r.exec_id
-        )));
+        return Err(ApiError::ExecNotFound(r.exec_id).into());
     };
     let (reply, answer) = oneshot::channel();
     if entry

@@ -13,7 +13,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use super::super::{auth::Caller, gate::Call};
+use super::super::{auth::Caller, gate::Call, status::ApiError};
 use crate::pb;
 
 /// Who started an exec: the caller's authentication kind *and* id, so a token identity
@@ -129,10 +129,12 @@ impl ExecRegistry {
             .filter(|e| e.owner == owner && e.live.load(Ordering::Relaxed))
             .count();
         if running >= limit {
-            return Err(Status::resource_exhausted(format!(
-                "limits.execs_per_caller ({limit}) reached: this caller already has {running} \
-                 running or detached execs; wait for one to end or cancel one"
-            )));
+            return Err(ApiError::LimitExceeded {
+                what: "too many running or detached execs for this caller",
+                limit: "limits.execs_per_caller",
+                value: limit,
+            }
+            .into());
         }
         let (tx, rx) = mpsc::channel(CMD_QUEUE);
         let id = uuid::Uuid::new_v4().to_string();

@@ -7,7 +7,7 @@ use tonic::{Status, Streaming};
 use super::super::{budget::ByteBudget, metrics, status::ApiError};
 use crate::{
     pb,
-    qga::{AgentClient, DEFAULT_CHUNK, OpenFile},
+    qga::{AgentClient, DEFAULT_CHUNK, OpenFile, QgaError},
 };
 
 /// An upload that sends nothing for this long is abandoned (its guest handle would
@@ -20,6 +20,7 @@ pub(super) async fn receive(
     stream: &mut Streaming<pb::WriteFileRequest>,
     shutdown: &tokio_util::sync::CancellationToken,
     mut budget: ByteBudget,
+    qga: &(dyn Fn(QgaError) -> Status + Sync),
 ) -> Result<(u64, Vec<u8>), Status> {
     let chunk = client
         .transport()
@@ -31,13 +32,17 @@ pub(super) async fn receive(
     let mut total = 0u64;
     loop {
         let msg = tokio::select! {
-            m = stream.message() => m?,
-            () = shutdown.cancelled() => return Err(Status::unavailable("the daemon is shutting down")),
+            m = stream.message() => m.map_err(ApiError::ClientStream)?,
+            () = shutdown.cancelled() => return Err(ApiError::ShuttingDown.into()),
             () = tokio::time::sleep(WRITE_IDLE_TIMEOUT) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "no data for {}s; upload abandoned",
-                    WRITE_IDLE_TIMEOUT.as_secs()
-                )));
+                return Err(ApiError::ClientTooSlow {
+                    message: format!(
+                        "no data for {}s; upload abandoned",
+                        WRITE_IDLE_TIMEOUT.as_secs()
+                    ),
+                    limit: None,
+                }
+                .into());
             }
         };
         let done = match msg {
@@ -46,18 +51,21 @@ pub(super) async fn receive(
                 msg: Some(pb::write_file_request::Msg::Data(d)),
             }) => {
                 if let Err(limit) = budget.take_all(d.len() as u64) {
-                    return Err(Status::resource_exhausted(format!(
-                        "upload exceeds the policy's max_bytes ({limit})"
-                    )));
+                    return Err(ApiError::PolicyMaxBytes {
+                        what: "upload exceeds",
+                        value: limit,
+                    }
+                    .into());
                 }
                 hasher.update(&d);
                 buf.extend_from_slice(&d);
                 false
             }
             Some(_) => {
-                return Err(Status::invalid_argument(
-                    "only data messages may follow the header",
-                ));
+                return Err(ApiError::InvalidArgument(
+                    "only data messages may follow the header".into(),
+                )
+                .into());
             }
         };
         while buf.len() >= chunk || (done && !buf.is_empty()) {
@@ -65,22 +73,20 @@ pub(super) async fn receive(
             let w = client
                 .file_write(file.handle(), &buf[..n])
                 .await
-                .map_err(|e| Status::from(ApiError::Qga(e)))?;
+                .map_err(qga)?;
             if w.count as usize != n {
-                return Err(Status::data_loss(format!(
-                    "guest wrote {} of {n} bytes",
-                    w.count
-                )));
+                return Err(ApiError::GuestWriteIncomplete {
+                    written: w.count,
+                    wanted: n,
+                }
+                .into());
             }
             metrics::bytes("write", n);
             total += n as u64;
             buf.drain(..n);
         }
         if done {
-            client
-                .file_flush(file.handle())
-                .await
-                .map_err(|e| Status::from(ApiError::Qga(e)))?;
+            client.file_flush(file.handle()).await.map_err(qga)?;
             return Ok((total, hasher.finalize().to_vec()));
         }
     }

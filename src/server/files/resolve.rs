@@ -5,7 +5,12 @@
 
 use tonic::Status;
 
-use super::super::{action::Beyond, gate::Call, service::GuestAgentService};
+use super::super::{
+    action::Beyond,
+    gate::Call,
+    service::GuestAgentService,
+    status::{self, ApiError},
+};
 use crate::{
     policy::request::FileInfo,
     qga::{AgentClient, OpenFile, QgaError, guestpath::Resolved},
@@ -15,12 +20,7 @@ use crate::{
 /// (`No such file or directory` → NOT_FOUND, `File exists` → ALREADY_EXISTS, ...), and
 /// FAILED_PRECONDITION where the text says nothing more precise.
 pub(super) fn helper_status(s: &GuestAgentService, domain: &str, e: QgaError) -> Status {
-    let st = s.agent_error(domain, e);
-    if st.code() == tonic::Code::Unknown {
-        Status::failed_precondition(st.message())
-    } else {
-        st
-    }
+    status::helper_status(&s.shared.guests, domain, e)
 }
 
 /// Whether `path` is resolved in the guest: POSIX paths on guests not known to run
@@ -68,22 +68,27 @@ pub(super) async fn verify_open(
     if !regular {
         return recheck(s, domain, client, path).await;
     }
-    let same = client
-        .handle_is(file, path, ino, empty)
-        .await
-        .map_err(|e| {
-            Status::failed_precondition(format!(
+    let same = match client.handle_is(file, path, ino, empty).await {
+        Ok(same) => same,
+        // The agent answered but the guest cannot show where the handle is open (no
+        // /proc, or a handle that cannot be positioned).
+        Err(e @ QgaError::Agent { .. }) => {
+            return Err(ApiError::GuestUnsupported(format!(
                 "cannot prove that the handle opened on {path} is that file ({}); refused",
                 s.agent_error(domain, e).message()
             ))
-        })?;
+            .into());
+        }
+        Err(e) => return Err(s.agent_error(domain, e)),
+    };
     if same {
         Ok(())
     } else {
-        Err(Status::aborted(format!(
+        Err(ApiError::GuestPathChanged(format!(
             "what was opened is not the file at {path} (a component of the path was swapped \
              while it was opened); refused"
-        )))
+        ))
+        .into())
     }
 }
 
@@ -100,10 +105,11 @@ async fn recheck(
         .await
         .map_err(|e| helper_status(s, domain, e))?;
     if now.path != path {
-        return Err(Status::aborted(format!(
+        return Err(ApiError::GuestPathChanged(format!(
             "{path} changed while it was being opened (it now leads to {}); refused",
             now.path
-        )));
+        ))
+        .into());
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::{
         auth,
         gate::Outcome,
         service::GuestAgentService,
+        status::ApiError,
     },
 };
 
@@ -38,12 +39,16 @@ pub(crate) async fn upload(
     };
     let wait = svc.shared.limits.write_header_timeout;
     let first = match tokio::time::timeout(wait, stream.message()).await {
-        Ok(m) => m?,
+        Ok(m) => m.map_err(ApiError::ClientStream)?,
         Err(_) => {
-            let st = Status::deadline_exceeded(format!(
-                "no WriteFile header within {} (limits.write_header_timeout_ms)",
-                humantime::format_duration(wait)
-            ));
+            let st: Status = ApiError::ClientTooSlow {
+                message: format!(
+                    "no WriteFile header within {} (limits.write_header_timeout_ms)",
+                    humantime::format_duration(wait)
+                ),
+                limit: Some("limits.write_header_timeout_ms"),
+            }
+            .into();
             gate.refused(Rpc::WriteFile, &probe, &st).await;
             return Err(st);
         }
@@ -56,7 +61,9 @@ pub(crate) async fn upload(
             h
         }
         _ => {
-            let st = Status::invalid_argument("the first WriteFile message must be the header");
+            let st: Status =
+                ApiError::InvalidArgument("the first WriteFile message must be the header".into())
+                    .into();
             gate.refused(Rpc::WriteFile, &probe, &st).await;
             return Err(st);
         }

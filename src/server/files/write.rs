@@ -16,7 +16,7 @@
 use tonic::{Status, Streaming};
 
 use super::{
-    super::{budget::ByteBudget, gate::Call, service::GuestAgentService},
+    super::{budget::ByteBudget, gate::Call, service::GuestAgentService, status::ApiError},
     receive::receive,
     resolve,
 };
@@ -62,6 +62,7 @@ impl Job<'_> {
             stream,
             &self.s.shared.shutdown,
             self.budget,
+            &|e| self.map(e),
         )
         .await;
         let closed = file.close().await;
@@ -72,7 +73,7 @@ impl Job<'_> {
         };
         let expected = &self.header.expected_sha256;
         if !expected.is_empty() && *expected != sha256 {
-            return Err(Status::invalid_argument(format!(
+            return Err(ApiError::InvalidArgument(format!(
                 "checksum mismatch: data has sha256 {}, header expected {}{}",
                 hex(&sha256),
                 hex(expected),
@@ -81,7 +82,8 @@ impl Job<'_> {
                 } else {
                     ""
                 }
-            )));
+            ))
+            .into());
         }
         Ok(pb::WriteFileResponse {
             bytes_written,
@@ -98,25 +100,23 @@ pub(crate) async fn write(
     mut stream: Streaming<pb::WriteFileRequest>,
     info: FileInfo,
 ) -> Result<pb::WriteFileResponse, Status> {
-    check_guest_path(&header.path, None).map_err(Status::invalid_argument)?;
+    check_guest_path(&header.path, None).map_err(invalid)?;
     if !header.expected_sha256.is_empty() && header.expected_sha256.len() != 32 {
-        return Err(Status::invalid_argument("expected_sha256 must be 32 bytes"));
+        return Err(invalid("expected_sha256 must be 32 bytes".into()));
     }
     if let Some(p) = header.permissions
         && p > 0o7777
     {
-        return Err(Status::invalid_argument(format!(
-            "permissions {p:o} are not mode bits"
-        )));
+        return Err(invalid(format!("permissions {p:o} are not mode bits")));
     }
     let mode = pb::WriteMode::try_from(header.mode)
-        .map_err(|_| Status::invalid_argument(format!("unknown write mode {}", header.mode)))?;
+        .map_err(|_| invalid(format!("unknown write mode {}", header.mode)))?;
     let client = s.client(call).await?;
     let os = client
         .os()
         .await
         .map_err(|e| s.agent_error(&header.domain, e))?;
-    check_guest_path(&header.path, Some(&os)).map_err(Status::invalid_argument)?;
+    check_guest_path(&header.path, Some(&os)).map_err(invalid)?;
     // Decide on what is really opened (POSIX guests); the limits of a second decision
     // tighten the first's.
     let target = if resolve::resolves(&client, &header.path).await {
@@ -136,16 +136,18 @@ pub(crate) async fn write(
     };
     match (mode, &target.existing) {
         (pb::WriteMode::Truncate, None) => {
-            return Err(Status::not_found(format!(
+            return Err(ApiError::GuestPathNotFound(format!(
                 "{} does not exist (mode TRUNCATE)",
                 target.path
-            )));
+            ))
+            .into());
         }
         (pb::WriteMode::Exclusive, Some(_)) => {
-            return Err(Status::already_exists(format!(
+            return Err(ApiError::GuestPathExists(format!(
                 "{} exists (mode EXCLUSIVE)",
                 target.path
-            )));
+            ))
+            .into());
         }
         _ => {}
     }
@@ -166,10 +168,11 @@ async fn atomic(
     if let Some(e) = &target.existing
         && !e.regular
     {
-        return Err(Status::failed_precondition(format!(
+        return Err(ApiError::GuestPathUnsuitable(format!(
             "{} is not a regular file; an atomic write would replace it",
             target.path
-        )));
+        ))
+        .into());
     }
     let c = &job.client;
     let stage = c
@@ -290,14 +293,15 @@ async fn windows(
     };
     match job.mode {
         pb::WriteMode::Truncate if !exists().await.map_err(|e| job.map(e))? => {
-            return Err(Status::not_found(format!(
+            return Err(ApiError::GuestPathNotFound(format!(
                 "{path} does not exist (mode TRUNCATE)"
-            )));
+            ))
+            .into());
         }
         pb::WriteMode::Exclusive if exists().await.map_err(|e| job.map(e))? => {
-            return Err(Status::already_exists(format!(
-                "{path} exists (mode EXCLUSIVE)"
-            )));
+            return Err(
+                ApiError::GuestPathExists(format!("{path} exists (mode EXCLUSIVE)")).into(),
+            );
         }
         _ => {}
     }
@@ -311,9 +315,14 @@ async fn windows(
 
 /// ABORTED: a staging directory was replaced by someone able to write to its parent.
 fn replaced(stage: &str) -> Status {
-    Status::aborted(format!(
+    ApiError::GuestPathChanged(format!(
         "the staging directory {stage} was replaced by someone else; the target was not touched"
     ))
+    .into()
+}
+
+fn invalid(message: String) -> Status {
+    ApiError::InvalidArgument(message).into()
 }
 
 fn hex(b: &[u8]) -> String {

@@ -151,7 +151,7 @@ impl Runner {
             }
             End::Shutdown => {
                 self.session.release_handles().await;
-                let st = Status::unavailable("the daemon is shutting down");
+                let st: Status = ApiError::ShuttingDown.into();
                 self.end_client(Code::Unavailable, st.message(), Some(st.clone()))
                     .await;
                 if let Some(call) = self.call.take() {
@@ -165,7 +165,7 @@ impl Runner {
             }
             End::Failed(e) => {
                 self.session.release_handles().await;
-                let st: Status = ApiError::Qga(e).into();
+                let st = self.svc.agent_error(&self.entry.domain, e);
                 self.end_client(st.code(), st.message(), Some(st.clone()))
                     .await;
                 if let Some(call) = self.call.take() {
@@ -184,7 +184,7 @@ impl Runner {
                 }
                 Cmd::Attach { tx, call, reply } => {
                     let _ = reply.send(Err((
-                        Status::not_found("the exec has ended; attach again for its result"),
+                        ApiError::ExecEnded(self.entry.id.clone()).into(),
                         call,
                     )));
                     drop(tx);
@@ -372,14 +372,14 @@ impl Runner {
                             Ok(true)
                         }
                         Ok(_) => Ok(false),
-                        Err(e) => Err(ApiError::Qga(e).into()),
+                        Err(e) => Err(self.svc.agent_error(&self.entry.domain, e)),
                     }
                 };
                 let _ = reply.send(res);
             }
             Cmd::Attach { tx, call, reply } => {
                 if self.client.is_some() {
-                    let st = Status::failed_precondition("this exec is attached to another client");
+                    let st: Status = ApiError::ExecAttached.into();
                     let _ = reply.send(Err((st, call)));
                     return;
                 }
@@ -415,7 +415,7 @@ impl Runner {
     /// A transport error while a client reads: its stream ends with the error, and the
     /// exec goes on detached (its limits still enforced; an attach retries the reads).
     async fn fail_client(&mut self, e: QgaError) {
-        let st: Status = ApiError::Qga(e).into();
+        let st = self.svc.agent_error(&self.entry.domain, e);
         tracing::warn!(exec_id = %self.entry.id, status = %st.message(), "reading the exec's output failed; detached");
         self.collect = false;
         self.end_client(st.code(), st.message(), Some(st.clone()))
