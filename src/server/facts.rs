@@ -21,14 +21,14 @@ use crate::{
 pub(crate) async fn ping(
     s: &GuestAgentService,
     call: &Call,
-    r: pb::PingRequest,
+    _: pb::PingRequest,
 ) -> Result<pb::PingResponse, Status> {
     let client = s.client(call).await?;
     let started = Instant::now();
     client
         .ping()
         .await
-        .map_err(|e| s.agent_error(&r.domain, e))?;
+        .map_err(|e| s.agent_error(call.domain(), e))?;
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     Ok(pb::PingResponse { latency_us })
 }
@@ -36,13 +36,13 @@ pub(crate) async fn ping(
 pub(crate) async fn agent_info(
     s: &GuestAgentService,
     call: &Call,
-    r: pb::GetAgentInfoRequest,
+    _: pb::GetAgentInfoRequest,
 ) -> Result<pb::GetAgentInfoResponse, Status> {
     let client = s.client(call).await?;
     let info = client
         .info()
         .await
-        .map_err(|e| s.agent_error(&r.domain, e))?;
+        .map_err(|e| s.agent_error(call.domain(), e))?;
     Ok(pb::GetAgentInfoResponse {
         version: info.version,
         supported_commands: info
@@ -60,13 +60,13 @@ pub(crate) async fn agent_info(
 pub(crate) async fn os_info(
     s: &GuestAgentService,
     call: &Call,
-    r: pb::GetOsInfoRequest,
+    _: pb::GetOsInfoRequest,
 ) -> Result<pb::GetOsInfoResponse, Status> {
     let client = s.client(call).await?;
     let os = client
         .osinfo()
         .await
-        .map_err(|e| s.agent_error(&r.domain, e))?;
+        .map_err(|e| s.agent_error(call.domain(), e))?;
     Ok(pb::GetOsInfoResponse {
         id: os.id.unwrap_or_default(),
         name: os.name.unwrap_or_default(),
@@ -106,14 +106,14 @@ fn domain_info(l: Listed) -> pb::DomainInfo {
 pub(crate) async fn guest_info(
     s: &GuestAgentService,
     call: &Call,
-    r: pb::GetGuestInfoRequest,
+    _: pb::GetGuestInfoRequest,
 ) -> Result<pb::GetGuestInfoResponse, Status> {
     let client = s.client(call).await?;
     // Fail fast (with a mapped error) when the agent is not there at all.
     client
         .ping()
         .await
-        .map_err(|e| s.agent_error(&r.domain, e))?;
+        .map_err(|e| s.agent_error(call.domain(), e))?;
     let mut out = pb::GetGuestInfoResponse::default();
     let u = &mut out.unavailable;
     let host = section(client.call(&GuestGetHostName).await, "hostname", u);
@@ -249,7 +249,7 @@ pub(crate) async fn agent_command(
     let raw = client
         .call_raw(&r.command, arguments, timeout)
         .await
-        .map_err(|e| s.agent_error(&r.domain, e))?;
+        .map_err(|e| s.agent_error(call.domain(), e))?;
     Ok(pb::AgentCommandResponse {
         return_json: String::from_utf8_lossy(&raw).into_owned(),
     })

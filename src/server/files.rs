@@ -78,11 +78,11 @@ pub(crate) async fn read(
         let file = client
             .open(&path, "r")
             .await
-            .map_err(|e| s.agent_error(&r.domain, e))?;
+            .map_err(|e| s.agent_error(call.domain(), e))?;
         if posix
             && let Err(st) = resolve::verify_open(
                 s,
-                &r.domain,
+                call.domain(),
                 &client,
                 (&file, &path),
                 regular,
@@ -97,12 +97,12 @@ pub(crate) async fn read(
         let size = client
             .file_seek(file.handle(), 0, Whence::End)
             .await
-            .map_err(|e| s.agent_error(&r.domain, e))?
+            .map_err(|e| s.agent_error(call.domain(), e))?
             .position;
         client
             .file_seek(file.handle(), offset, Whence::Set)
             .await
-            .map_err(|e| s.agent_error(&r.domain, e))?;
+            .map_err(|e| s.agent_error(call.domain(), e))?;
         Ok::<_, Status>((client, file, u64::try_from(size).unwrap_or(0)))
     }
     .await;
@@ -128,10 +128,10 @@ pub(crate) async fn read(
         Some(permit),
     );
     let token = s.shared.shutdown.clone();
-    let guests = s.shared.guests.clone();
+    let (guests, domain) = (s.shared.guests.clone(), call.domain().to_owned());
     tokio::spawn(async move {
         // Mid-transfer agent errors go through the one mapping (it resets the guest cache).
-        let qga = |e| status::agent_status(&guests, &r.domain, e);
+        let qga = |e| status::agent_status(&guests, &domain, e);
         let res = tokio::select! {
             res = stream_file((&client, &file), (r.offset, size), r.length, chunk, budget, &tx, &qga) => res,
             () = token.cancelled() => Err(ApiError::ShuttingDown.into()),

@@ -80,6 +80,7 @@ pub(crate) fn check_env(env: &[String]) -> Result<(), Status> {
 /// Builds the guest command from the request.
 async fn command(
     s: &GuestAgentService,
+    call: &Call,
     client: &AgentClient,
     r: &pb::ExecRequest,
 ) -> Result<GuestExecCommand, Status> {
@@ -91,7 +92,10 @@ async fn command(
             if line.is_empty() {
                 return Err(ApiError::InvalidArgument("shell command line is empty".into()).into());
             }
-            let os = client.os().await.map_err(|e| s.agent_error(&r.domain, e))?;
+            let os = client
+                .os()
+                .await
+                .map_err(|e| s.agent_error(call.domain(), e))?;
             GuestExecCommand::shell(&os, line)
         }
         None => return Err(ApiError::InvalidArgument("exec needs argv or shell".into()).into()),
@@ -125,7 +129,7 @@ async fn prepare(
     call.beyond(Beyond::KillHelper)?;
     call.beyond(Beyond::SweepExecDirs)?;
     let client = s.client(call).await?;
-    let cmd = command(s, &client, r).await?;
+    let cmd = command(s, call, &client, r).await?;
     let reserved = s.shared.execs.reserve(
         call.domain(),
         Owner::of(call.caller()),

@@ -34,6 +34,8 @@ use crate::{
 struct Job<'a> {
     s: &'a GuestAgentService,
     client: AgentClient,
+    /// The admitted guest.
+    domain: String,
     header: pb::WriteFileHeader,
     mode: pb::WriteMode,
     /// The policy's `max_bytes` for the upload.
@@ -42,12 +44,12 @@ struct Job<'a> {
 
 impl Job<'_> {
     fn map(&self, e: QgaError) -> Status {
-        self.s.agent_error(&self.header.domain, e)
+        self.s.agent_error(&self.domain, e)
     }
 
     /// For the staging helpers (see [`resolve::helper_status`]).
     fn helper(&self, e: QgaError) -> Status {
-        resolve::helper_status(self.s, &self.header.domain, e)
+        resolve::helper_status(self.s, &self.domain, e)
     }
 
     async fn receive_into(
@@ -100,22 +102,12 @@ pub(crate) async fn write(
     mut stream: Streaming<pb::WriteFileRequest>,
     info: FileInfo,
 ) -> Result<pb::WriteFileResponse, Status> {
-    check_guest_path(&header.path, None).map_err(invalid)?;
-    if !header.expected_sha256.is_empty() && header.expected_sha256.len() != 32 {
-        return Err(invalid("expected_sha256 must be 32 bytes".into()));
-    }
-    if let Some(p) = header.permissions
-        && p > 0o7777
-    {
-        return Err(invalid(format!("permissions {p:o} are not mode bits")));
-    }
-    let mode = pb::WriteMode::try_from(header.mode)
-        .map_err(|_| invalid(format!("unknown write mode {}", header.mode)))?;
+    let mode = check_header(&header)?;
     let client = s.client(call).await?;
     let os = client
         .os()
         .await
-        .map_err(|e| s.agent_error(&header.domain, e))?;
+        .map_err(|e| s.agent_error(call.domain(), e))?;
     check_guest_path(&header.path, Some(&os)).map_err(invalid)?;
     // Decide on what is really opened (POSIX guests); the limits of a second decision
     // tighten the first's.
@@ -127,6 +119,7 @@ pub(crate) async fn write(
     let job = Job {
         s,
         client,
+        domain: call.domain().to_owned(),
         header,
         mode,
         budget: ByteBudget::new(call.limits().max_bytes),
@@ -134,28 +127,44 @@ pub(crate) async fn write(
     let Some(target) = target else {
         return windows(&job, &mut stream).await;
     };
-    match (mode, &target.existing) {
-        (pb::WriteMode::Truncate, None) => {
-            return Err(ApiError::GuestPathNotFound(format!(
-                "{} does not exist (mode TRUNCATE)",
-                target.path
-            ))
-            .into());
-        }
-        (pb::WriteMode::Exclusive, Some(_)) => {
-            return Err(ApiError::GuestPathExists(format!(
-                "{} exists (mode EXCLUSIVE)",
-                target.path
-            ))
-            .into());
-        }
-        _ => {}
-    }
+    check_mode(mode, &target)?;
     let append = mode == pb::WriteMode::Append;
     if job.header.atomic.unwrap_or(true) && !append {
         atomic(&job, &target, &mut stream).await
     } else {
         in_place(&job, &target, &mut stream).await
+    }
+}
+
+/// What can be refused before anything reaches the guest; returns the write mode.
+fn check_header(header: &pb::WriteFileHeader) -> Result<pb::WriteMode, Status> {
+    check_guest_path(&header.path, None).map_err(invalid)?;
+    if !header.expected_sha256.is_empty() && header.expected_sha256.len() != 32 {
+        return Err(invalid("expected_sha256 must be 32 bytes".into()));
+    }
+    if let Some(p) = header.permissions
+        && p > 0o7777
+    {
+        return Err(invalid(format!("permissions {p:o} are not mode bits")));
+    }
+    pb::WriteMode::try_from(header.mode)
+        .map_err(|_| invalid(format!("unknown write mode {}", header.mode)))
+}
+
+/// TRUNCATE needs the target, EXCLUSIVE needs it absent (POSIX guests, as resolved).
+fn check_mode(mode: pb::WriteMode, target: &Resolved) -> Result<(), Status> {
+    match (mode, &target.existing) {
+        (pb::WriteMode::Truncate, None) => Err(ApiError::GuestPathNotFound(format!(
+            "{} does not exist (mode TRUNCATE)",
+            target.path
+        ))
+        .into()),
+        (pb::WriteMode::Exclusive, Some(_)) => Err(ApiError::GuestPathExists(format!(
+            "{} exists (mode EXCLUSIVE)",
+            target.path
+        ))
+        .into()),
+        _ => Ok(()),
     }
 }
 
@@ -264,7 +273,7 @@ async fn in_place(
     let expect = (target.existing.map(|e| e.ino), !append);
     let checked = async {
         let what = (&file, target.path.as_str());
-        resolve::verify_open(job.s, &job.header.domain, c, what, regular, expect).await?;
+        resolve::verify_open(job.s, &job.domain, c, what, regular, expect).await?;
         let at = if append { Whence::End } else { Whence::Set };
         c.file_seek(file.handle(), 0, at)
             .await
