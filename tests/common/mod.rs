@@ -3,6 +3,8 @@
 // Helpers panic on a failed setup step: that is how a test reports a missing component.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod metrics;
+
 use std::{path::Path, sync::Once, time::Duration};
 
 use ocloudview_atp::{pb::guest_agent_client::GuestAgentClient, testbed::GuestImage};
