@@ -307,11 +307,6 @@ async fn a_parked_exec_holds_no_agent_handles() {
         .unwrap()
         .into_inner();
     let (slow, _) = started(&mut stalled).await;
-    common::eventually(
-        || output_handles() == 0,
-        "six parked execs hold no agent handles",
-    )
-    .await;
     // Detached after limits.stream_idle_timeout_ms: another client may take it over.
     let mut taken = common::attach_when_parked(&mut c, &slow).await;
     assert!(
@@ -322,6 +317,12 @@ async fn a_parked_exec_holds_no_agent_handles() {
         "the stalled exec was not resumed by ExecAttach"
     );
     drop(taken);
+    // Every one of the six is parked now (the stalled one again, its taker gone).
+    common::eventually(
+        || output_handles() == 0,
+        "six parked execs hold no agent handles",
+    )
+    .await;
     drop(stalled);
     assert!(cancel(&mut c, &slow).await);
     for o in &ids {
