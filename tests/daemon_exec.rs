@@ -123,16 +123,7 @@ async fn attach_resumes_after_the_client_leaves_and_cancel_kills() {
         }
     }
     drop(s); // the client goes away mid-stream
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let o = drain_exec(
-        c.exec_attach(ExecAttachRequest {
-            exec_id: exec_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner(),
-    )
-    .await;
+    let o = drain_exec(common::attach_when_parked(&mut c, &exec_id).await).await;
     let mut all = before;
     all.extend(o.stdout);
     assert_eq!(

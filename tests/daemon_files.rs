@@ -282,6 +282,7 @@ async fn cancelled_transfers_leave_no_handle_open() {
     let socket = d.socket.clone();
     let half = agent.dir().join("half");
     let hdr = header(&half);
+    let agent_pid = agent.pid().unwrap();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
@@ -301,7 +302,17 @@ async fn cancelled_transfers_leave_no_handle_open() {
                 c.write_file(tokio_stream::wrappers::ReceiverStream::new(rx))
                     .await
             });
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Abandon it only once the agent holds the staged file open: the checks
+            // below then prove a cleanup, not an upload that never began.
+            common::eventually(
+                || {
+                    common::fd_targets(agent_pid)
+                        .iter()
+                        .any(|t| t.contains("/.atp-"))
+                },
+                "the upload's staged file is open in the agent",
+            )
+            .await;
             std::mem::forget(tx); // never ends the stream
             drop(call);
         });
@@ -347,6 +358,7 @@ async fn ping_is_not_starved_by_a_transfer_and_guests_do_not_wait_on_each_other(
     std::fs::write(&big, pattern(64 << 20, 9)).unwrap();
     let mut reader = c.clone();
     let path = big.display().to_string();
+    let (under_way, first_chunk) = tokio::sync::oneshot::channel();
     let transfer = tokio::spawn(async move {
         let t0 = Instant::now();
         let mut s = reader
@@ -359,15 +371,22 @@ async fn ping_is_not_starved_by_a_transfer_and_guests_do_not_wait_on_each_other(
             .unwrap()
             .into_inner();
         let mut chunks = 0u32;
+        let mut under_way = Some(under_way);
         while let Some(ch) = s.message().await.unwrap() {
             if ch.eof {
                 break;
             }
             chunks += 1;
+            if let Some(tx) = under_way.take() {
+                let _ = tx.send(());
+            }
         }
         (t0.elapsed(), chunks)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), first_chunk)
+        .await
+        .expect("the transfer's first chunk within 10 s")
+        .unwrap();
     let mut same = Vec::new();
     let mut other = Vec::new();
     for _ in 0..10 {
@@ -385,6 +404,7 @@ async fn ping_is_not_starved_by_a_transfer_and_guests_do_not_wait_on_each_other(
         .await
         .unwrap();
         other.push(t.elapsed());
+        // Pacing, not synchronisation: spreads the pings over the transfer.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (total, chunks) = transfer.await.unwrap();

@@ -6,12 +6,15 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
     path::Path,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use common::{daemon_for, drain_exec, fd_targets, grpc_channel, ping};
+use common::{
+    daemon_for, drain_exec, fd_targets, grpc_channel,
+    metrics::{sample, scrape},
+    ping,
+};
 use ocloudview_atp::{
     pb::{
         AgentCommandRequest, Argv, ExecRequest, GetGuestInfoRequest, ListDomainsRequest,
@@ -138,38 +141,6 @@ fn now_ns() -> i128 {
             .as_nanos(),
     )
     .unwrap()
-}
-
-/// `GET /metrics` over a plain HTTP/1.0 connection, retried until the exporter listens.
-async fn scrape(port: u16) -> String {
-    let get = move || -> std::io::Result<String> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-        let mut body = String::new();
-        s.read_to_string(&mut body)?;
-        Ok(body)
-    };
-    for _ in 0..100 {
-        if let Ok(body) = tokio::task::spawn_blocking(get).await.unwrap()
-            && body.starts_with("HTTP/1.")
-        {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("metrics endpoint on port {port} never answered");
-}
-
-/// The value of the sample named `name` whose labels include every `labels` entry.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let rest = series.strip_prefix(name)?;
-        let matches = (rest.is_empty() && labels.is_empty())
-            || (rest.starts_with('{') && labels.iter().all(|want| rest.contains(want)));
-        if matches { value.parse().ok() } else { None }
-    })
 }
 
 #[tokio::test]

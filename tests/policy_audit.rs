@@ -315,8 +315,9 @@ async fn hostile_plugins_fail_closed_fast_and_the_daemon_keeps_serving() {
     .unwrap();
     std::fs::write(dir.join("50-hostile.rhai"), HOSTILE).unwrap();
     let audit = tmp.path().join("audit.jsonl");
+    let port = common::free_port();
     let body = format!(
-        "[policy]\ndir = \"{}\"\n[audit]\npath = \"{}\"\n[[guests]]\nname = \"host\"\nsocket = \"{}\"\n",
+        "[policy]\ndir = \"{}\"\n[audit]\npath = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[[guests]]\nname = \"host\"\nsocket = \"{}\"\n",
         dir.display(),
         audit.display(),
         agent.socket().display()
@@ -353,27 +354,46 @@ async fn hostile_plugins_fail_closed_fast_and_the_daemon_keeps_serving() {
     }
 
     // eval and import are refused when a plugin loads, so such a plugin never runs: a
-    // reload that brings one keeps the previous set in force, and `atp policy check`
+    // reload that brings one fails (the metrics count it), keeps the previous set in
+    // force (both plugins deny every request if they ever run) and `atp policy check`
     // names it.
+    // Plugins appear whole (renamed in), so no reload sees a half-written file.
+    let put = |file: &str, src: &str| {
+        let staged = tmp.path().join(file);
+        std::fs::write(&staged, src).unwrap();
+        std::fs::rename(&staged, dir.join(file)).unwrap();
+    };
+    let reloads = |result: &str| {
+        common::metrics::counter(
+            port,
+            "atp_policy_reloads_total",
+            &[&format!("result=\"{result}\"")],
+        )
+    };
     for (file, src, word) in [
         (
             "60-eval.rhai",
-            "fn authorize(req) { eval(\"allow()\") }",
+            "fn authorize(req) { eval(\"deny(\\\"the eval plugin ran\\\")\") }",
             "eval",
         ),
         (
             "61-import.rhai",
-            "import \"/etc/passwd\" as p;\nfn authorize(req) { () }",
+            "import \"/etc/passwd\" as p;\nfn authorize(req) { deny(\"the import plugin ran\") }",
             "import",
         ),
     ] {
-        std::fs::write(dir.join(file), src).unwrap();
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let failed = reloads("error");
+        put(file, src);
+        common::eventually(
+            || reloads("error") > failed,
+            &format!("a failed reload after writing {file}"),
+        )
+        .await;
         c.ping(PingRequest {
             domain: "host".into(),
         })
         .await
-        .unwrap();
+        .unwrap_or_else(|st| panic!("{file} is in force after the reload: {st:?}"));
         let check = std::process::Command::new(env!("CARGO_BIN_EXE_atp"))
             .args(["policy", "check"])
             .arg(&dir)
@@ -385,28 +405,29 @@ async fn hostile_plugins_fail_closed_fast_and_the_daemon_keeps_serving() {
             err.contains(file.trim_end_matches(".rhai")) && err.contains(word),
             "{err}"
         );
+        let ok = reloads("ok");
         std::fs::remove_file(dir.join(file)).unwrap();
+        // The removal's reload, so that the next file gets a reload of its own.
+        common::eventually(
+            || reloads("ok") > ok,
+            &format!("a reload after removing {file}"),
+        )
+        .await;
     }
-    std::fs::write(
-        dir.join("70-no-ping.rhai"),
+    // A good plugin after them is picked up: the reloader still works.
+    let ok = reloads("ok");
+    put(
+        "70-no-ping.rhai",
         "fn authorize(req) { if req.rpc == \"Ping\" { deny(\"pings are off\") } }",
-    )
-    .unwrap();
-    let mut reloaded = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Err(st) = c
-            .ping(PingRequest {
-                domain: "host".into(),
-            })
-            .await
-        {
-            assert!(st.message().contains("pings are off"));
-            reloaded = true;
-            break;
-        }
-    }
-    assert!(reloaded, "the new plugin was not picked up");
+    );
+    common::eventually(|| reloads("ok") > ok, "a reload after writing 70-no-ping").await;
+    let st = c
+        .ping(PingRequest {
+            domain: "host".into(),
+        })
+        .await
+        .expect_err("the new plugin was not picked up");
+    assert!(st.message().contains("pings are off"), "{st:?}");
 
     drop(d);
     let lines = audit_lines(&audit);

@@ -214,6 +214,13 @@ async fn stalled_readers_cost_their_byte_budget_and_end_after_the_idle_timeout()
         let s = reader.read_file(read_req(&path, 48 << 20)).await.unwrap();
         stalled.push(s.into_inner());
     }
+    common::eventually(
+        || agent.open_files().unwrap() >= baseline_fds + 8,
+        "the eight stalled reads are open in the agent",
+    )
+    .await;
+    // Not synchronisation: time for each stream to fill what it may buffer; memory that
+    // did not grow meanwhile is the subject.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let grown = rss_kib(d.pid()).saturating_sub(rss0);
     eprintln!("daemon RSS grew {grown} KiB with 8 stalled readers");
@@ -358,6 +365,8 @@ async fn uploads_waiting_for_their_header_count_against_the_caller() {
                 .await
         }));
     }
+    // The two uploads take their stream slots when the daemon receives them, which no
+    // RPC or metric shows (a hook in src/ would be needed): time for them to arrive.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let st = tokio::time::timeout(
         Duration::from_secs(5),

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Daemon, drain_exec, run_sh, sh_request};
+use common::{Daemon, drain_exec, sh_request};
 use ocloudview_atp::{
     pb::{
         Argv, ExecAttachRequest, ExecCancelRequest, ExecEvent, ExecRequest, exec_event::Event,
@@ -153,6 +153,7 @@ async fn cancel_after_the_exit_never_kills_whatever_holds_the_pid_now() {
         .await
         .unwrap()
         .into_inner();
+    // Not synchronisation: time for a wrong kill to land, to show none did.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let alive = victim.try_wait().unwrap().is_none();
     let _ = victim.kill();
@@ -175,15 +176,13 @@ async fn the_policy_deadline_holds_without_a_reader() {
     let mut c = d.client().await;
 
     // Detached: killed at ~2 s with nobody attached.
-    let t0 = Instant::now();
     let o = drain_exec(c.exec(detached("sleep 6")).await.unwrap().into_inner()).await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert!(
-        !is_running(o.pid),
-        "a detached exec outlived its 2 s limit ({:?})",
-        t0.elapsed()
-    );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    common::eventually_within(
+        Duration::from_millis(3500),
+        || !is_running(o.pid),
+        "a detached exec killed at its 2 s limit",
+    )
+    .await;
     let x = attach(&mut c, &o.exec_id).await.exited.unwrap();
     assert!(
         x.timed_out && x.signal == Some(9) && x.exit_code.is_none(),
@@ -206,8 +205,12 @@ async fn the_policy_deadline_holds_without_a_reader() {
         .unwrap()
         .into_inner();
     let (id, pid) = started(&mut s).await;
-    tokio::time::sleep(Duration::from_millis(4000)).await;
-    assert!(!is_running(pid), "a stalled reader kept the program alive");
+    common::eventually_within(
+        Duration::from_millis(4000),
+        || !is_running(pid),
+        "a program with a stalled reader killed at its 2 s limit",
+    )
+    .await;
     drop(s);
     let _ = attach(&mut c, &id).await; // take the rest, so its guest directory goes
 
@@ -215,6 +218,7 @@ async fn the_policy_deadline_holds_without_a_reader() {
     let mut r = detached("sleep 1");
     r.timeout_ms = 1500;
     let o = drain_exec(c.exec(r).await.unwrap().into_inner()).await;
+    // Not synchronisation: nobody looks until well past the 1.5 s deadline.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let x = attach(&mut c, &o.exec_id).await.exited.unwrap();
     assert_eq!((x.exit_code, x.signal, x.timed_out), (Some(0), None, false));
@@ -243,8 +247,7 @@ async fn max_bytes_binds_the_exec_across_detach_and_attach() {
         }
     }
     drop(s);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let rest = attach(&mut c, &id).await;
+    let rest = drain_exec(common::attach_when_parked(&mut c, &id).await).await;
     let x = rest.exited.unwrap();
     assert!(
         first + rest.stdout.len() <= 100,
@@ -256,11 +259,12 @@ async fn max_bytes_binds_the_exec_across_detach_and_attach() {
 
     // Detached from the start: killed by its output size while nobody reads.
     let o = drain_exec(c.exec(detached(script)).await.unwrap().into_inner()).await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert!(
-        !is_running(o.pid),
-        "a detached exec ran on past its byte budget"
-    );
+    common::eventually_within(
+        Duration::from_millis(3500),
+        || !is_running(o.pid),
+        "a detached exec killed for its byte budget",
+    )
+    .await;
     let end = attach(&mut c, &o.exec_id).await;
     assert!(end.stdout.len() <= 100, "{} bytes", end.stdout.len());
     assert_eq!(end.exited.unwrap().signal, Some(9));
@@ -303,16 +307,8 @@ async fn a_parked_exec_holds_no_agent_handles() {
         .unwrap()
         .into_inner();
     let (slow, _) = started(&mut stalled).await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let parked = output_handles();
     // Detached after limits.stream_idle_timeout_ms: another client may take it over.
-    let mut taken = c
-        .exec_attach(ExecAttachRequest {
-            exec_id: slow.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut taken = common::attach_when_parked(&mut c, &slow).await;
     assert!(
         matches!(
             taken.message().await.unwrap().unwrap().event,
@@ -321,13 +317,18 @@ async fn a_parked_exec_holds_no_agent_handles() {
         "the stalled exec was not resumed by ExecAttach"
     );
     drop(taken);
+    // Every one of the six is parked now (the stalled one again, its taker gone).
+    common::eventually(
+        || output_handles() == 0,
+        "six parked execs hold no agent handles",
+    )
+    .await;
     drop(stalled);
     assert!(cancel(&mut c, &slow).await);
     for o in &ids {
         assert!(cancel(&mut c, &o.exec_id).await);
     }
     assert!(cancel(&mut c, &left).await);
-    assert_eq!(parked, 0, "six parked execs hold agent handles");
 }
 
 #[tokio::test]
@@ -514,7 +515,18 @@ async fn execs_per_caller_is_bounded() {
     }
     // Ended execs no longer count.
     common::eventually(|| !is_running(a.pid) && !is_running(b.pid), "cancelled").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let o = run_sh(&mut c, "host", "echo ok").await;
+    let t0 = Instant::now();
+    let o = loop {
+        match c.exec(sh_request("host", "echo ok")).await {
+            Ok(s) => break drain_exec(s.into_inner()).await,
+            Err(st)
+                if st.code() == Code::ResourceExhausted
+                    && t0.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(st) => panic!("ended execs still count: {st:?}"),
+        }
+    };
     assert_eq!(o.stdout, b"ok\n");
 }

@@ -103,6 +103,7 @@ async fn the_library_never_signals_a_pid_the_agent_does_not_report_running() {
         .spawn()
         .unwrap();
     let res = c.kill(i64::from(victim.id())).await;
+    // Not synchronisation: time for a wrong kill to land, to show none did.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let alive = victim.try_wait().unwrap().is_none();
     let _ = victim.kill();
@@ -159,6 +160,7 @@ async fn the_kill_helper_refuses_a_pid_whose_start_time_is_not_the_recorded_one(
     // As if the pid now named a process started at another time.
     std::fs::write(&start, "1\n").unwrap();
     assert_eq!(s.kill(false).await.unwrap(), KillOutcome::Gone);
+    // Not synchronisation: time for a wrong kill to land, to show none did.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(is_running(pid), "killed despite a start-time mismatch");
 

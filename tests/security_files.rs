@@ -9,7 +9,7 @@
 mod bed;
 mod common;
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command, time::Duration};
+use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command};
 
 use bed::{Bed, attacker, file, header, meta, pattern, read, stop, upload, upload_paced};
 use ocloudview_atp::pb::{
@@ -156,8 +156,7 @@ async fn an_unprivileged_user_never_gets_a_writable_handle_on_an_upload() {
 
     let log = bed.path("grab.log");
     let stop_file = bed.path("grab.stop");
-    let grab = attacker(GRAB, &[&shared, &stop_file], &log);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let grab = attacker(GRAB, &[&shared, &stop_file], &log).await;
     let data = pattern(24 << 20);
     for _ in 0..2 {
         upload(
@@ -221,8 +220,7 @@ async fn a_directory_swapped_for_a_link_during_a_read_never_yields_the_other_fil
     }
     let log = bed.path("flip.log");
     let stop_file = bed.path("flip.stop");
-    let flipper = attacker(FLIP, &[&flip, &stop_file, &sdir], &log);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let flipper = attacker(FLIP, &[&flip, &stop_file, &sdir], &log).await;
     let mut outcomes = std::collections::BTreeMap::new();
     for _ in 0..300 {
         let key = match read(&mut dev, &flip.join("dir/public.txt")).await {
@@ -328,8 +326,7 @@ async fn a_link_swapped_in_for_the_staged_file_changes_no_other_file() {
     file(&victim, "victim\n", 0o600, None);
     let log = bed.path("swap.log");
     let stop_file = bed.path("swap.stop");
-    let swap = attacker(SWAP, &[&theirs, &stop_file, &victim], &log);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let swap = attacker(SWAP, &[&theirs, &stop_file, &victim], &log).await;
     let data = pattern(16 << 20);
     let dest = theirs.join("conf");
     for _ in 0..2 {
@@ -349,8 +346,9 @@ async fn a_link_swapped_in_for_the_staged_file_changes_no_other_file() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"victim\n");
 }
 
-/// In a directory it owns, once an upload is under way, renames the staging directory
-/// away and puts a link to another directory of root's in its place.
+/// In a directory it owns, once an upload is under way (0.2 s after its staging directory
+/// appears: part of the attack), renames the staging directory away and puts a link to
+/// another directory of root's in its place.
 const LINK_DIR: &str = r#"d=$1; stop=$2; to=$3
 while [ ! -e "$stop" ]; do
   for f in "$d"/.atp-*; do
@@ -378,8 +376,7 @@ async fn a_link_to_another_root_directory_swapped_in_mid_upload_is_not_entered()
     file(&precious, "precious\n", 0o600, None);
     let log = bed.path("link.log");
     let stop_file = bed.path("link.stop");
-    let swap = attacker(LINK_DIR, &[&theirs, &stop_file, &rootdir], &log);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let swap = attacker(LINK_DIR, &[&theirs, &stop_file, &rootdir], &log).await;
     let data = pattern(32 << 20);
     let res = upload_paced(
         &mut ops,

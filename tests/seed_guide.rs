@@ -85,6 +85,23 @@ fn basic_usage_via_default_uri(session: &LibvirtSession) {
     assert!(stdout.contains("架构: Some(\"x86_64\")"), "{stdout}");
 }
 
+/// Polls `guest-exec-status` until the program has exited (bounded: 10 s), as the
+/// guide's status loop does.
+fn exited(qga: &QgaClient, pid: i64) -> ocloudview_atp::qga::commands::ExecStatus {
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = qga.exec_status(pid).unwrap();
+        if st.exited {
+            return st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "pid {pid} still running after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn exec_three_ways(qga: &QgaClient) {
     // 方式 1: 简单 Shell 命令
     let result = qga.exec_shell("ls -la /tmp").unwrap();
@@ -94,13 +111,7 @@ fn exec_three_ways(qga: &QgaClient) {
     // 方式 2: 手动构造命令 (busybox has no python3: /bin/echo stands in)
     let cmd = GuestExecCommand::simple("/bin/echo", vec!["Hello QGA".to_string()]);
     let pid = qga.exec(cmd).unwrap();
-    let status = loop {
-        let status = qga.exec_status(pid).unwrap();
-        if status.exited {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = exited(qga, pid);
     assert_eq!(status.exit_code, Some(0));
     assert_eq!(status.decode_stdout().as_deref(), Some("Hello QGA\n"));
 
@@ -263,6 +274,7 @@ fn best_practice_retries(domain: &Domain) {
                 assert!(result.decode_stderr().unwrap().contains("not found"));
             }
             Err(e) if attempt < max_retries => {
+                // Not synchronisation: the guide's back-off between retries.
                 std::thread::sleep(Duration::from_secs(2));
                 let _ = e;
                 continue;
@@ -383,15 +395,7 @@ fn bad_inputs_through_libvirt() {
     // Command not found in the guest; a signal-killed process.
     let r = qga
         .exec(GuestExecCommand::simple("no-such-tool", vec![]))
-        .map(|pid| {
-            loop {
-                let st = qga.exec_status(pid).unwrap();
-                if st.exited {
-                    break st;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
+        .map(|pid| exited(&qga, pid));
     let st = r.unwrap();
     assert_eq!(st.exit_code, Some(127));
     assert!(st.decode_stderr().unwrap().contains("not found"));

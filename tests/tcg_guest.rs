@@ -48,6 +48,8 @@ fn leave_stale_replies(socket: &Path) {
     // And half a request, left in the agent's parser.
     s.write_all(br#"{"execute":"guest-pi"#).unwrap();
     drop(s);
+    // Not synchronisation: the agent answers while no client is connected, which is the
+    // hazard set up here (the replies wait for whoever connects next).
     std::thread::sleep(Duration::from_millis(700));
 }
 

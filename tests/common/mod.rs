@@ -3,6 +3,8 @@
 // Helpers panic on a failed setup step: that is how a test reports a missing component.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod metrics;
+
 use std::{path::Path, sync::Once, time::Duration};
 
 use ocloudview_atp::{pb::guest_agent_client::GuestAgentClient, testbed::GuestImage};
@@ -156,14 +158,42 @@ pub fn fd_targets(pid: u32) -> Vec<String> {
 }
 
 /// Polls `cond` for up to 10 s (the cleanup it waits for runs in the background).
-pub async fn eventually(mut cond: impl FnMut() -> bool, what: &str) {
-    for _ in 0..200 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+pub async fn eventually(cond: impl FnMut() -> bool, what: &str) {
+    eventually_within(Duration::from_secs(10), cond, what).await;
+}
+
+/// Polls `cond` every 20 ms until it holds; fails the test if it does not within `limit`
+/// (for waits whose bound is itself what the test checks).
+pub async fn eventually_within(limit: Duration, mut cond: impl FnMut() -> bool, what: &str) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "not reached within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("not reached within 10 s: {what}");
+}
+
+/// ExecAttach to `exec_id` once the daemon has parked it: retried (bounded: 10 s) while
+/// it is still attached to the client that left (FAILED_PRECONDITION).
+pub async fn attach_when_parked(
+    c: &mut GuestAgentClient<Channel>,
+    exec_id: &str,
+) -> tonic::Streaming<ocloudview_atp::pb::ExecEvent> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let req = ocloudview_atp::pb::ExecAttachRequest {
+            exec_id: exec_id.to_owned(),
+        };
+        match c.exec_attach(req).await {
+            Ok(s) => return s.into_inner(),
+            Err(st)
+                if st.code() == tonic::Code::FailedPrecondition
+                    && t0.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(st) => panic!("ExecAttach {exec_id}: {st:?}"),
+        }
+    }
 }
 
 /// What an Exec stream delivered.

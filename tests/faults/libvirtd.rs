@@ -80,6 +80,7 @@ async fn libvirtd_restarted_under_load_is_unavailable_then_reconnected() {
                         code,
                         message,
                     });
+                    // Pacing, not synchronisation: the load's rate.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 samples
@@ -94,6 +95,8 @@ async fn libvirtd_restarted_under_load_is_unavailable_then_reconnected() {
             s.message().await.unwrap().unwrap().event,
             Some(Event::Started(_))
         ));
+        // Not synchronisation (the exec's Started is above): the load runs a while
+        // before the outage.
         tokio::time::sleep(Duration::from_secs(1)).await;
 
         // Stop libvirtd the way a service manager does (TERM, then KILL).
@@ -119,7 +122,7 @@ async fn libvirtd_restarted_under_load_is_unavailable_then_reconnected() {
         })
         .await;
         let exec_took = origin.elapsed() - killed_at;
-        // A few seconds without libvirtd.
+        // A few seconds without libvirtd (the outage itself, not synchronisation).
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut next = c.clone();
         let t1 = Instant::now();

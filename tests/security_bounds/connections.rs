@@ -39,6 +39,7 @@ fn cpu_secs(pid: u32) -> f64 {
 /// Share of one core `pid` used over `over`.
 async fn cpu_share(pid: u32, over: Duration) -> f64 {
     let c0 = cpu_secs(pid);
+    // Not synchronisation: the measuring window.
     tokio::time::sleep(over).await;
     (cpu_secs(pid) - c0) / over.as_secs_f64()
 }
@@ -172,7 +173,13 @@ async fn out_of_file_descriptors_the_accept_loop_pauses_instead_of_spinning() {
     .await;
     let idle = idle_connects(port, 1100).await;
     assert!(idle.len() > 64, "only {} connects succeeded", idle.len());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The accept loop has run into EMFILE once the daemon holds all 64 descriptors.
+    let pid = d.pid();
+    common::eventually(
+        || common::fd_targets(pid).len() >= 64,
+        "the daemon holds all 64 descriptors it may open",
+    )
+    .await;
     let share = cpu_share(d.pid(), Duration::from_secs(2)).await;
     assert!(
         share < 0.5,

@@ -129,6 +129,7 @@ pub async fn upload_paced(c: &mut Client, h: WriteFileHeader, data: &[u8]) -> Re
             })
             .await;
         for ch in chunks {
+            // Pacing, not synchronisation: keeps the upload under way for a while.
             tokio::time::sleep(Duration::from_millis(20)).await;
             if tx
                 .send(WriteFileRequest {
@@ -186,9 +187,11 @@ pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 4096) as u8).collect()
 }
 
-/// `sh -c SCRIPT attacker ARGS...` as uid/gid 65534 with no groups, stdout to `log`.
-pub fn attacker(script: &str, args: &[&Path], log: &Path) -> Child {
-    Command::new("setpriv")
+/// `sh -c SCRIPT attacker ARGS...` as uid/gid 65534 with no groups, stdout to `log`;
+/// returns once the script runs (it logs `READY` first).
+pub async fn attacker(script: &str, args: &[&Path], log: &Path) -> Child {
+    let script = format!("echo READY\n{script}");
+    let child = Command::new("setpriv")
         .args([
             "--reuid=65534",
             "--regid=65534",
@@ -196,14 +199,20 @@ pub fn attacker(script: &str, args: &[&Path], log: &Path) -> Child {
             "--",
             "sh",
             "-c",
-            script,
+            &script,
             "attacker",
         ])
         .args(args)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    crate::common::eventually(
+        || std::fs::read_to_string(log).is_ok_and(|l| l.starts_with("READY")),
+        "the attacker script runs",
+    )
+    .await;
+    child
 }
 
 /// Stops an attacker through its stop file (bounded), then by its own pid.
