@@ -62,6 +62,10 @@ pub struct AuditEntry {
     /// Outcome: signal that ended an exec.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub signal: Option<i32>,
+    /// Outcome: the failure's `google.rpc.ErrorInfo` reason (e.g. `POLICY_DENIED`), as
+    /// the client got it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error_reason: Option<String>,
     /// Outcome: bytes transferred.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bytes: Option<u64>,
@@ -93,6 +97,7 @@ impl AuditEntry {
             extra: None,
             status: None,
             message: None,
+            error_reason: None,
             exit_code: None,
             signal: None,
             bytes: None,

@@ -5,6 +5,7 @@
 use std::{sync::Arc, time::Instant};
 
 use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
 
 use super::{
     action::{Action, Beyond, Rpc},
@@ -56,6 +57,8 @@ pub(crate) struct Call {
     decided: Option<PolicyRequest>,
     /// The engine that decided; `None` without `[policy]`.
     policy: Option<Arc<PolicyEngine>>,
+    /// The reason of the status the call failed with, for its outcome record.
+    error_reason: Option<String>,
 }
 
 fn entry(kind: EntryKind, request_id: &str, caller: &Caller, rpc: Rpc, domain: &str) -> AuditEntry {
@@ -140,6 +143,7 @@ impl Gate {
             started: Instant::now(),
             decided: preq.file.is_some().then(|| preq.clone()),
             policy: self.policy.clone(),
+            error_reason: None,
         };
         if !decision.allow {
             self.budget_anonymous_denial(&mut call).await;
@@ -232,6 +236,7 @@ impl Gate {
             started: Instant::now(),
             decided: None,
             policy: None,
+            error_reason: None,
         };
         call.fail(st.clone()).await;
     }
@@ -345,16 +350,21 @@ impl Call {
     pub(crate) async fn end<T>(self, result: &Result<T, Status>, outcome: Outcome) {
         match result {
             Ok(_) => self.finish_with(Code::Ok, "", outcome).await,
-            Err(st) => self.finish_with(st.code(), st.message(), outcome).await,
+            Err(st) => self.finish_status(st, outcome).await,
         }
     }
 
     /// Records `st` as the outcome and hands it back for the client:
     /// `return Err(call.fail(st).await)`.
     pub(crate) async fn fail(self, st: Status) -> Status {
-        self.finish_with(st.code(), st.message(), Outcome::default())
-            .await;
+        self.finish_status(&st, Outcome::default()).await;
         st
+    }
+
+    /// Records a failure with its reason.
+    pub(crate) async fn finish_status(mut self, st: &Status, outcome: Outcome) {
+        self.error_reason = st.get_details_error_info().map(|i| i.reason);
+        self.finish_with(st.code(), st.message(), outcome).await;
     }
 
     /// Records the outcome (metrics and audit): the one place a call ends. `message`
@@ -384,6 +394,7 @@ impl Call {
         );
         e.status = Some(code_name(code).into());
         e.message = (!message.is_empty()).then(|| message.to_owned());
+        e.error_reason = self.error_reason.clone();
         e.exit_code = o.exit_code;
         e.signal = o.signal;
         e.bytes = o.bytes;

@@ -111,6 +111,7 @@ async fn an_admitted_call_carries_the_admitted_domain_caller_and_limits() {
     assert!(recs[0]["summary"].get("exec").is_none());
     assert_eq!(recs[1]["kind"], "outcome");
     assert_eq!(recs[1]["status"], "OK");
+    assert!(recs[1].get("error_reason").is_none());
     assert_eq!(recs[1]["request_id"], recs[0]["request_id"]);
 }
 
@@ -144,6 +145,7 @@ async fn a_denial_names_the_plugin_and_is_recorded_twice() {
         (&"deny".into(), &"10-test".into())
     );
     assert_eq!(recs[1]["status"], "PERMISSION_DENIED");
+    assert_eq!(recs[1]["error_reason"], "POLICY_DENIED");
 }
 
 #[tokio::test]

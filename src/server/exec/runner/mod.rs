@@ -169,8 +169,7 @@ impl Runner {
                 self.end_client(st.code(), st.message(), Some(st.clone()))
                     .await;
                 if let Some(call) = self.call.take() {
-                    call.finish_with(st.code(), st.message(), self.outcome())
-                        .await;
+                    call.finish_status(&st, self.outcome()).await;
                 }
                 self.svc.shared.execs.remove(&self.entry.id);
             }
