@@ -351,9 +351,13 @@ async fn the_library_client_bounds_its_open_handles_per_agent() {
 #[tokio::test]
 async fn uploads_waiting_for_their_header_count_against_the_caller() {
     let agent = HostAgent::start().unwrap();
+    let port = common::free_port();
     let d = daemon_for(
         &agent,
-        "[limits]\nstreams_per_caller = 2\nwrite_header_timeout_ms = 20000\n",
+        &format!(
+            "[limits]\nstreams_per_caller = 2\nwrite_header_timeout_ms = 20000\n\
+             [metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
     )
     .await;
     let c = d.client().await;
@@ -365,9 +369,12 @@ async fn uploads_waiting_for_their_header_count_against_the_caller() {
                 .await
         }));
     }
-    // The two uploads take their stream slots when the daemon receives them, which no
-    // RPC or metric shows (a hook in src/ would be needed): time for them to arrive.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The two uploads take their stream slots when the daemon receives them.
+    common::eventually(
+        || common::metrics::counter(port, "atp_streams_open", &[]) >= 2.0,
+        "both uploads hold their stream slots",
+    )
+    .await;
     let st = tokio::time::timeout(
         Duration::from_secs(5),
         c.clone()

@@ -53,6 +53,11 @@ pub(crate) fn bytes(direction: &'static str, n: usize) {
     metrics::counter!("atp_file_bytes_total", "direction" => direction).increment(n as u64);
 }
 
+/// Counts the open streams of all callers (`limits.streams_per_caller` bounds each one).
+pub(crate) fn streams_open(delta: f64) {
+    metrics::gauge!("atp_streams_open").increment(delta);
+}
+
 /// Records how many agent requests wait for `guest`.
 pub(crate) fn queue_depth(guest: &str, depth: usize) {
     metrics::gauge!("atp_guest_queue_depth", "guest" => guest.to_owned()).set(depth as f64);

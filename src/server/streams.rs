@@ -64,6 +64,7 @@ impl StreamRegistry {
             .into());
         }
         *n += 1;
+        super::metrics::streams_open(1.0);
         Ok(StreamPermit {
             registry: Arc::clone(self),
             key,
@@ -89,6 +90,7 @@ pub(crate) struct StreamPermit {
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
+        super::metrics::streams_open(-1.0);
         let mut open = lock(&self.registry.open);
         if let Some(n) = open.get_mut(&self.key) {
             *n -= 1;
