@@ -18,6 +18,20 @@ cargo build --locked --quiet
 ./target/debug/atp demo --prepare
 stage "cargo test"
 cargo test --all-targets --locked -- --nocapture
+stage "production build: no test bed (cargo build --no-default-features)"
+# The default binary (built above) carries the test bed: this proves the symbol check can
+# fail. The production build must have neither the test bed's code nor `atp demo`.
+nm -C target/debug/atp | grep -q 'ocloudview_atp::testbed::' \
+    || { echo "check is broken: the default atp has no testbed symbols"; exit 1; }
+cargo build --locked --quiet --no-default-features --bin atp
+if nm -C target/debug/atp | grep -q 'ocloudview_atp::testbed::'; then
+    echo "atp built with --no-default-features still contains the test bed"; exit 1
+fi
+if ./target/debug/atp demo --help >/dev/null 2>&1 || ./target/debug/atp --help | grep -qw demo; then
+    echo "atp built with --no-default-features still offers 'atp demo'"; exit 1
+fi
+cargo clippy --locked --quiet --no-default-features --lib --bin atp -- -D warnings
+cargo build --locked --quiet   # back to the default binary the other stages use
 stage "fuzz (bounded)"
 ./scripts/fuzz.sh
 stage "cargo doc"

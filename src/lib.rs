@@ -19,7 +19,8 @@
 //!   and `atp audit verify`.
 //! - [`config`]: the daemon's TOML configuration, parsed then validated.
 //! - [`server`]: the tonic service, listeners, health and reflection.
-//! - [`testbed`]: real qemu-ga, QEMU guests and a session libvirtd for tests and the demo.
+//! - `testbed` (cargo feature `testbed`, on by default; off in a production build): real
+//!   qemu-ga, QEMU guests and a session libvirtd for tests and the demo.
 
 pub mod audit;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod libvirt;
 pub mod policy;
 pub mod qga;
 pub mod server;
+#[cfg(feature = "testbed")]
 pub mod testbed;
 pub mod transport;
 
