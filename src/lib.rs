@@ -29,6 +29,7 @@ pub mod libvirt;
 pub mod policy;
 pub mod qga;
 pub mod server;
+mod sync;
 #[cfg(feature = "testbed")]
 pub mod testbed;
 pub mod transport;

@@ -2,7 +2,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -10,6 +10,7 @@ use super::{
     Command, QgaError,
     commands::{AgentInfo, GuestGetOsinfo, GuestInfo, GuestPing, OsInfo},
 };
+use crate::sync::lock;
 use crate::transport::{AgentReply, AgentRequest, Transport};
 
 /// Default deadline for one short agent command (ping, info, a status poll).
@@ -71,10 +72,6 @@ impl Default for AgentState {
     fn default() -> Self {
         Self::with_handle_limit(DEFAULT_OPEN_HANDLES)
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl AgentState {

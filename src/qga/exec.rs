@@ -23,10 +23,10 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 
 use super::{
     AgentClient, QgaError,
-    client::lock,
     commands::{ExecStatus, GuestExec, GuestExecStatus, OsInfo},
     kill::KillOutcome,
 };
+use crate::sync::lock;
 
 /// Captured output kept per stream by collecting helpers, like qemu-ga's own cap.
 pub const MAX_CAPTURE: usize = 16 << 20;

@@ -11,6 +11,7 @@ use std::{
 
 use super::service::GuestAgentService;
 use crate::qga::{AgentClient, QgaError};
+use crate::sync::lock;
 
 /// Each guest is swept at most this often.
 pub(crate) const REAP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -38,10 +39,7 @@ impl Reaper {
             return;
         };
         {
-            let mut last = self
-                .last
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut last = lock(&self.last);
             if last
                 .get(domain)
                 .is_some_and(|t| t.elapsed() < REAP_INTERVAL)
