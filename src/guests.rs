@@ -15,7 +15,7 @@ use crate::{
     libvirt::{LibvirtError, LibvirtManager},
     qga::AgentClient,
     sync::lock,
-    transport::{libvirt::LibvirtTransport, socket::SocketTransport},
+    transport::{libvirt_agent::LibvirtTransport, socket::SocketTransport},
 };
 
 /// Why a guest name could not be resolved.

@@ -12,7 +12,9 @@
 //!   `guest-sync-delimited` discipline) or libvirt's `virDomainQemuAgentCommand`.
 //! - [`qga`]: the guest-agent protocol: typed commands, replies and errors; knows nothing
 //!   of gRPC.
-//! - [`libvirt`]: [`libvirt::LibvirtManager`], connections and domain lookup.
+//! - [`libvirt`]: [`libvirt::LibvirtManager`]: connections to libvirtd (one per
+//!   hypervisor), domain lookup and listing. Talking to a domain's agent through libvirt
+//!   is the transport's job ([`transport::libvirt_agent`]).
 //! - [`guests`]: the registry mapping a guest name to its transport.
 //! - [`policy`]: Rhai policy plugins: the request map, decisions, limits, tasks, reload.
 //! - [`audit`]: the tamper-evident audit trail: hash-chained JSONL records, the writer

@@ -70,7 +70,7 @@ pub struct Config {
     /// Run-time limit for execs that give none.
     pub exec_timeout: Duration,
     /// Minimum idle time of an abandoned exec directory before it is swept; `None`: off.
-    pub exec_dir_sweep: Option<Duration>,
+    pub sweep_exec_dirs_after: Option<Duration>,
     /// Where Prometheus metrics are served.
     pub metrics_listen: Option<SocketAddr>,
     /// Policy plugins; without them every authenticated request is allowed.
@@ -109,7 +109,7 @@ pub struct AuditConfig {
 pub const DEFAULT_ANONYMOUS_DENIALS_PER_MINUTE: u32 = 60;
 
 /// Default for `agent.sweep_exec_dirs_after_s`: ten minutes.
-pub const DEFAULT_EXEC_DIR_SWEEP: Duration = Duration::from_secs(600);
+pub const DEFAULT_SWEEP_EXEC_DIRS_AFTER: Duration = Duration::from_secs(600);
 
 /// Default for `agent.exec_timeout_ms`: one hour.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -266,8 +266,8 @@ impl Config {
             Some(0) => return Err(invalid("agent.exec_timeout_ms", "0", "must be at least 1")),
             Some(ms) => Duration::from_millis(ms),
         };
-        let exec_dir_sweep = match raw.agent.sweep_exec_dirs_after_s {
-            None => Some(DEFAULT_EXEC_DIR_SWEEP),
+        let sweep_exec_dirs_after = match raw.agent.sweep_exec_dirs_after_s {
+            None => Some(DEFAULT_SWEEP_EXEC_DIRS_AFTER),
             Some(0) => None,
             Some(s) => Some(Duration::from_secs(s)),
         };
@@ -345,7 +345,7 @@ impl Config {
             tls,
             tokens,
             exec_timeout,
-            exec_dir_sweep,
+            sweep_exec_dirs_after,
             metrics_listen,
             policy,
             audit,
@@ -420,12 +420,12 @@ mod tests {
         assert_eq!(c.listen[2], Listen::Unix("/etc/atp/rel.sock".into()));
         assert_eq!(c.guests[0].socket, PathBuf::from("/etc/atp/demo/qga.sock"));
         assert_eq!(c.agent_timeout, Duration::from_millis(2500));
-        assert_eq!(c.exec_dir_sweep, Some(DEFAULT_EXEC_DIR_SWEEP));
+        assert_eq!(c.sweep_exec_dirs_after, Some(DEFAULT_SWEEP_EXEC_DIRS_AFTER));
         let off = parse(
             "[server]\nlisten = [\"unix:///run/atp.sock\"]\n[agent]\nsweep_exec_dirs_after_s = 0",
         )
         .unwrap();
-        assert_eq!(off.exec_dir_sweep, None);
+        assert_eq!(off.sweep_exec_dirs_after, None);
     }
 
     #[test]

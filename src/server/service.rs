@@ -10,10 +10,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     exec::{self as exec_rpc, ExecRegistry},
+    exec_dir_sweeps::ExecDirSweeps,
     facts, files,
     gate::{Call, Detail, Gate},
-    metrics,
-    reap::Reaper,
+    metrics, passthrough,
     status::ApiError,
     streams::{BoundedStream, Held, StreamPermit, StreamRegistry},
     tasks,
@@ -44,7 +44,7 @@ pub struct GuestAgentService {
 pub(crate) struct Shared {
     pub(crate) guests: Arc<GuestRegistry>,
     pub(crate) execs: ExecRegistry,
-    pub(crate) reaper: Reaper,
+    pub(crate) exec_dir_sweeps: ExecDirSweeps,
     pub(crate) shutdown: CancellationToken,
     pub(crate) exec_timeout: Duration,
     pub(crate) gate: Gate,
@@ -68,7 +68,7 @@ impl GuestAgentService {
             shared: Arc::new(Shared {
                 guests,
                 execs: ExecRegistry::default(),
-                reaper: Reaper::new(config.exec_dir_sweep),
+                exec_dir_sweeps: ExecDirSweeps::new(config.sweep_exec_dirs_after),
                 shutdown,
                 exec_timeout: config.exec_timeout,
                 gate,
@@ -296,7 +296,7 @@ impl GuestAgent for GuestAgentService {
             request,
             request.get_ref().domain.clone(),
             detail,
-            facts::agent_command
+            passthrough::agent_command
         )
     }
 

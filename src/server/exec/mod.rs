@@ -133,7 +133,7 @@ pub(crate) async fn exec(
         Ok(p) => p,
         Err(e) => return fail(call, e).await,
     };
-    s.shared.reaper.maybe_sweep(s, &r.domain, &client);
+    s.shared.exec_dir_sweeps.maybe_sweep(s, &r.domain, &client);
     let timeout = time_limit(s, &r, call.limits.timeout_ms);
     let started = Instant::now();
     let session = match client.exec_stream(&cmd).await {
