@@ -9,7 +9,9 @@ use tonic::{service::interceptor::InterceptedService, transport::Server};
 use tonic_health::server::HealthReporter;
 
 use super::{
-    GuestAgentService, ServeError, denials, gate,
+    GuestAgentService, ServeError,
+    auth::Authenticator,
+    denials, gate,
     listeners::{Listener, bind, check_fd_budget},
     metrics,
 };
@@ -18,7 +20,6 @@ use crate::{
     config::{Config, Listen},
     guests::GuestRegistry,
     pb::{self, guest_agent_server::GuestAgentServer},
-    server::auth::Authenticator,
 };
 
 /// A daemon built from its config, listeners bound, not serving yet.
