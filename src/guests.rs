@@ -14,7 +14,8 @@ use crate::{
     config::Config,
     libvirt::{LibvirtError, LibvirtManager},
     qga::AgentClient,
-    transport::{libvirt::LibvirtTransport, socket::SocketTransport},
+    sync::lock,
+    transport::{libvirt_agent::LibvirtTransport, socket::SocketTransport},
 };
 
 /// Why a guest name could not be resolved.
@@ -263,9 +264,4 @@ impl Hypervisor {
         *lock(&self.conn) = Some(m.clone());
         Ok(m)
     }
-}
-
-/// Locks a mutex that guards plain data; a panic elsewhere cannot leave it inconsistent.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -12,7 +12,9 @@
 //!   `guest-sync-delimited` discipline) or libvirt's `virDomainQemuAgentCommand`.
 //! - [`qga`]: the guest-agent protocol: typed commands, replies and errors; knows nothing
 //!   of gRPC.
-//! - [`libvirt`]: [`libvirt::LibvirtManager`], connections and domain lookup.
+//! - [`libvirt`]: [`libvirt::LibvirtManager`]: connections to libvirtd (one per
+//!   hypervisor), domain lookup and listing. Talking to a domain's agent through libvirt
+//!   is the transport's job ([`transport::libvirt_agent`]).
 //! - [`guests`]: the registry mapping a guest name to its transport.
 //! - [`policy`]: Rhai policy plugins: the request map, decisions, limits, tasks, reload.
 //! - [`caller`]: who made a request, as the gate, policies and audit records see it.
@@ -20,7 +22,8 @@
 //!   and `atp audit verify`.
 //! - [`config`]: the daemon's TOML configuration, parsed then validated.
 //! - [`server`]: the tonic service, listeners, health and reflection.
-//! - [`testbed`]: real qemu-ga, QEMU guests and a session libvirtd for tests and the demo.
+//! - `testbed` (cargo feature `testbed`, on by default; off in a production build): real
+//!   qemu-ga, QEMU guests and a session libvirtd for tests and the demo.
 
 pub mod audit;
 pub mod caller;
@@ -30,6 +33,8 @@ pub mod libvirt;
 pub mod policy;
 pub mod qga;
 pub mod server;
+mod sync;
+#[cfg(feature = "testbed")]
 pub mod testbed;
 pub mod transport;
 

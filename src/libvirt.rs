@@ -1,4 +1,5 @@
-//! [`LibvirtManager`]: a libvirt connection, domain lookup and listing.
+//! [`LibvirtManager`]: a connection to libvirtd, domain lookup and listing. (Sending agent
+//! commands to a domain through libvirt is [`crate::transport::libvirt_agent`].)
 //!
 //! All calls block (libvirt's C API); async callers run them on the blocking pool.
 

@@ -328,15 +328,15 @@ async fn tcg_guest_exec_and_files_over_virtio_serial() {
     let dead: i64 = setup.decode_stdout().unwrap().trim().parse().unwrap();
     // A long idle minimum keeps everything: all of it was just written.
     let none = c
-        .reap_exec_dirs(Duration::from_secs(3600), &[])
+        .sweep_exec_dirs(Duration::from_secs(3600), &[])
         .await
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
-    let mut removed = c.reap_exec_dirs(Duration::ZERO, &[dead]).await.unwrap();
+    let mut removed = c.sweep_exec_dirs(Duration::ZERO, &[dead]).await.unwrap();
     removed.sort();
     // `inuse` and `recent` share the dead pid the caller still uses; `live` still runs.
     assert_eq!(removed, ["/tmp/.atp-exec-nopid"]);
-    let mut removed = c.reap_exec_dirs(Duration::ZERO, &[]).await.unwrap();
+    let mut removed = c.sweep_exec_dirs(Duration::ZERO, &[]).await.unwrap();
     removed.sort();
     assert_eq!(
         removed,

@@ -12,7 +12,7 @@ use ocloudview_atp::{
     pb::{GetOsInfoRequest, PingRequest},
     qga::{AgentClient, QgaError},
     testbed::{Flavour, LibvirtSession},
-    transport::{TransportError, libvirt::LibvirtTransport, socket::SocketTransport},
+    transport::{TransportError, libvirt_agent::LibvirtTransport, socket::SocketTransport},
 };
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use ocloudview_atp::{
     libvirt::LibvirtManager,
     qga::AgentClient,
     testbed::{Flavour, GuestImage, LibvirtSession},
-    transport::{libvirt::LibvirtTransport, socket::SocketTransport},
+    transport::{libvirt_agent::LibvirtTransport, socket::SocketTransport},
 };
 
 use crate::{

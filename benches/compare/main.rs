@@ -34,7 +34,7 @@ use crate::{
 const MIB: usize = 1 << 20;
 /// Host agent and direct socket chunk.
 const CHUNK: usize = MIB;
-/// libvirt's per-call bounds (`transport::libvirt::CHUNK_BOUNDS`).
+/// libvirt's per-call bounds (`transport::libvirt_agent::CHUNK_BOUNDS`).
 const LV_READ: usize = 2 * MIB;
 const LV_WRITE: usize = 128 << 10;
 const HOST_PINGS: usize = 2000;

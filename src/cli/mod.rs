@@ -3,6 +3,7 @@
 mod audit;
 mod client;
 mod cp;
+#[cfg(feature = "testbed")]
 mod demo;
 mod policy;
 mod remote;
@@ -60,6 +61,7 @@ enum Command {
         config: PathBuf,
     },
     /// Boot the embedded demo guest under QEMU and serve it; Ctrl-C tears everything down.
+    #[cfg(feature = "testbed")]
     Demo(demo::DemoArgs),
     /// Check or test policy plugins.
     #[command(subcommand)]
@@ -217,6 +219,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
 async fn run_local(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve::run(&config).await,
+        #[cfg(feature = "testbed")]
         Command::Demo(args) => demo::run(args).await,
         Command::Policy(PolicyCommand::Check { dir }) => policy::check(&dir),
         Command::Policy(PolicyCommand::Test { dir, cases }) => policy::test(&dir, &cases),
@@ -232,7 +235,6 @@ async fn run_local(command: Command) -> anyhow::Result<()> {
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     use ocloudview_atp::{
         audit::ChainBroken, config::ConfigError, policy::PolicyError, server::ServeError,
-        testbed::TestbedError,
     };
     let policy = err.downcast_ref::<PolicyError>().is_some()
         || matches!(
@@ -250,11 +252,24 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         )
     {
         EXIT_DATAERR
-    } else if err.downcast_ref::<TestbedError>().is_some() {
+    } else if testbed_failed(err) {
         EXIT_UNAVAILABLE
     } else {
         1
     }
+}
+
+/// Did the demo's test bed (QEMU, qemu-ga, the guest image) fail to start?
+#[cfg(feature = "testbed")]
+fn testbed_failed(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<ocloudview_atp::testbed::TestbedError>()
+        .is_some()
+}
+
+/// Without the `testbed` feature there is no demo, so no test-bed failure.
+#[cfg(not(feature = "testbed"))]
+fn testbed_failed(_: &anyhow::Error) -> bool {
+    false
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, invalid, raw::RawLimits};
+use super::{ConfigError, invalid, nonzero_millis, raw::RawLimits};
 
 /// Validated `[limits]`. Every resource a request holds has one of these bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,14 +55,6 @@ fn count(key: &str, v: Option<u64>, default: usize) -> Result<usize, ConfigError
     }
 }
 
-fn millis(key: &str, v: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(0) => Err(invalid(key, "0", "must be at least 1")),
-        Some(ms) => Ok(Duration::from_millis(ms)),
-    }
-}
-
 /// Validates `[limits]`.
 pub(super) fn limits(raw: RawLimits) -> Result<Limits, ConfigError> {
     let d = Limits::default();
@@ -87,12 +79,12 @@ pub(super) fn limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             raw.stream_buffer_bytes,
             d.stream_buffer_bytes,
         )?,
-        stream_idle_timeout: millis(
+        stream_idle_timeout: nonzero_millis(
             "limits.stream_idle_timeout_ms",
             raw.stream_idle_timeout_ms,
             d.stream_idle_timeout,
         )?,
-        write_header_timeout: millis(
+        write_header_timeout: nonzero_millis(
             "limits.write_header_timeout_ms",
             raw.write_header_timeout_ms,
             d.write_header_timeout,
@@ -102,12 +94,12 @@ pub(super) fn limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             raw.max_connections,
             d.max_connections,
         )?,
-        handshake_timeout: millis(
+        handshake_timeout: nonzero_millis(
             "limits.handshake_timeout_ms",
             raw.handshake_timeout_ms,
             d.handshake_timeout,
         )?,
-        http2_keepalive: millis(
+        http2_keepalive: nonzero_millis(
             "limits.http2_keepalive_ms",
             raw.http2_keepalive_ms,
             d.http2_keepalive,

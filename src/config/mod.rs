@@ -1,15 +1,22 @@
 //! The daemon's configuration: TOML parsed into [`raw::RawConfig`], then validated into
 //! [`Config`], which is passed down explicitly. Errors name the key and the value.
 
+mod audit;
 mod auth;
 mod limits;
+mod listen;
+mod policy;
 pub mod raw;
+mod targets;
 
+pub use audit::{AuditConfig, DEFAULT_ANONYMOUS_DENIALS_PER_MINUTE};
 pub use auth::{TlsConfig, TokenEntry};
 pub use limits::{DEFAULT_NEW_FILE_MODE, Limits};
+pub use listen::Listen;
+pub use policy::PolicyConfig;
+pub use targets::{GuestConfig, HypervisorConfig};
 
 use std::{
-    collections::HashSet,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -70,7 +77,7 @@ pub struct Config {
     /// Run-time limit for execs that give none.
     pub exec_timeout: Duration,
     /// Minimum idle time of an abandoned exec directory before it is swept; `None`: off.
-    pub exec_dir_sweep: Option<Duration>,
+    pub sweep_exec_dirs_after: Option<Duration>,
     /// Where Prometheus metrics are served.
     pub metrics_listen: Option<SocketAddr>,
     /// Policy plugins; without them every authenticated request is allowed.
@@ -83,75 +90,14 @@ pub struct Config {
     pub new_file_mode: u32,
 }
 
-/// A validated `[policy]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyConfig {
-    /// The plugin directory (checked to exist).
-    pub dir: PathBuf,
-    /// What happens when no plugin allows or denies.
-    pub default_allow: bool,
-    /// `req.settings` for plugins.
-    pub settings: serde_json::Value,
-}
-
-/// A validated `[audit]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditConfig {
-    /// The log file.
-    pub path: PathBuf,
-    /// Refuse requests (true) or carry on (false) when the log cannot be written.
-    pub refuse_on_failure: bool,
-    /// Anonymous denials recorded one by one per minute; the rest are counted.
-    pub anonymous_denials_per_minute: u32,
-}
-
-/// Default for `audit.anonymous_denials_per_minute`.
-pub const DEFAULT_ANONYMOUS_DENIALS_PER_MINUTE: u32 = 60;
-
 /// Default for `agent.sweep_exec_dirs_after_s`: ten minutes.
-pub const DEFAULT_EXEC_DIR_SWEEP: Duration = Duration::from_secs(600);
+pub const DEFAULT_SWEEP_EXEC_DIRS_AFTER: Duration = Duration::from_secs(600);
 
 /// Default for `agent.exec_timeout_ms`: one hour.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Default for `server.shutdown_grace_ms`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Where the daemon accepts gRPC connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listen {
-    /// A UNIX socket (created with mode 0660).
-    Unix(PathBuf),
-    /// A TCP address.
-    Tcp(SocketAddr),
-}
-
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Listen::Unix(p) => write!(f, "unix://{}", p.display()),
-            Listen::Tcp(a) => write!(f, "tcp://{a}"),
-        }
-    }
-}
-
-/// A validated `[[hypervisors]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HypervisorConfig {
-    /// Name used as the `name/domain` prefix.
-    pub name: String,
-    /// libvirt URI.
-    pub uri: String,
-}
-
-/// A validated `[[guests]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuestConfig {
-    /// Name used in requests.
-    pub name: String,
-    /// Agent socket path (absolute).
-    pub socket: PathBuf,
-}
 
 impl Config {
     /// Reads and validates a config file. Relative paths are taken from the file's directory.
@@ -179,159 +125,36 @@ impl Config {
         Self::validate(raw, base)
     }
 
+    /// Validates section by section, in the order the errors are reported; each
+    /// section's validator names the key and value it refuses.
     fn validate(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
-        if raw.server.listen.is_empty() {
-            return Err(invalid(
-                "server.listen",
-                "[]",
-                "at least one listener is needed",
-            ));
-        }
-        let listen = raw
-            .server
-            .listen
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                parse_listen(l, base).map_err(|r| invalid(&format!("server.listen[{i}]"), l, &r))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let mut names = HashSet::new();
-        let mut hypervisors = Vec::new();
-        for (i, h) in raw.hypervisors.into_iter().enumerate() {
-            check_name(&format!("hypervisors[{i}].name"), &h.name)?;
-            if !names.insert(h.name.clone()) {
-                return Err(invalid(
-                    &format!("hypervisors[{i}].name"),
-                    &h.name,
-                    "duplicate name",
-                ));
-            }
-            if !h.uri.contains(":/") {
-                return Err(invalid(
-                    &format!("hypervisors[{i}].uri"),
-                    &h.uri,
-                    "not a libvirt URI (e.g. qemu:///system)",
-                ));
-            }
-            hypervisors.push(HypervisorConfig {
-                name: h.name,
-                uri: h.uri,
-            });
-        }
-        let mut guest_names = HashSet::new();
-        let mut guests = Vec::new();
-        for (i, g) in raw.guests.into_iter().enumerate() {
-            check_name(&format!("guests[{i}].name"), &g.name)?;
-            if !guest_names.insert(g.name.clone()) {
-                return Err(invalid(
-                    &format!("guests[{i}].name"),
-                    &g.name,
-                    "duplicate name",
-                ));
-            }
-            if g.socket.is_empty() {
-                return Err(invalid(
-                    &format!("guests[{i}].socket"),
-                    &g.socket,
-                    "empty path",
-                ));
-            }
-            guests.push(GuestConfig {
-                name: g.name,
-                socket: base.join(&g.socket),
-            });
-        }
-        let agent_timeout = match raw.agent.timeout_ms {
-            None => DEFAULT_TIMEOUT,
-            Some(0) => return Err(invalid("agent.timeout_ms", "0", "must be at least 1")),
-            Some(ms) => Duration::from_millis(ms),
-        };
-        let shutdown_grace = raw
-            .server
+        let server = raw.server;
+        let listen = listen::listeners(&server.listen, base)?;
+        let hypervisors = targets::hypervisors(raw.hypervisors)?;
+        let guests = targets::guests(raw.guests, base)?;
+        let agent_timeout =
+            nonzero_millis("agent.timeout_ms", raw.agent.timeout_ms, DEFAULT_TIMEOUT)?;
+        let shutdown_grace = server
             .shutdown_grace_ms
             .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis);
-        let tls = raw.server.tls.map(|t| auth::tls(t, base)).transpose()?;
-        let tokens = auth::tokens(raw.server.tokens)?;
+        let tls = server.tls.map(|t| auth::tls(t, base)).transpose()?;
+        let tokens = auth::tokens(server.tokens)?;
         auth::check_exposure(
             &listen,
             tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
             !tokens.is_empty(),
-            raw.server.insecure,
+            server.insecure,
             raw.policy.is_some(),
         )?;
-        let exec_timeout = match raw.agent.exec_timeout_ms {
-            None => DEFAULT_EXEC_TIMEOUT,
-            Some(0) => return Err(invalid("agent.exec_timeout_ms", "0", "must be at least 1")),
-            Some(ms) => Duration::from_millis(ms),
-        };
-        let exec_dir_sweep = match raw.agent.sweep_exec_dirs_after_s {
-            None => Some(DEFAULT_EXEC_DIR_SWEEP),
-            Some(0) => None,
-            Some(s) => Some(Duration::from_secs(s)),
-        };
-        let metrics_listen = raw
-            .metrics
-            .listen
-            .map(|l| {
-                l.parse()
-                    .map_err(|e| invalid("metrics.listen", &l, &format!("not host:port ({e})")))
-            })
-            .transpose()?;
-        let policy = raw
-            .policy
-            .map(|p| {
-                let dir = base.join(&p.dir);
-                if !dir.is_dir() {
-                    return Err(invalid("policy.dir", &p.dir, "not a directory"));
-                }
-                let default_allow = match p.default.as_deref() {
-                    None | Some("deny") => false,
-                    Some("allow") => true,
-                    Some(other) => {
-                        return Err(invalid(
-                            "policy.default",
-                            other,
-                            "expected \"deny\" or \"allow\"",
-                        ));
-                    }
-                };
-                let settings = match p.settings {
-                    Some(t) => serde_json::to_value(t)
-                        .map_err(|e| invalid("policy.settings", "(table)", &e.to_string()))?,
-                    None => serde_json::Value::Null,
-                };
-                Ok(PolicyConfig {
-                    dir,
-                    default_allow,
-                    settings,
-                })
-            })
-            .transpose()?;
-        let audit = raw
-            .audit
-            .map(|a| {
-                let refuse_on_failure = match a.on_failure.as_deref() {
-                    None | Some("refuse") => true,
-                    Some("continue") => false,
-                    Some(other) => {
-                        return Err(invalid(
-                            "audit.on_failure",
-                            other,
-                            "expected \"refuse\" or \"continue\"",
-                        ));
-                    }
-                };
-                Ok(AuditConfig {
-                    path: base.join(&a.path),
-                    refuse_on_failure,
-                    anonymous_denials_per_minute: a
-                        .anonymous_denials_per_minute
-                        .unwrap_or(DEFAULT_ANONYMOUS_DENIALS_PER_MINUTE),
-                })
-            })
-            .transpose()?;
+        let exec_timeout = nonzero_millis(
+            "agent.exec_timeout_ms",
+            raw.agent.exec_timeout_ms,
+            DEFAULT_EXEC_TIMEOUT,
+        )?;
+        let sweep_exec_dirs_after = sweep_after(raw.agent.sweep_exec_dirs_after_s);
+        let metrics_listen = listen::metrics(raw.metrics.listen)?;
+        let policy = raw.policy.map(|p| policy::policy(p, base)).transpose()?;
+        let audit = raw.audit.map(|a| audit::audit(a, base)).transpose()?;
         let limits = limits::limits(raw.limits)?;
         let new_file_mode = limits::new_file_mode(raw.files.new_file_mode)?;
         Ok(Config {
@@ -345,7 +168,7 @@ impl Config {
             tls,
             tokens,
             exec_timeout,
-            exec_dir_sweep,
+            sweep_exec_dirs_after,
             metrics_listen,
             policy,
             audit,
@@ -353,30 +176,28 @@ impl Config {
     }
 }
 
-fn parse_listen(s: &str, base: &Path) -> Result<Listen, String> {
-    if let Some(path) = s.strip_prefix("unix://") {
-        if path.is_empty() {
-            return Err("empty socket path".into());
-        }
-        Ok(Listen::Unix(base.join(path)))
-    } else if let Some(addr) = s.strip_prefix("tcp://") {
-        addr.parse()
-            .map(Listen::Tcp)
-            .map_err(|e| format!("not host:port ({e})"))
-    } else {
-        Err("expected unix:///path or tcp://host:port".into())
+/// A duration in milliseconds that must not be 0 (`agent.timeout_ms`, the `[limits]`
+/// timeouts); `default` when absent.
+pub(super) fn nonzero_millis(
+    key: &str,
+    ms: Option<u64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match ms {
+        None => Ok(default),
+        Some(0) => Err(invalid(key, "0", "must be at least 1")),
+        Some(ms) => Ok(Duration::from_millis(ms)),
     }
 }
 
-fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
-        return Err(invalid(
-            key,
-            name,
-            "must be non-empty, without '/' or spaces",
-        ));
+/// `agent.sweep_exec_dirs_after_s`: the idle time after which an abandoned exec directory
+/// is swept; 0 turns the sweep off (`None`).
+fn sweep_after(secs: Option<u64>) -> Option<Duration> {
+    match secs {
+        None => Some(DEFAULT_SWEEP_EXEC_DIRS_AFTER),
+        Some(0) => None,
+        Some(s) => Some(Duration::from_secs(s)),
     }
-    Ok(())
 }
 
 pub(crate) fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
@@ -420,12 +241,12 @@ mod tests {
         assert_eq!(c.listen[2], Listen::Unix("/etc/atp/rel.sock".into()));
         assert_eq!(c.guests[0].socket, PathBuf::from("/etc/atp/demo/qga.sock"));
         assert_eq!(c.agent_timeout, Duration::from_millis(2500));
-        assert_eq!(c.exec_dir_sweep, Some(DEFAULT_EXEC_DIR_SWEEP));
+        assert_eq!(c.sweep_exec_dirs_after, Some(DEFAULT_SWEEP_EXEC_DIRS_AFTER));
         let off = parse(
             "[server]\nlisten = [\"unix:///run/atp.sock\"]\n[agent]\nsweep_exec_dirs_after_s = 0",
         )
         .unwrap();
-        assert_eq!(off.exec_dir_sweep, None);
+        assert_eq!(off.sweep_exec_dirs_after, None);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 
+use crate::sync::lock;
 pub use plugin::PolicySet;
 pub use request::PolicyRequest;
 
@@ -123,10 +124,7 @@ impl PolicyEngine {
     /// Recompiles the directory and swaps the set in; on failure the previous set stays.
     pub fn reload(&self) -> Result<(), PolicyError> {
         let res = PolicySet::load(Arc::clone(&self.engine), &self.dir, self.default_allow);
-        let mut last = self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = lock(&self.last_error);
         match res {
             Ok(set) => {
                 let n = set.plugins().len();
@@ -147,10 +145,7 @@ impl PolicyEngine {
 
     /// The error of the last failed reload, while it is not fixed.
     pub fn last_error(&self) -> Option<PolicyError> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.last_error).clone()
     }
 
     /// The set in force.

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     libvirt::Domain,
-    transport::{libvirt::LibvirtTransport, socket::SocketTransport},
+    transport::{libvirt_agent::LibvirtTransport, socket::SocketTransport},
 };
 
 fn runtime() -> &'static Runtime {

@@ -2,7 +2,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -10,6 +10,7 @@ use super::{
     Command, QgaError,
     commands::{AgentInfo, GuestGetOsinfo, GuestInfo, GuestPing, OsInfo},
 };
+use crate::sync::lock;
 use crate::transport::{AgentReply, AgentRequest, Transport};
 
 /// Default deadline for one short agent command (ping, info, a status poll).
@@ -73,10 +74,6 @@ impl Default for AgentState {
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl AgentState {
     fn with_handle_limit(limit: usize) -> Self {
         let limit = limit.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
@@ -95,15 +92,15 @@ impl AgentState {
     }
 }
 
-/// A submitted command whose reply has not been awaited yet.
+/// A command queued by [`AgentClient::submit`] whose reply has not been awaited yet.
 #[derive(Debug)]
-pub struct Pending<C: Command> {
+pub struct Submitted<C: Command> {
     client: AgentClient,
     ticket: crate::transport::Ticket,
     _cmd: std::marker::PhantomData<fn() -> C>,
 }
 
-impl<C: Command> Pending<C> {
+impl<C: Command> Submitted<C> {
     /// Waits for the typed reply.
     pub async fn reply(self) -> Result<C::Reply, QgaError> {
         let r = self.ticket.wait().await;
@@ -182,14 +179,14 @@ impl AgentClient {
     }
 
     /// Queues `cmd` (capability-checked) and returns once it is queued; await the typed
-    /// reply with [`Pending::reply`]. Commands one task submits in turn run in that order,
+    /// reply with [`Submitted::reply`]. Commands one task submits in turn run in that order,
     /// which lets a reader keep the next chunk request in flight.
-    pub async fn submit<C: Command>(&self, cmd: &C) -> Result<Pending<C>, QgaError> {
+    pub async fn submit<C: Command>(&self, cmd: &C) -> Result<Submitted<C>, QgaError> {
         if !UNCHECKED.contains(&C::NAME) {
             self.ensure_enabled(C::NAME).await?;
         }
         let ticket = self.transport.submit(encode(cmd)?, self.timeout).await?;
-        Ok(Pending {
+        Ok(Submitted {
             client: self.clone(),
             ticket,
             _cmd: std::marker::PhantomData,

@@ -12,7 +12,7 @@
 //! exit code or signal come exactly from `guest-exec-status`) and it leads its own
 //! process group. The files are read in bounded chunks at saved offsets and the
 //! directory is removed at the end (or, if the client dies first, by a later client's
-//! [`AgentClient::reap_exec_dirs`]). Kills never hit an exited program: see
+//! [`AgentClient::sweep_exec_dirs`]). Kills never hit an exited program: see
 //! [`AgentClient::kill`].
 
 use std::time::{Duration, Instant};
@@ -23,10 +23,10 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 
 use super::{
     AgentClient, QgaError,
-    client::lock,
     commands::{ExecStatus, GuestExec, GuestExecStatus, OsInfo},
     kill::KillOutcome,
 };
+use crate::sync::lock;
 
 /// Captured output kept per stream by collecting helpers, like qemu-ga's own cap.
 pub const MAX_CAPTURE: usize = 16 << 20;

@@ -141,7 +141,7 @@ impl AgentClient {
         &self,
         handle: i64,
         count: usize,
-    ) -> Result<super::Pending<GuestFileRead>, QgaError> {
+    ) -> Result<super::Submitted<GuestFileRead>, QgaError> {
         let max = self.transport().chunk_bounds().max_read;
         self.submit(&GuestFileRead {
             handle,

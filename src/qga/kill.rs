@@ -5,10 +5,10 @@
 
 use super::{
     AgentClient, QgaError,
-    client::lock,
     commands::{ExecStatus, GuestExec, GuestExecStatus},
     exec::DEFAULT_PATH,
 };
+use crate::sync::lock;
 
 /// Kills a program only if `$1` is still the process we started, then its process group
 /// and its /proc descendants. `$2`: the file holding its recorded start time (may be empty

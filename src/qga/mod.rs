@@ -16,12 +16,12 @@ mod exec;
 mod file;
 pub mod guestpath;
 mod kill;
-mod reap;
 mod stream;
+mod sweep;
 mod wrapper;
 
 pub use blocking::QgaClient;
-pub use client::{AgentClient, DEFAULT_TIMEOUT, Pending};
+pub use client::{AgentClient, DEFAULT_TIMEOUT, Submitted};
 pub use command::Command;
 pub use error::QgaError;
 pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand, valid_env_entry};

@@ -71,7 +71,7 @@ impl AgentClient {
     pub(crate) async fn make_exec_dir(&self) -> Result<String, QgaError> {
         let dir = format!(
             "{}{}",
-            super::reap::EXEC_DIR_PREFIX,
+            super::sweep::EXEC_DIR_PREFIX,
             uuid::Uuid::new_v4().simple()
         );
         let setup = GuestExec {

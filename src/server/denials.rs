@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::sync::lock;
+
 /// The budget's window.
 pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 /// Peers named in one summary record.
@@ -57,10 +59,7 @@ impl DenialBudget {
     /// Whether this anonymous denial gets its records, and the summary of a window that
     /// just ended, if it left some out (the caller records it).
     pub(crate) fn check(&self, peer: &str, now: Instant) -> (bool, Option<Suppressed>) {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = lock(&self.state);
         let ended = roll(&mut st, now);
         if st.recorded < self.per_window {
             st.recorded += 1;
@@ -75,10 +74,7 @@ impl DenialBudget {
 
     /// The summary of a window that has ended with denials left out (periodic flush).
     pub(crate) fn expired(&self, now: Instant) -> Option<Suppressed> {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = lock(&self.state);
         roll(&mut st, now)
     }
 }
@@ -86,10 +82,7 @@ impl DenialBudget {
 impl DenialBudget {
     /// What the current window left out so far (shutdown: recorded before the log closes).
     pub(crate) fn take_pending(&self) -> Option<Suppressed> {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = lock(&self.state);
         (st.suppressed > 0).then(|| Suppressed {
             count: std::mem::take(&mut st.suppressed),
             peers: std::mem::take(&mut st.peers).into_iter().collect(),

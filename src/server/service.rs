@@ -11,10 +11,11 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{
     action::Action,
     exec::{self as exec_rpc, ExecRegistry},
+    exec_dir_sweeps::ExecDirSweeps,
     facts, files,
     gate::{Call, Gate},
     guests::Guests,
-    reap::Reaper,
+    passthrough,
     status::ApiError,
     streams::{BoundedStream, Held, StreamPermit, StreamRegistry},
     tasks,
@@ -42,7 +43,7 @@ pub(crate) struct Shared {
     /// Reachable through an admitted call only.
     pub(crate) guests: Guests,
     pub(crate) execs: ExecRegistry,
-    pub(crate) reaper: Reaper,
+    pub(crate) exec_dir_sweeps: ExecDirSweeps,
     pub(crate) shutdown: CancellationToken,
     pub(crate) exec_timeout: Duration,
     pub(crate) gate: Gate,
@@ -66,7 +67,7 @@ impl GuestAgentService {
             shared: Arc::new(Shared {
                 guests: Guests::new(guests),
                 execs: ExecRegistry::default(),
-                reaper: Reaper::new(config.exec_dir_sweep),
+                exec_dir_sweeps: ExecDirSweeps::new(config.sweep_exec_dirs_after),
                 shutdown,
                 exec_timeout: config.exec_timeout,
                 gate,
@@ -255,7 +256,7 @@ impl GuestAgent for GuestAgentService {
             Action::AgentCommand(detail),
             request,
             request.get_ref().domain.clone(),
-            facts::agent_command
+            passthrough::agent_command
         )
     }
 

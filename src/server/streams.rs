@@ -23,10 +23,7 @@ use tokio_stream::Stream;
 use tonic::Status;
 
 use super::{auth::Caller, status::ApiError};
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::sync::lock;
 
 /// Messages queued per stream at most, whatever their size (small messages too cost
 /// memory).

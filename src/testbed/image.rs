@@ -50,9 +50,7 @@ impl GuestImage {
 
     /// Like [`GuestImage::ensure`], with an explicit cache directory.
     pub fn ensure_in(cache: &Path) -> Result<Self, TestbedError> {
-        let _guard = BUILD
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = crate::sync::lock(&BUILD);
         let dir = cache.join(format!("guest-{}", input_key()));
         if dir.join("initrd-alt.img").exists() {
             return Ok(Self { dir });

@@ -15,7 +15,7 @@ use nix::unistd::{Gid, Uid};
 use tempfile::TempDir;
 
 use super::{Flavour, GuestImage, TestbedError, io_err, process::Supervised, wait_for_agent};
-use crate::{libvirt::LibvirtManager, transport::libvirt::LibvirtTransport};
+use crate::{libvirt::LibvirtManager, transport::libvirt_agent::LibvirtTransport};
 
 /// The uid/gid the daemon runs as when we are root.
 const NOBODY: u32 = 65534;

@@ -4,14 +4,16 @@
 //! - [`socket`]: the agent's UNIX socket (plain QEMU chardev, or qemu-ga's own
 //!   `unix-listen` mode), with the `guest-sync-delimited` discipline so that a stale reply
 //!   never reaches a caller;
-//! - [`libvirt`]: `virDomainQemuAgentCommand` through the `virt` crate, off the async runtime.
+//! - [`libvirt_agent`]: the agent of a libvirt domain, through `virDomainQemuAgentCommand`
+//!   (the `virt` crate), off the async runtime. (Connections to libvirtd themselves and
+//!   domain lookup are the crate-root [`crate::libvirt`].)
 //!
 //! The transport moves one request and one reply at a time; it knows command names only
 //! as strings and nothing of gRPC, policy or audit.
 
 mod error;
 pub mod framing;
-pub mod libvirt;
+pub mod libvirt_agent;
 pub mod socket;
 
 use std::time::Duration;
@@ -104,7 +106,7 @@ pub enum Transport {
     /// The agent's UNIX socket.
     Socket(socket::SocketTransport),
     /// A libvirt domain's agent channel.
-    Libvirt(libvirt::LibvirtTransport),
+    Libvirt(libvirt_agent::LibvirtTransport),
 }
 
 impl Transport {
@@ -153,7 +155,7 @@ impl Transport {
     pub fn chunk_bounds(&self) -> ChunkBounds {
         match self {
             Transport::Socket(_) => socket::CHUNK_BOUNDS,
-            Transport::Libvirt(_) => libvirt::CHUNK_BOUNDS,
+            Transport::Libvirt(_) => libvirt_agent::CHUNK_BOUNDS,
         }
     }
 }
@@ -164,8 +166,8 @@ impl From<socket::SocketTransport> for Transport {
     }
 }
 
-impl From<libvirt::LibvirtTransport> for Transport {
-    fn from(t: libvirt::LibvirtTransport) -> Self {
+impl From<libvirt_agent::LibvirtTransport> for Transport {
+    fn from(t: libvirt_agent::LibvirtTransport) -> Self {
         Transport::Libvirt(t)
     }
 }

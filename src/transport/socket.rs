@@ -158,8 +158,9 @@ const PIPELINE_DEPTH: usize = 2;
 /// written behind it until its reply is in.
 const PIPELINE_MAX_REQUEST: usize = 1024;
 
-/// A request taken from the queue, with its own deadline.
-struct Pending {
+/// A caller's request taken from the queue: what to send, its deadline, and where its
+/// reply goes.
+struct QueuedCall {
     request: AgentRequest,
     timeout: Duration,
     deadline: Instant,
@@ -168,7 +169,7 @@ struct Pending {
 
 /// A request written to the agent whose reply has not been read yet.
 struct InFlight {
-    pending: Pending,
+    call: QueuedCall,
     id: u64,
 }
 
@@ -212,16 +213,13 @@ impl Worker {
             let room = open
                 && held.is_none()
                 && inflight.len() < PIPELINE_DEPTH
-                && inflight.iter().all(|f| pipelinable(&f.pending.request));
+                && inflight.iter().all(|f| pipelinable(&f.call.request));
             let Some(front) = inflight.front() else {
                 continue;
             };
-            let (deadline, timeout) = (front.pending.deadline, front.pending.timeout);
+            let (deadline, timeout) = (front.call.deadline, front.call.timeout);
             let Some(conn) = self.conn.as_mut() else {
-                self.fail_all(
-                    inflight.drain(..).map(|f| f.pending),
-                    &TransportError::Closed,
-                );
+                self.fail_all(inflight.drain(..).map(|f| f.call), &TransportError::Closed);
                 continue;
             };
             let event = tokio::select! {
@@ -280,9 +278,9 @@ impl Worker {
         request: AgentRequest,
         timeout: Duration,
         reply: oneshot::Sender<Result<AgentReply, TransportError>>,
-    ) -> Option<Pending> {
+    ) -> Option<QueuedCall> {
         self.depth.fetch_sub(1, Ordering::Relaxed);
-        (!reply.is_closed()).then(|| Pending {
+        (!reply.is_closed()).then(|| QueuedCall {
             request,
             timeout,
             deadline: Instant::now() + timeout,
@@ -291,7 +289,7 @@ impl Worker {
     }
 
     /// Runs a command the agent answers only on failure, alone on the wire.
-    async fn single(&mut self, p: Pending) {
+    async fn single(&mut self, p: QueuedCall) {
         let result = match tokio::time::timeout_at(p.deadline, self.execute(&p.request)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout(p.timeout)),
@@ -307,7 +305,7 @@ impl Worker {
 
     /// Writes `p` (connecting and resyncing first if needed) and adds it to the window.
     /// A failed write drops the connection and fails everything in flight with it.
-    async fn send(&mut self, p: Pending, inflight: &mut VecDeque<InFlight>) {
+    async fn send(&mut self, p: QueuedCall, inflight: &mut VecDeque<InFlight>) {
         let id = random_id();
         let written = match tokio::time::timeout_at(p.deadline, self.write(&p.request, id)).await {
             Ok(r) => r,
@@ -316,10 +314,10 @@ impl Worker {
         match written {
             Ok(()) => {
                 tracing::trace!(id, execute = %p.request.execute, window = inflight.len() + 1, "request written");
-                inflight.push_back(InFlight { pending: p, id });
+                inflight.push_back(InFlight { call: p, id });
             }
             Err(e) => {
-                self.fail_all(inflight.drain(..).map(|f| f.pending), &e);
+                self.fail_all(inflight.drain(..).map(|f| f.call), &e);
                 let _ = p.reply.send(Err(e));
             }
         }
@@ -340,26 +338,26 @@ impl Worker {
     /// the rest of the window fails too and the connection is dropped (the next request
     /// resyncs).
     fn answer(&mut self, line: Result<Vec<u8>, TransportError>, inflight: &mut VecDeque<InFlight>) {
-        let Some(InFlight { pending, id }) = inflight.pop_front() else {
+        let Some(InFlight { call, id }) = inflight.pop_front() else {
             return;
         };
         tracing::trace!(id, line = %line.as_ref().map(|l| super::framing::preview(l)).unwrap_or_default(), "reply read");
         match line.and_then(|l| check_reply(&l, id)) {
             Ok(reply) => {
-                if pending.reply.send(Ok(reply)).is_err() {
+                if call.reply.send(Ok(reply)).is_err() {
                     tracing::debug!(path = %self.path.display(), "caller left before the agent answered");
                 }
             }
             Err(e) => {
-                self.fail_all(inflight.drain(..).map(|f| f.pending), &e);
-                let _ = pending.reply.send(Err(e));
+                self.fail_all(inflight.drain(..).map(|f| f.call), &e);
+                let _ = call.reply.send(Err(e));
             }
         }
     }
 
     /// Drops the connection and fails `pending`, the requests whose replies are lost with
     /// it because of `e`.
-    fn fail_all(&mut self, pending: impl Iterator<Item = Pending>, e: &TransportError) {
+    fn fail_all(&mut self, pending: impl Iterator<Item = QueuedCall>, e: &TransportError) {
         self.conn = None;
         for p in pending {
             let err = match e {

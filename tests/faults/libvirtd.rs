@@ -20,7 +20,7 @@ use ocloudview_atp::{
     libvirt::LibvirtManager,
     pb::{AgentCommandRequest, ListDomainsRequest, exec_event::Event},
     testbed::wait_for_agent,
-    transport::libvirt::LibvirtTransport,
+    transport::libvirt_agent::LibvirtTransport,
 };
 use sha2::{Digest, Sha256};
 use tonic::Code;

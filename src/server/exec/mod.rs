@@ -163,7 +163,9 @@ pub(crate) async fn exec(
         Ok(p) => p,
         Err(e) => return fail(call, e).await,
     };
-    s.shared.reaper.maybe_sweep(s, call.domain(), &client);
+    s.shared
+        .exec_dir_sweeps
+        .maybe_sweep(s, call.domain(), &client);
     let limits = exec_limits(s, &r, &call);
     let session = match client.exec_stream(&cmd).await {
         Ok(sess) => sess,

@@ -15,6 +15,7 @@ use tonic::Status;
 
 use super::super::{auth::Caller, gate::Call, status::ApiError};
 use crate::pb;
+use crate::sync::lock;
 
 /// Who started an exec: the caller's authentication kind *and* id, so a token identity
 /// spelled `uid:0` does not own the UNIX-socket execs of root.
@@ -71,10 +72,6 @@ pub(crate) struct ExecEntry {
     live: AtomicBool,
     /// How it ended, for attachers after the task has ended.
     finished: Mutex<Option<pb::ExecExited>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ExecEntry {

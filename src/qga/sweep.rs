@@ -1,4 +1,5 @@
-//! Removing exec directories a dead client left behind.
+//! Sweeping a guest: one pass that removes the exec directories a dead client left
+//! behind. (When the daemon sweeps which guest is `server::exec_dir_sweeps`.)
 //!
 //! Streaming exec keeps a program's output in a private guest directory
 //! (`/tmp/.atp-exec-<id>`, see [`super::exec`]) that the client removes when the program
@@ -17,7 +18,7 @@ pub(crate) const EXEC_DIR_PREFIX: &str = "/tmp/.atp-exec-";
 /// `$1`: minimum idle seconds; `$2...`: pids still in use by the caller. Prints each
 /// directory it removed. Skips symlinks, directories whose recorded program still runs or
 /// is listed, and directories whose newest mtime (itself, `out`, `err`) is too recent.
-const REAP: &str = r#"a=$1; shift; now=$(date +%s) || exit 1
+const SWEEP_SCRIPT: &str = r#"a=$1; shift; now=$(date +%s) || exit 1
 for d in /tmp/.atp-exec-*; do
   [ -d "$d" ] && [ ! -L "$d" ] || continue
   p=$(cat -- "$d/pid" 2>/dev/null); case $p in ''|*[!0-9]*) p= ;; esac
@@ -34,7 +35,7 @@ impl AgentClient {
     /// Removes the exec directories whose program is gone and whose files have not
     /// changed for `min_idle`, except those of `in_use` pids (the caller's own sessions,
     /// still being read). Returns the directories removed. Windows guests have none.
-    pub async fn reap_exec_dirs(
+    pub async fn sweep_exec_dirs(
         &self,
         min_idle: Duration,
         in_use: &[i64],
@@ -44,13 +45,13 @@ impl AgentClient {
         }
         let idle = min_idle.as_secs().to_string();
         let pids: Vec<String> = in_use.iter().map(i64::to_string).collect();
-        let mut args = vec!["-c", REAP, "atp-reap", idle.as_str()];
+        let mut args = vec!["-c", SWEEP_SCRIPT, "atp-sweep", idle.as_str()];
         args.extend(pids.iter().map(String::as_str));
         let r = self.run_small("/bin/sh", &args).await?;
         if r.exit_code != Some(0) {
             return Err(QgaError::Agent {
                 command: "guest-exec".into(),
-                class: "ReapFailed".into(),
+                class: "SweepFailed".into(),
                 desc: format!(
                     "removing abandoned exec directories failed (exit {:?}, signal {:?}): {}",
                     r.exit_code,

@@ -1,7 +1,8 @@
-//! Sweeping exec directories that an earlier daemon (one that crashed or was killed
-//! mid-exec) left in a guest; see [`AgentClient::reap_exec_dirs`]. A sweep starts in the
-//! background on an Exec to a guest not swept for [`REAP_INTERVAL`], so a restarted daemon
-//! cleans up where it works, without touching guests nobody uses.
+//! When to sweep which guest: a sweep ([`AgentClient::sweep_exec_dirs`]) removes the exec
+//! directories that an earlier daemon (one that crashed or was killed mid-exec) left in a
+//! guest. It starts in the background on an Exec to a guest not swept for
+//! [`SWEEP_INTERVAL`], so a restarted daemon cleans up where it works, without touching
+//! guests nobody uses.
 
 use std::{
     collections::HashMap,
@@ -11,20 +12,21 @@ use std::{
 
 use super::service::GuestAgentService;
 use crate::qga::{AgentClient, QgaError};
+use crate::sync::lock;
 
 /// Each guest is swept at most this often.
-pub(crate) const REAP_INTERVAL: Duration = Duration::from_secs(3600);
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// When each guest was last swept.
+/// When each guest was last swept; starts the sweeps that are due.
 #[derive(Debug)]
-pub(crate) struct Reaper {
+pub(crate) struct ExecDirSweeps {
     /// A directory is abandoned once its program is gone and its files were idle this
     /// long (`agent.sweep_exec_dirs_after_s`); `None`: never swept.
     min_idle: Option<Duration>,
     last: Mutex<HashMap<String, Instant>>,
 }
 
-impl Reaper {
+impl ExecDirSweeps {
     pub(crate) fn new(min_idle: Option<Duration>) -> Self {
         Self {
             min_idle,
@@ -32,19 +34,16 @@ impl Reaper {
         }
     }
 
-    /// Starts a background sweep of `domain` unless one started within [`REAP_INTERVAL`].
+    /// Starts a background sweep of `domain` unless one started within [`SWEEP_INTERVAL`].
     pub(crate) fn maybe_sweep(&self, s: &GuestAgentService, domain: &str, client: &AgentClient) {
         let Some(min_idle) = self.min_idle else {
             return;
         };
         {
-            let mut last = self
-                .last
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut last = lock(&self.last);
             if last
                 .get(domain)
-                .is_some_and(|t| t.elapsed() < REAP_INTERVAL)
+                .is_some_and(|t| t.elapsed() < SWEEP_INTERVAL)
             {
                 return;
             }
@@ -55,7 +54,7 @@ impl Reaper {
             // This daemon's own sessions (on any guest) are never swept, even when their
             // program has ended and the output is still being read.
             let in_use = svc.shared.execs.pids();
-            match client.reap_exec_dirs(min_idle, &in_use).await {
+            match client.sweep_exec_dirs(min_idle, &in_use).await {
                 Ok(dirs) if dirs.is_empty() => {
                     tracing::debug!(domain, "no abandoned exec directories");
                 }
