@@ -142,10 +142,15 @@ async fn attach_resumes_after_the_client_leaves_and_cancel_kills() {
     assert_eq!(again.exited.unwrap().exit_code, Some(0));
 
     // Detach, then cancel while nobody is attached, then attach to see the end.
-    let mut r = sh_request("host", "echo started; sleep 30");
+    // The host agent's guest is this host: the marker shows "started" was written.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let script = format!("echo started; touch {}; sleep 30", marker.display());
+    let mut r = sh_request("host", &script);
     r.detach = true;
     let o = drain_exec(c.exec(r).await.unwrap().into_inner()).await;
     assert!(o.exited.is_none() && !o.exec_id.is_empty());
+    common::eventually(|| marker.exists(), "the program wrote its first line").await;
     let k = c
         .exec_cancel(ExecCancelRequest {
             exec_id: o.exec_id.clone(),
