@@ -4,6 +4,7 @@
 //! host qemu-ga — over the UNIX socket, and over TCP with a bearer token — and reads the
 //! machine-readable reason (`google.rpc.ErrorInfo`) of failed calls: GUEST_NOT_FOUND for
 //! an unknown guest, POLICY_DENIED (naming the plugin) for a guest a policy denies.
+//! Over the UNIX socket the channels use gRPC's defaults (no `grpc.default_authority`).
 //! Needs `.venv` from `scripts/setup.sh`; without it the tests fail, never skip.
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
@@ -89,6 +90,29 @@ async fn python_client_over_the_unix_socket() {
     assert_eq!(
         std::fs::metadata(agent.dir().join("py.bin")).unwrap().len(),
         3 << 20
+    );
+}
+
+/// Over the UNIX socket the client's channel runs with gRPC's defaults: C-core derives
+/// `:authority` `tmp%2F...sock` from the socket path (the test above), grpc-go and
+/// grpcurl `-unix` send the path itself (this test). Both were refused by the HTTP/2 server
+/// as malformed before the daemon rewrote them (`server/authority.rs`).
+#[tokio::test]
+async fn python_client_over_the_unix_socket_with_a_path_as_authority() {
+    let agent = HostAgent::start().unwrap();
+    let d = daemon_for(&agent, "").await;
+    let server = format!("unix://{}", d.socket.display());
+    let dir = agent.dir().display().to_string();
+    let path = d.socket.display().to_string();
+    let out = python(
+        "test_atp_client.py",
+        &["--server", &server, "--dir", &dir, "--authority", &path],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "test_atp_client.py failed ({}); its output is above",
+        out.status
     );
 }
 

@@ -179,8 +179,9 @@ class ExecResult:
 def channel_target(server: str) -> tuple[str, list]:
     """gRPC target and channel options for `unix:///path`, `tcp://host:port` or `host:port`."""
     if server.startswith("unix:"):
-        # gRPC derives the :authority header from the target; a socket path is no authority.
-        return server, [("grpc.default_authority", "localhost")]
+        # The channel's defaults work: the daemon takes whatever :authority a client
+        # derives from the socket path.
+        return server, []
     return server.removeprefix("tcp://"), []
 
 
@@ -188,10 +189,16 @@ class AtpClient:
     """One channel to the daemon. `token` is sent as `authorization: Bearer <token>`;
     `timeout` (seconds) is the deadline of every call (None: no deadline)."""
 
-    def __init__(self, server: str, token: str | None = None, timeout: float | None = None):
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        timeout: float | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ):
         self.pb, pb_grpc = stubs()
-        target, options = channel_target(server)
-        self.channel = grpc.insecure_channel(target, options=options)
+        target, defaults = channel_target(server)
+        self.channel = grpc.insecure_channel(target, options=[*defaults, *options])
         self.stub = pb_grpc.GuestAgentStub(self.channel)
         self.metadata = [("authorization", f"Bearer {token}")] if token else []
         self.timeout = timeout

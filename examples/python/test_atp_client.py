@@ -140,11 +140,16 @@ def main() -> int:
     ap.add_argument("--domain", default="host", help="guest to use (default: host)")
     ap.add_argument("--token", help="bearer token")
     ap.add_argument("--denied", help="a guest name the daemon's policy denies pinging")
+    ap.add_argument(
+        "--authority",
+        help="send this :authority (e.g. the socket path, as grpc-go and grpcurl -unix do)",
+    )
     a = ap.parse_args()
+    options = [("grpc.default_authority", a.authority)] if a.authority else []
     tests = TESTS + ([policy_denial_test(a.denied)] if a.denied else [])
 
     failed = []
-    with AtpClient(a.server, a.token, timeout=60) as atp:
+    with AtpClient(a.server, a.token, timeout=60, options=options) as atp:
         for test in tests:
             print(f"{test.__name__} ...", flush=True)
             try:

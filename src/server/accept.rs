@@ -23,6 +23,8 @@ use tokio::{
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
+use super::authority::AuthorityFix;
+
 /// Pause after an accept failed for want of file descriptors or memory, so the loop
 /// waits for connections to end instead of spinning on the error.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -54,9 +56,11 @@ impl Listener for TcpListener {
 }
 
 impl Listener for UnixListener {
-    type Io = UnixStream;
-    async fn accept_one(&self) -> io::Result<UnixStream> {
-        self.accept().await.map(|(s, _)| s)
+    /// Any `:authority` a client derives from a socket path is taken (see
+    /// [`AuthorityFix`]).
+    type Io = AuthorityFix<UnixStream>;
+    async fn accept_one(&self) -> io::Result<Self::Io> {
+        self.accept().await.map(|(s, _)| AuthorityFix::new(s))
     }
 }
 

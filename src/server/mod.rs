@@ -4,6 +4,7 @@
 mod accept;
 mod action;
 pub mod auth;
+mod authority;
 mod budget;
 mod daemon;
 mod denials;
