@@ -2,8 +2,13 @@
 //! commands to a domain through libvirt is [`crate::transport::libvirt_agent`].)
 //!
 //! All calls block (libvirt's C API); async callers run them on the blocking pool.
+//!
+//! libvirt's default event loop is registered before the first connection and run on a
+//! thread of its own, so connections can use keepalive ([`LibvirtManager::keep_alive`]):
+//! without it a hypervisor that stops answering (hung libvirtd, dead network to a remote
+//! host) hangs every call on its connection until TCP gives up, which can take hours.
 
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 use virt::{connect::Connect, error::ErrorNumber};
 
@@ -67,6 +72,30 @@ fn silence_libvirt_stderr() {
     ONCE.call_once(virt::error::clear_error_callback);
 }
 
+/// Registers libvirt's default event loop (once per process, before any connection) and
+/// runs it on the `atp-libvirt-events` thread. Keepalive needs it.
+fn event_loop() -> Result<(), LibvirtError> {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    STARTED
+        .get_or_init(|| {
+            virt::event::event_register_default_impl().map_err(|e| e.message().to_owned())?;
+            std::thread::Builder::new()
+                .name("atp-libvirt-events".into())
+                .spawn(|| {
+                    loop {
+                        if let Err(e) = virt::event::event_run_default_impl() {
+                            tracing::warn!(error = %e, "libvirt event loop iteration failed");
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                    }
+                })
+                .map(drop)
+                .map_err(|e| format!("cannot start the libvirt event thread: {e}"))
+        })
+        .clone()
+        .map_err(LibvirtError::Other)
+}
+
 impl LibvirtManager {
     /// Connects to the default hypervisor (`$LIBVIRT_DEFAULT_URI`, else libvirt's default,
     /// `qemu:///system` for root).
@@ -81,6 +110,7 @@ impl LibvirtManager {
 
     fn open(uri: Option<&str>) -> Result<Self, LibvirtError> {
         silence_libvirt_stderr();
+        event_loop()?;
         let conn = Connect::open(uri).map_err(|e| LibvirtError::Connect {
             uri: uri.unwrap_or("default").to_owned(),
             message: e.message().to_owned(),
@@ -94,6 +124,17 @@ impl LibvirtManager {
     /// The URI libvirt reports for this connection.
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// Turns libvirt keepalive on: a probe after `interval_s` seconds without traffic, and
+    /// the connection closed after `count` unanswered probes, so calls on a hypervisor that
+    /// stopped answering fail (with "connection closed due to keepalive timeout") instead
+    /// of hanging. Drivers without keepalive (`test:///`) are left as they are.
+    pub fn keep_alive(&self, interval_s: u32, count: u32) {
+        let interval = i32::try_from(interval_s).unwrap_or(i32::MAX);
+        if let Err(e) = self.conn.set_keep_alive(interval, count) {
+            tracing::debug!(uri = %self.uri, error = %e, "libvirt keepalive not set");
+        }
     }
 
     /// Whether the connection is still usable.

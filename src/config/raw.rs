@@ -149,6 +149,13 @@ pub struct RawHypervisor {
     pub name: String,
     /// libvirt URI.
     pub uri: String,
+    /// Seconds of silence before libvirt sends a keepalive probe (default 5).
+    pub keepalive_interval_s: Option<u32>,
+    /// Unanswered probes after which the connection is closed (default 3).
+    pub keepalive_count: Option<u32>,
+    /// libvirt calls in flight on the connection at once (default 5, libvirtd's
+    /// `max_client_requests`).
+    pub max_requests: Option<u32>,
 }
 
 /// `[[guests]]`: one guest reached through its agent socket.

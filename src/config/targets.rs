@@ -15,7 +15,21 @@ pub struct HypervisorConfig {
     pub name: String,
     /// libvirt URI.
     pub uri: String,
+    /// Seconds of silence before a keepalive probe (1..=3600).
+    pub keepalive_interval_s: u32,
+    /// Unanswered probes before libvirt closes the connection (1..=100): a hypervisor that
+    /// stops answering is declared down after about `interval × (count + 1)` seconds.
+    pub keepalive_count: u32,
+    /// libvirt calls in flight on the connection at once (1..=1000).
+    pub max_requests: u32,
 }
+
+/// Defaults of `[[hypervisors]]`' connection settings.
+pub const KEEPALIVE_INTERVAL_S: u32 = 5;
+/// See [`HypervisorConfig::keepalive_count`].
+pub const KEEPALIVE_COUNT: u32 = 3;
+/// libvirtd's default `max_client_requests`.
+pub const MAX_REQUESTS: u32 = 5;
 
 /// A validated `[[guests]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +62,24 @@ pub(super) fn hypervisors(
                 "not a libvirt URI (e.g. qemu:///system)",
             ));
         }
+        let ranged = |key: &str, v: Option<u32>, default: u32, max: u32| match v {
+            None => Ok(default),
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            Some(n) => Err(invalid(
+                &format!("hypervisors[{i}].{key}"),
+                &n.to_string(),
+                &format!("must be 1..={max}"),
+            )),
+        };
         hypervisors.push(HypervisorConfig {
+            keepalive_interval_s: ranged(
+                "keepalive_interval_s",
+                h.keepalive_interval_s,
+                KEEPALIVE_INTERVAL_S,
+                3600,
+            )?,
+            keepalive_count: ranged("keepalive_count", h.keepalive_count, KEEPALIVE_COUNT, 100)?,
+            max_requests: ranged("max_requests", h.max_requests, MAX_REQUESTS, 1000)?,
             name: h.name,
             uri: h.uri,
         });

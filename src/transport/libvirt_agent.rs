@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use virt::{domain::Domain, error::ErrorNumber};
 
 use super::{
@@ -57,6 +57,8 @@ pub struct LibvirtTransport {
     name: Arc<str>,
     jobs: mpsc::Sender<Job>,
     depth: Arc<AtomicUsize>,
+    /// Shared with the worker: set by [`LibvirtTransport::with_limiter`].
+    limiter: Arc<std::sync::OnceLock<Arc<Semaphore>>>,
 }
 
 impl LibvirtTransport {
@@ -66,15 +68,17 @@ impl LibvirtTransport {
         let domain = Arc::new(domain);
         let name: Arc<str> = name.into();
         let depth = Arc::new(AtomicUsize::new(0));
+        let limiter = Arc::new(std::sync::OnceLock::<Arc<Semaphore>>::new());
         let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         let (d, n, q) = (Arc::clone(&domain), Arc::clone(&name), Arc::clone(&depth));
+        let l = Arc::clone(&limiter);
         tokio::spawn(async move {
             while let Some((request, timeout, reply)) = rx.recv().await {
                 q.fetch_sub(1, Ordering::Relaxed);
                 if reply.is_closed() {
                     continue;
                 }
-                let res = execute(&d, &n, request, timeout).await;
+                let res = execute(&d, &n, request, timeout, l.get().cloned()).await;
                 let _ = reply.send(res);
             }
         });
@@ -83,7 +87,17 @@ impl LibvirtTransport {
             name,
             jobs,
             depth,
+            limiter,
         }
+    }
+
+    /// Runs every command of this domain within `limiter`, shared by all domains of one
+    /// libvirt connection: libvirtd serves at most `max_client_requests` calls of a
+    /// connection at once and stops reading the rest. A permit is held for as long as
+    /// libvirt runs the call, even past our own deadline.
+    pub fn with_limiter(self, limiter: Arc<Semaphore>) -> Self {
+        let _ = self.limiter.set(limiter);
+        self
     }
 
     /// Requests waiting for this domain's worker.
@@ -140,6 +154,7 @@ async fn execute(
     name: &Arc<str>,
     request: AgentRequest,
     timeout: Duration,
+    limiter: Option<Arc<Semaphore>>,
 ) -> Result<AgentReply, TransportError> {
     let request_expects_reply = request.expects_reply;
     let json = String::from_utf8(request.to_json(None))
@@ -154,8 +169,17 @@ async fn execute(
         .max(1);
     let domain = Arc::clone(domain);
     let name = Arc::clone(name);
+    let permit = match limiter {
+        Some(l) => Some(
+            l.acquire_owned()
+                .await
+                .map_err(|_| TransportError::Stopped)?,
+        ),
+        None => None,
+    };
     let task = tokio::task::spawn_blocking(move || {
         let out = domain.qemu_agent_command(&json, secs, 0);
+        drop(permit);
         out.map_err(|e| (e, name))
     });
     let joined = tokio::time::timeout(timeout + SYNC_ALLOWANCE, task)
@@ -207,6 +231,7 @@ fn classify(
         "Cannot recv data",
         "Cannot write data",
         "no valid connection",
+        "keepalive timeout",
     ];
     if LOST.iter().any(|m| msg.contains(m)) {
         return Err(TransportError::ConnectionLost(msg.to_owned()));

@@ -3,8 +3,9 @@
 //! daemon keeps running; the TCG guest reset under a streaming Exec; 1,000 random client
 //! cancellations against a guest's agent socket without one misrouted reply; the session
 //! libvirtd restarted under a ping load; SIGTERM in the middle of a 64 MiB ReadFile (exit
-//! 0, handles closed, the audit outcome written); and a ReadFile asking for 64 MiB chunks
-//! over libvirt, which must be clamped and leave the domain's agent healthy.
+//! 0, handles closed, the audit outcome written); a ReadFile asking for 64 MiB chunks
+//! over libvirt, which must be clamped and leave the domain's agent healthy; and a hung
+//! (SIGSTOPped) libvirtd, which keepalive turns into UNAVAILABLE, then a reconnect.
 //!
 //! Every wait is bounded. The tests that boot a guest hold [`GUEST`] while it runs, so at
 //! most one TCG guest runs at a time.
@@ -17,6 +18,7 @@ mod agent;
 mod guest;
 mod helpers;
 mod libvirtd;
+mod libvirtd_hung;
 mod libvirtd_process;
 mod respawned;
 mod shutdown;

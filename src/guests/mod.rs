@@ -10,9 +10,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+mod hypervisor;
+
+use self::hypervisor::Hypervisor;
 use crate::{
     config::Config,
-    libvirt::{LibvirtError, LibvirtManager},
+    libvirt::LibvirtError,
     qga::AgentClient,
     sync::lock,
     transport::{libvirt_agent::LibvirtTransport, socket::SocketTransport},
@@ -30,15 +33,6 @@ pub enum GuestError {
     /// A hypervisor could not be asked.
     #[error(transparent)]
     Libvirt(#[from] LibvirtError),
-}
-
-#[derive(Debug)]
-struct Hypervisor {
-    name: String,
-    uri: String,
-    /// Opened on first use and reopened when it dies. Held only for short, non-async
-    /// sections (a clone of the handle is taken out).
-    conn: Mutex<Option<LibvirtManager>>,
 }
 
 /// One guest as listed by [`GuestRegistry::list`].
@@ -89,13 +83,7 @@ impl GuestRegistry {
         let hypervisors = config
             .hypervisors
             .iter()
-            .map(|h| {
-                Arc::new(Hypervisor {
-                    name: h.name.clone(),
-                    uri: h.uri.clone(),
-                    conn: Mutex::new(None),
-                })
-            })
+            .map(|h| Arc::new(Hypervisor::new(h)))
             .collect();
         Self {
             direct,
@@ -133,12 +121,12 @@ impl GuestRegistry {
         for hv in candidates {
             let dom_name = domain.to_owned();
             let hv2 = Arc::clone(&hv);
-            let found = tokio::task::spawn_blocking(move || {
-                hv2.lookup(&dom_name)
-                    .map(|d| d.map(|d| (d.uuid_string().unwrap_or_default(), d)))
-            })
-            .await
-            .map_err(|e| LibvirtError::Other(format!("lookup task failed: {e}")))??;
+            let found = hv
+                .blocking(move || {
+                    hv2.lookup(&dom_name)
+                        .map(|d| d.map(|d| (d.uuid_string().unwrap_or_default(), d)))
+                })
+                .await?;
             if let Some((uuid, dom)) = found {
                 // One client (one queue) per domain, however it is named: `web-01`,
                 // `local/web-01` and its UUID all share it.
@@ -147,7 +135,9 @@ impl GuestRegistry {
                 let client = by_key
                     .entry(key)
                     .or_insert_with(|| {
-                        AgentClient::new(LibvirtTransport::new(dom, domain))
+                        let transport = LibvirtTransport::new(dom, domain)
+                            .with_limiter(Arc::clone(&hv.limiter));
+                        AgentClient::new(transport)
                             .with_timeout(self.agent_timeout)
                             .with_handle_limit(self.handle_limit)
                     })
@@ -177,9 +167,7 @@ impl GuestRegistry {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         for hv in &self.hypervisors {
             let hv2 = Arc::clone(hv);
-            let domains = tokio::task::spawn_blocking(move || hv2.list_domains())
-                .await
-                .map_err(|e| LibvirtError::Other(format!("listing task failed: {e}")))??;
+            let domains = hv.blocking(move || hv2.list_domains()).await?;
             for d in domains {
                 out.push(GuestEntry {
                     name: format!("{}/{}", hv.name, d.name),
@@ -207,7 +195,7 @@ impl GuestRegistry {
     /// next request reconnects and looks the domain up again.
     pub fn reconnect(&self) {
         for hv in &self.hypervisors {
-            *lock(&hv.conn) = None;
+            hv.drop_connection();
         }
         lock(&self.by_domain).clear();
         lock(&self.resolved).clear();
@@ -221,47 +209,5 @@ impl GuestRegistry {
         tracing::debug!(guest = name, "forgetting cached libvirt domains");
         lock(&self.by_domain).clear();
         lock(&self.resolved).clear();
-    }
-}
-
-impl Hypervisor {
-    /// Blocking: looks `domain` up, reconnecting once if the connection died.
-    fn lookup(&self, domain: &str) -> Result<Option<crate::libvirt::Domain>, LibvirtError> {
-        let mgr = self.manager()?;
-        match mgr.lookup_domain(domain) {
-            Ok(d) => Ok(Some(d)),
-            Err(LibvirtError::DomainNotFound { .. }) => Ok(None),
-            Err(e) if !mgr.is_alive() => {
-                *lock(&self.conn) = None;
-                tracing::warn!(hypervisor = %self.name, error = %e, "libvirt connection lost; reconnecting");
-                match self.manager()?.lookup_domain(domain) {
-                    Ok(d) => Ok(Some(d)),
-                    Err(LibvirtError::DomainNotFound { .. }) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Blocking: lists the domains, reconnecting once if the connection died.
-    fn list_domains(&self) -> Result<Vec<crate::libvirt::DomainSummary>, LibvirtError> {
-        match self.manager()?.list_domains() {
-            Err(e) if !self.manager()?.is_alive() => {
-                tracing::warn!(hypervisor = %self.name, error = %e, "libvirt connection lost; reconnecting");
-                *lock(&self.conn) = None;
-                self.manager()?.list_domains()
-            }
-            other => other,
-        }
-    }
-
-    fn manager(&self) -> Result<LibvirtManager, LibvirtError> {
-        if let Some(m) = lock(&self.conn).as_ref() {
-            return Ok(m.clone());
-        }
-        let m = LibvirtManager::connect_uri(&self.uri)?;
-        *lock(&self.conn) = Some(m.clone());
-        Ok(m)
     }
 }
