@@ -5,6 +5,7 @@ mod client;
 mod cp;
 #[cfg(feature = "testbed")]
 mod demo;
+mod fanout;
 mod policy;
 mod remote;
 mod run;
@@ -77,12 +78,16 @@ enum Command {
     Info(DomainArg),
     /// The guest's operating system.
     Osinfo(DomainArg),
-    /// Run a program in a guest, with live output; its exit code becomes atp's.
+    /// Run a program in a guest, with live output; its exit code becomes atp's. With
+    /// `--guests PATTERN`, on every matching guest, output lines prefixed with the guest.
     Exec {
-        /// The guest.
-        domain: String,
+        /// The guest (not with --guests).
+        #[arg(required_unless_present = "guests", conflicts_with = "guests")]
+        domain: Option<String>,
         #[command(flatten)]
         opts: run::ExecOpts,
+        #[command(flatten)]
+        fanout: fanout::FanoutOpts,
         /// Program and arguments (after --).
         #[arg(last = true, required = true)]
         argv: Vec<String>,
@@ -194,7 +199,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Info(d) => remote::info(conn, d.domain, d.output).await.map(|()| 0),
         Command::Osinfo(d) => remote::osinfo(conn, d.domain, d.output).await.map(|()| 0),
         Command::Tasks(d) => remote::tasks(conn, d.domain, d.output).await.map(|()| 0),
-        Command::Exec { domain, opts, argv } => run::exec(conn, domain, argv, &opts).await,
+        Command::Exec {
+            domain,
+            opts,
+            fanout,
+            argv,
+        } => match domain {
+            Some(domain) => run::exec(conn, domain, argv, &opts).await,
+            None => run::exec_many(conn, argv, &opts, &fanout).await,
+        },
         Command::Sh {
             domain,
             command,

@@ -58,6 +58,21 @@ pub async fn exec(
     argv: Vec<String>,
     o: &ExecOpts,
 ) -> Result<u8, ClientError> {
+    start(conn, request(domain, argv_command(argv)?, o)?).await
+}
+
+/// `atp exec --guests PATTERN -- ARGV...`
+pub async fn exec_many(
+    conn: &Connection,
+    argv: Vec<String>,
+    o: &ExecOpts,
+    fanout: &super::fanout::FanoutOpts,
+) -> Result<u8, ClientError> {
+    let req = request(String::new(), argv_command(argv)?, o)?;
+    super::fanout::exec(conn, req, fanout).await
+}
+
+fn argv_command(argv: Vec<String>) -> Result<pb::exec_request::Command, ClientError> {
     let mut argv = argv.into_iter();
     let path = argv.next().ok_or_else(|| {
         ClientError::new(
@@ -65,11 +80,10 @@ pub async fn exec(
             "nothing to run: atp exec DOM -- PROGRAM [ARGS]",
         )
     })?;
-    let cmd = pb::exec_request::Command::Argv(pb::Argv {
+    Ok(pb::exec_request::Command::Argv(pb::Argv {
         path,
         args: argv.collect(),
-    });
-    start(conn, request(domain, cmd, o)?).await
+    }))
 }
 
 /// `atp sh DOM 'CMD'`
