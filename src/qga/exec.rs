@@ -100,7 +100,7 @@ impl GuestExecCommand {
         self
     }
 
-    fn validate(&self) -> Result<(), QgaError> {
+    pub(crate) fn validate(&self) -> Result<(), QgaError> {
         let bad = |what: &str| Err(QgaError::InvalidArgument(what.to_owned()));
         if self.path.is_empty() {
             return bad("exec: empty program path");
@@ -394,6 +394,17 @@ impl AgentClient {
             ));
         }
         let dir = self.make_exec_dir().await?;
+        self.start_in(cmd, dir, started).await
+    }
+
+    /// Starts `cmd` under the wrapper in `dir` (made by [`AgentClient::make_dir`]) and
+    /// opens its output files; on failure nothing is left running and `dir` is removed.
+    pub(crate) async fn start_in(
+        &self,
+        cmd: &GuestExecCommand,
+        dir: String,
+        started: Instant,
+    ) -> Result<ExecSession, QgaError> {
         let pid = match self.call(&cmd.redirected(&dir)).await {
             Ok(p) => p.pid,
             Err(e) => {

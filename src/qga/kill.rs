@@ -73,12 +73,35 @@ impl AgentClient {
         self.kill_running(pid, dir.as_deref()).await
     }
 
+    /// [`AgentClient::kill`] for a process whose recorded start time is in `start_file`
+    /// (a helper process of this crate, such as a stdin holder).
+    pub(crate) async fn kill_with_start(
+        &self,
+        pid: i64,
+        start_file: &str,
+    ) -> Result<KillOutcome, QgaError> {
+        let st = self.call(&GuestExecStatus { pid }).await?;
+        if st.exited {
+            return Ok(KillOutcome::Exited(st));
+        }
+        self.kill_verified(pid, Some(start_file.to_owned())).await
+    }
+
     /// The kill itself, once `guest-exec-status` said `pid` runs; `dir` is its exec
     /// directory (holding the recorded start time), if it has one.
     pub(crate) async fn kill_running(
         &self,
         pid: i64,
         dir: Option<&str>,
+    ) -> Result<KillOutcome, QgaError> {
+        self.kill_verified(pid, dir.map(|d| format!("{d}/start")))
+            .await
+    }
+
+    async fn kill_verified(
+        &self,
+        pid: i64,
+        start_file: Option<String>,
     ) -> Result<KillOutcome, QgaError> {
         let os = self.os().await?;
         let cmd = if os.is_windows() {
@@ -95,7 +118,7 @@ impl AgentClient {
                     KILL_VERIFIED.into(),
                     "atp-kill".into(),
                     pid.to_string(),
-                    dir.map(|d| format!("{d}/start")).unwrap_or_default(),
+                    start_file.unwrap_or_default(),
                 ],
                 env: vec![DEFAULT_PATH.to_owned()],
                 ..GuestExec::default()

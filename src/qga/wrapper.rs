@@ -19,12 +19,14 @@ use super::{
 /// its state in positional parameters, not in variables an entry could overwrite.
 /// `setsid` (no fork: qemu-ga's child is not a group leader) gives the program its own
 /// session and process group, keeping the pid; without a `setsid` the program runs in
-/// the agent's group and only its process tree is killed.
+/// the agent's group and only its process tree is killed. When `DIR` holds a FIFO `in`
+/// (streamed stdin, see [`super::stdin`]), it is the program's stdin.
 const WRAPPER: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; echo "$q/$1"; return 0; fi; done; IFS=$o; return 1; }
 t() { shift 19; echo "$1"; }
 d=$1; c=$2; m=$3; k=$4; shift 4
 echo $$ >"$d/pid"
 if read -r s </proc/$$/stat; then t ${s##*) } >"$d/start"; fi
+if [ -p "$d/in" ]; then exec <"$d/in"; fi
 exec >"$d/out" 2>"$d/err"
 if [ -n "$c" ]; then cd -- "$c" || exit 126; fi
 p=$1; shift
@@ -37,7 +39,7 @@ i=1; while [ "$i" -lt "$m" ]; do set -- "$@" "$1"; shift; i=$((i + 1)); done
 set -- "$k" "$@"
 while [ "$1" -gt 0 ]; do c=$(($1 - 1)); e=$2; shift 2; set -- "$c" "$@"; export "$e"; done
 shift; exec "$@""#;
-const SETUP: &str = r#"umask 077; mkdir -- "$1" && : >"$1/out" && : >"$1/err""#;
+const SETUP: &str = r#"umask 077; mkdir -- "$1" && : >"$1/out" && : >"$1/err" && { [ -z "$2" ] || mkfifo "$1/in"; }"#;
 
 impl GuestExecCommand {
     /// The same command under the redirecting wrapper, writing into `dir`. The wrapper's
@@ -69,6 +71,11 @@ impl GuestExecCommand {
 impl AgentClient {
     /// Creates a private per-exec directory in the guest's /tmp.
     pub(crate) async fn make_exec_dir(&self) -> Result<String, QgaError> {
+        self.make_dir(false).await
+    }
+
+    /// [`AgentClient::make_exec_dir`], with a FIFO `in` for streamed stdin when `fifo`.
+    pub(crate) async fn make_dir(&self, fifo: bool) -> Result<String, QgaError> {
         let dir = format!(
             "{}{}",
             super::sweep::EXEC_DIR_PREFIX,
@@ -76,7 +83,13 @@ impl AgentClient {
         );
         let setup = GuestExec {
             path: "/bin/sh".into(),
-            arg: vec!["-c".into(), SETUP.into(), "atp-setup".into(), dir.clone()],
+            arg: vec![
+                "-c".into(),
+                SETUP.into(),
+                "atp-setup".into(),
+                dir.clone(),
+                if fifo { "fifo" } else { "" }.into(),
+            ],
             ..GuestExec::default()
         };
         let pid = self.call(&setup).await?.pid;

@@ -71,6 +71,9 @@ impl AgentError {
                     (Reason::CommandDisabled, Code::FailedPrecondition)
                 } else if class == "CommandNotFound" {
                     (Reason::CommandUnknown, Code::Unimplemented)
+                } else if class == "Unsupported" {
+                    // Ours: what this guest cannot do (e.g. streamed stdin on Windows).
+                    (Reason::GuestUnsupported, Code::FailedPrecondition)
                 } else {
                     match generic(desc) {
                         (Reason::GuestError, Code::Unknown) if self.helper => {

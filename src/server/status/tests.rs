@@ -188,6 +188,11 @@ fn cases() -> Vec<(ApiError, Code, Reason)> {
             R::CommandUnknown,
         ),
         (
+            q(agent("Unsupported", "streamed stdin needs a POSIX guest")),
+            Code::FailedPrecondition,
+            R::GuestUnsupported,
+        ),
+        (
             q(agent("GenericError", "boom")),
             Code::Unknown,
             R::GuestError,

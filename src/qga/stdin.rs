@@ -1,0 +1,175 @@
+//! Streamed stdin for a guest program, with stock qemu-ga (POSIX guests).
+//!
+//! qemu-ga makes every `guest-file-open`ed descriptor non-blocking and writes through
+//! stdio, so writing into a pipe with `guest-file-write` loses track of partial writes.
+//! Instead the exec's private directory holds a FIFO `in`, which the wrapper makes the
+//! program's stdin, and:
+//! - a **holder**, started by `guest-exec` before the program (so it is the agent's child,
+//!   with its start time recorded in `hstart`), keeps a write end open, so the program does
+//!   not see EOF between chunks. It exits by itself once the directory is gone, so a daemon
+//!   that dies mid-session leaves no holder behind for long;
+//! - each chunk is one short `guest-exec` of `cat >in` with the chunk as `input-data`:
+//!   qemu-ga feeds it asynchronously, so a writer blocked on a full pipe never blocks the
+//!   agent. The next chunk waits until the previous writer exited (order, and
+//!   backpressure: a program that does not read holds the stream back);
+//! - EOF is the holder killed (verified, like every kill): the program reads what is left,
+//!   then end of file.
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+
+use super::{
+    AgentClient, ExecSession, GuestExecCommand, QgaError, commands::GuestExec, exec::DEFAULT_PATH,
+    kill::KillOutcome,
+};
+
+/// The holder: records its start time, keeps `in` open read-write on fd 3 (never blocks,
+/// holds a write end), and polls for its directory (the sleeps do not inherit fd 3).
+const HOLDER: &str = r#"d=$1
+t() { shift 19; echo "$1"; }
+if read -r s </proc/$$/stat; then t ${s##*) } >"$d/hstart"; fi
+exec 3<>"$d/in" || exit 1
+while [ -p "$d/in" ]; do sleep 2 3<&-; done"#;
+
+/// One chunk: stdin (the chunk, from qemu-ga) into the FIFO.
+const WRITER: &str = r#"exec cat >"$1/in""#;
+
+/// The input side of an interactive exec: [`StdinFeed::write`] chunks in order, then
+/// [`StdinFeed::close`] (EOF). Call [`StdinFeed::abort`] when the session ends otherwise:
+/// a dropped feed leaves its holder until the exec's directory is removed.
+#[derive(Debug)]
+pub struct StdinFeed {
+    client: AgentClient,
+    dir: String,
+    holder: Option<i64>,
+    writer: Option<i64>,
+    /// Bytes per writer: the transport's write bound.
+    chunk: usize,
+}
+
+impl AgentClient {
+    /// Starts `cmd` (POSIX guests) with its stdin fed through the returned [`StdinFeed`];
+    /// `cmd.input_data` must be empty. Windows guests answer `Unsupported`.
+    pub async fn exec_interactive(
+        &self,
+        cmd: &GuestExecCommand,
+    ) -> Result<(ExecSession, StdinFeed), QgaError> {
+        cmd.validate()?;
+        if cmd.input_data.is_some() {
+            return Err(QgaError::InvalidArgument(
+                "an interactive exec takes its stdin from the feed, not from input_data".into(),
+            ));
+        }
+        if self.os().await?.is_windows() {
+            return Err(QgaError::Agent {
+                command: "guest-exec".into(),
+                class: "Unsupported".into(),
+                desc: "streamed stdin needs a POSIX guest (mkfifo, cat, sleep)".into(),
+            });
+        }
+        let started = std::time::Instant::now();
+        let dir = self.make_dir(true).await?;
+        let holder = GuestExec {
+            path: "/bin/sh".into(),
+            arg: vec!["-c".into(), HOLDER.into(), "atp-stdin".into(), dir.clone()],
+            env: vec![DEFAULT_PATH.to_owned()],
+            ..GuestExec::default()
+        };
+        let holder = match self.call(&holder).await {
+            Ok(p) => p.pid,
+            Err(e) => {
+                self.remove_dir(&dir).await;
+                return Err(e);
+            }
+        };
+        let mut feed = StdinFeed {
+            client: self.clone(),
+            dir: dir.clone(),
+            holder: Some(holder),
+            writer: None,
+            chunk: self.transport().chunk_bounds().max_write,
+        };
+        match self.start_in(cmd, dir, started).await {
+            Ok(session) => Ok((session, feed)),
+            Err(e) => {
+                // The directory is gone; the holder sees that within its poll.
+                feed.abort().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl StdinFeed {
+    /// Writes `data` to the program's stdin, in order. Returns once the guest took it
+    /// (the program may not have read it yet): a program that does not read holds it back.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), QgaError> {
+        if self.holder.is_none() {
+            return Err(QgaError::InvalidArgument("stdin is already closed".into()));
+        }
+        for chunk in data.chunks(self.chunk.max(1)) {
+            let writer = GuestExec {
+                path: "/bin/sh".into(),
+                arg: vec![
+                    "-c".into(),
+                    WRITER.into(),
+                    "atp-stdin".into(),
+                    self.dir.clone(),
+                ],
+                env: vec![DEFAULT_PATH.to_owned()],
+                input_data: Some(STANDARD.encode(chunk)),
+                capture_output: false,
+            };
+            let pid = self.client.call(&writer).await?.pid;
+            self.writer = Some(pid);
+            let st = self.client.wait_exit(pid).await?;
+            self.writer = None;
+            if st.exit_code != Some(0) {
+                return Err(QgaError::Agent {
+                    command: "guest-exec".into(),
+                    class: "StdinFailed".into(),
+                    desc: format!(
+                        "writing the program's stdin failed (exit {:?}, signal {:?})",
+                        st.exit_code, st.signal
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the program's stdin (EOF once it has read what was written).
+    pub async fn close(&mut self) -> Result<(), QgaError> {
+        let Some(holder) = self.holder.take() else {
+            return Ok(());
+        };
+        let start = format!("{}/hstart", self.dir);
+        match self.client.kill_with_start(holder, &start).await? {
+            KillOutcome::Exited(_) => Ok(()),
+            KillOutcome::Killed | KillOutcome::Gone => {
+                self.client.wait_exit(holder).await.map(drop)
+            }
+        }
+    }
+
+    /// Ends the feed whatever its state: a writer still running is killed, then the holder.
+    /// Best effort (the session is ending); failures are logged.
+    pub async fn abort(&mut self) {
+        if let Some(w) = self.writer.take() {
+            match self.client.kill(w).await {
+                Ok(KillOutcome::Killed | KillOutcome::Gone) => {
+                    let _ = self.client.wait_exit(w).await;
+                }
+                Ok(KillOutcome::Exited(_)) => {}
+                Err(e) => tracing::debug!(error = %e, "stdin writer not killed"),
+            }
+        }
+        if let Err(e) = self.close().await {
+            tracing::debug!(error = %e, "stdin holder not killed");
+        }
+    }
+
+    /// Whether stdin is still open.
+    pub fn is_open(&self) -> bool {
+        self.holder.is_some()
+    }
+}
