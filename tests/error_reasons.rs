@@ -138,6 +138,12 @@ async fn stream_err<T>(r: Result<Response<Streaming<T>>, Status>) -> Option<Stat
 }
 
 /// `m` as the caller the plugin denies everything.
+fn interactive_start(r: pb::ExecRequest) -> pb::ExecInput {
+    pb::ExecInput {
+        msg: Some(pb::exec_input::Msg::Start(r)),
+    }
+}
+
 fn denied<T>(m: T) -> Request<T> {
     let mut r = Request::new(m);
     r.metadata_mut().insert(
@@ -328,6 +334,14 @@ async fn every_rpc_error_carries_its_reason() {
     let st = stream_err(tcp.exec(denied(common::sh_request("host", "true"))).await).await;
     k.check("Exec, denied", st, Reason::PolicyDenied, None);
     let st = stream_err(
+        tcp.exec_interactive(denied(tokio_stream::iter(vec![interactive_start(
+            common::sh_request("host", "cat"),
+        )])))
+        .await,
+    )
+    .await;
+    k.check("ExecInteractive, denied", st, Reason::PolicyDenied, None);
+    let st = stream_err(
         tcp.exec_attach(denied(pb::ExecAttachRequest {
             exec_id: "x".into(),
         }))
@@ -502,6 +516,21 @@ async fn every_rpc_error_carries_its_reason() {
     );
     let st = stream_err(c.exec(common::sh_request("nope", "true")).await).await;
     k.check("Exec, unknown guest", st, Reason::GuestNotFound, None);
+    // ExecInteractive: the first message must be `start`; a terminal message without a
+    // terminal is refused, ending the stream.
+    let st = stream_err(
+        c.exec_interactive(tokio_stream::iter(vec![pb::ExecInput {
+            msg: Some(pb::exec_input::Msg::Stdin(b"x".to_vec())),
+        }]))
+        .await,
+    )
+    .await;
+    k.check(
+        "ExecInteractive, stdin first",
+        st,
+        Reason::InvalidArgument,
+        None,
+    );
     let st = stream_err(c.run_task(task("nope", "hello")).await).await;
     let m = k.check("RunTask, unknown task", st, Reason::TaskNotFound, None);
     k.meta("TASK_NOT_FOUND", &m, "task", "nope");
@@ -683,6 +712,31 @@ async fn every_rpc_error_carries_its_reason() {
     }
     let st = c.write_file(tokio_stream::iter(vec![h])).await.err();
     k.check("WriteFile, unknown guest", st, Reason::GuestNotFound, None);
+
+    // Last: its `cat` holds the caller's one exec slot until it has seen EOF.
+    let resize = pb::ExecInput {
+        msg: Some(pb::exec_input::Msg::Resize(pb::TerminalSize {
+            rows: 24,
+            cols: 80,
+        })),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(interactive_start(common::sh_request("host", "cat")))
+        .await
+        .unwrap();
+    tx.send(resize).await.unwrap();
+    let st = stream_err(
+        c.exec_interactive(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await,
+    )
+    .await;
+    drop(tx);
+    k.check(
+        "ExecInteractive, resize without a tty",
+        st,
+        Reason::GuestUnsupported,
+        None,
+    );
 
     k.finish();
 }

@@ -20,7 +20,7 @@ pub struct ExecOpts {
     /// Kill the program after this long (e.g. 30s, 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
-    /// Send this process's stdin to the program.
+    /// Stream this process's stdin to the program as it comes (EOF included).
     #[arg(long, short = 'i')]
     pub stdin: bool,
 }
@@ -30,19 +30,10 @@ fn request(
     command: pb::exec_request::Command,
     o: &ExecOpts,
 ) -> Result<pb::ExecRequest, ClientError> {
-    let stdin = if o.stdin {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-            .map_err(|e| ClientError::new(exit::NO_INPUT, format!("reading stdin: {e}")))?;
-        buf
-    } else {
-        Vec::new()
-    };
     Ok(pb::ExecRequest {
         domain,
         command: Some(command),
         env: o.env.clone(),
-        stdin,
         timeout_ms: o
             .timeout
             .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
@@ -58,7 +49,7 @@ pub async fn exec(
     argv: Vec<String>,
     o: &ExecOpts,
 ) -> Result<u8, ClientError> {
-    start(conn, request(domain, argv_command(argv)?, o)?).await
+    start(conn, request(domain, argv_command(argv)?, o)?, o).await
 }
 
 /// `atp exec --guests PATTERN -- ARGV...`
@@ -68,6 +59,12 @@ pub async fn exec_many(
     o: &ExecOpts,
     fanout: &super::fanout::FanoutOpts,
 ) -> Result<u8, ClientError> {
+    if o.stdin {
+        return Err(ClientError::new(
+            exit::OTHER,
+            "-i streams one stdin to one program: it cannot be used with --guests",
+        ));
+    }
     let req = request(String::new(), argv_command(argv)?, o)?;
     super::fanout::exec(conn, req, fanout).await
 }
@@ -96,20 +93,52 @@ pub async fn sh(
     start(
         conn,
         request(domain, pb::exec_request::Command::Shell(line), o)?,
+        o,
     )
     .await
 }
 
-/// Sends an Exec and follows its events.
-async fn start(conn: &Connection, req: pb::ExecRequest) -> Result<u8, ClientError> {
+/// Sends an Exec (an ExecInteractive with `-i`) and follows its events.
+async fn start(conn: &Connection, req: pb::ExecRequest, o: &ExecOpts) -> Result<u8, ClientError> {
     let server = conn.server();
     let mut c = conn.connect().await?;
-    let stream = c
-        .exec(req)
-        .await
-        .map_err(|s| explain(&server, &s))?
-        .into_inner();
+    let stream = if o.stdin {
+        c.exec_interactive(stdin_stream(req)).await
+    } else {
+        c.exec(req).await
+    };
+    let stream = stream.map_err(|s| explain(&server, &s))?.into_inner();
     follow(&server, &mut c, stream).await
+}
+
+/// `start`, then this process's stdin as it comes, then `eof`: read on a thread of its
+/// own, at most a few chunks ahead of the daemon (the channel is the backpressure).
+fn stdin_stream(req: pb::ExecRequest) -> tokio_stream::wrappers::ReceiverStream<pb::ExecInput> {
+    use pb::exec_input::Msg;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let _ = tx.try_send(pb::ExecInput {
+        msg: Some(Msg::Start(req)),
+    });
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let msg = match std::io::Read::read(&mut stdin, &mut buf) {
+                Ok(0) => Msg::Eof(true),
+                Ok(n) => Msg::Stdin(buf[..n].to_vec()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("atp: reading stdin: {e}; closing the program's stdin");
+                    Msg::Eof(true)
+                }
+            };
+            let eof = matches!(msg, Msg::Eof(_));
+            if tx.blocking_send(pb::ExecInput { msg: Some(msg) }).is_err() || eof {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// `atp run DOM TASK key=value...`

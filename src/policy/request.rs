@@ -64,6 +64,10 @@ pub struct ExecInfo {
     pub env_keys: Vec<String>,
     /// Whether stdin is given (never its content).
     pub has_stdin: bool,
+    /// ExecInteractive: stdin is streamed while the program runs.
+    pub interactive: bool,
+    /// The program gets a terminal (interactive sessions; not yet offered).
+    pub tty: bool,
     /// Requested time limit (0 = server default).
     pub timeout_ms: i64,
     /// Working directory.

@@ -16,6 +16,7 @@ pub(crate) enum Rpc {
     GetGuestInfo,
     AgentCommand,
     Exec,
+    ExecInteractive,
     ExecAttach,
     ExecCancel,
     ReadFile,
@@ -27,13 +28,14 @@ pub(crate) enum Rpc {
 impl Rpc {
     /// All of them, in the proto's order.
     #[cfg(test)]
-    pub(crate) const ALL: [Rpc; 13] = [
+    pub(crate) const ALL: [Rpc; 14] = [
         Rpc::Ping,
         Rpc::GetAgentInfo,
         Rpc::GetOsInfo,
         Rpc::ListDomains,
         Rpc::GetGuestInfo,
         Rpc::Exec,
+        Rpc::ExecInteractive,
         Rpc::ExecAttach,
         Rpc::ExecCancel,
         Rpc::ReadFile,
@@ -53,6 +55,7 @@ impl Rpc {
             Rpc::GetGuestInfo => "GetGuestInfo",
             Rpc::AgentCommand => "AgentCommand",
             Rpc::Exec => "Exec",
+            Rpc::ExecInteractive => "ExecInteractive",
             Rpc::ExecAttach => "ExecAttach",
             Rpc::ExecCancel => "ExecCancel",
             Rpc::ReadFile => "ReadFile",
@@ -67,6 +70,11 @@ impl Rpc {
         match self {
             Rpc::ListDomains => &[Beyond::PingEachGuest],
             Rpc::Exec | Rpc::RunTask => &[Beyond::SweepExecDirs, Beyond::KillHelper],
+            Rpc::ExecInteractive => &[
+                Beyond::SweepExecDirs,
+                Beyond::KillHelper,
+                Beyond::StdinHelpers,
+            ],
             Rpc::ExecCancel => &[Beyond::KillHelper],
             Rpc::ReadFile | Rpc::WriteFile => &[Beyond::FileHelpers],
             _ => &[],
@@ -91,6 +99,8 @@ pub(crate) enum Action {
     GetGuestInfo,
     AgentCommand(AgentInfo),
     Exec(ExecInfo),
+    /// An Exec with streamed stdin: `exec.interactive` is set.
+    ExecInteractive(ExecInfo),
     ExecAttach(ExecRefInfo),
     ExecCancel(ExecRefInfo),
     ReadFile(FileInfo),
@@ -111,6 +121,7 @@ impl Action {
             Action::GetGuestInfo => Rpc::GetGuestInfo,
             Action::AgentCommand(_) => Rpc::AgentCommand,
             Action::Exec(_) => Rpc::Exec,
+            Action::ExecInteractive(_) => Rpc::ExecInteractive,
             Action::ExecAttach(_) => Rpc::ExecAttach,
             Action::ExecCancel(_) => Rpc::ExecCancel,
             Action::ReadFile(_) => Rpc::ReadFile,
@@ -131,7 +142,7 @@ impl Action {
             | Action::GetGuestInfo
             | Action::ListTasks => {}
             Action::AgentCommand(a) => preq.agent = Some(a),
-            Action::Exec(e) => preq.exec = Some(e),
+            Action::Exec(e) | Action::ExecInteractive(e) => preq.exec = Some(e),
             Action::ExecAttach(r) | Action::ExecCancel(r) => preq.exec_ref = Some(r),
             Action::ReadFile(f) | Action::WriteFile(f) => preq.file = Some(f),
             Action::RunTask(t) => preq.task = Some(t),
@@ -155,6 +166,9 @@ pub(crate) enum Beyond {
     /// (`guest-exec` of `/bin/sh`) that signals the program's group after checking it is
     /// still the agent's child with its recorded start time.
     KillHelper,
+    /// ExecInteractive starts a holder (`guest-exec` of `/bin/sh`, holding the program's
+    /// stdin FIFO open) and one short `guest-exec` of `cat` per stdin chunk.
+    StdinHelpers,
     /// ReadFile and WriteFile on POSIX guests run helper commands (`guest-exec` of
     /// `/bin/sh`) that resolve the path, stage an upload in a private directory and
     /// finalize it.

@@ -142,7 +142,8 @@ macro_rules! unary {
     }};
 }
 
-fn exec_info(r: &pb::ExecRequest) -> ExecInfo {
+/// What policies see of an Exec request.
+pub(crate) fn exec_info(r: &pb::ExecRequest) -> ExecInfo {
     let (path, args, shell) = match &r.command {
         Some(pb::exec_request::Command::Argv(a)) => (a.path.clone(), a.args.clone(), String::new()),
         Some(pb::exec_request::Command::Shell(s)) => (String::new(), Vec::new(), s.clone()),
@@ -158,6 +159,8 @@ fn exec_info(r: &pb::ExecRequest) -> ExecInfo {
             .map(|e| e.split('=').next().unwrap_or_default().to_owned())
             .collect(),
         has_stdin: !r.stdin.is_empty(),
+        interactive: false,
+        tty: false,
         timeout_ms: i64::try_from(r.timeout_ms).unwrap_or(i64::MAX),
         cwd: r.cwd.clone(),
         mode: if r.mode == pb::ExecMode::Collect as i32 {
@@ -266,14 +269,8 @@ impl GuestAgent for GuestAgentService {
         &self,
         mut request: Request<pb::ExecRequest>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        // As for files: policies decide on the normalised program path and working
-        // directory, and that is what the guest runs (`/bin/../bin/rm` is `/bin/rm`).
-        // Relative paths (`systemctl`) and empty ones stay as given.
-        let r = request.get_mut();
-        if let Some(pb::exec_request::Command::Argv(a)) = r.command.as_mut() {
-            a.path = normalize_path(&a.path);
-        }
-        r.cwd = normalize_path(&r.cwd);
+        exec_rpc::normalize(request.get_mut());
+        let r = request.get_ref();
         // Entries a guest shell could take as code never reach the policy or the guest.
         exec_rpc::check_env(&r.env)?;
         let action = Action::Exec(exec_info(request.get_ref()));
@@ -283,6 +280,17 @@ impl GuestAgent for GuestAgentService {
         exec_rpc::exec(self, call, request.into_inner())
             .await
             .map(|s| Response::new(Held::new(s, permit)))
+    }
+
+    type ExecInteractiveStream = Held<EventStream<pb::ExecEvent>>;
+
+    async fn exec_interactive(
+        &self,
+        request: Request<Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecInteractiveStream>, Status> {
+        exec_rpc::interactive::open(self, request)
+            .await
+            .map(Response::new)
     }
 
     type ExecAttachStream = Held<EventStream<pb::ExecEvent>>;

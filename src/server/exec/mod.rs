@@ -8,6 +8,7 @@
 //! COLLECT mode holds the output until the exit and sends it at once.
 
 mod attachment;
+pub(crate) mod interactive;
 mod registry;
 mod runner;
 
@@ -75,6 +76,16 @@ pub(crate) fn check_env(env: &[String]) -> Result<(), Status> {
             .into())
         }
     }
+}
+
+/// As for files: policies decide on the normalised program path and working directory,
+/// and that is what the guest runs (`/bin/../bin/rm` is `/bin/rm`). Relative paths
+/// (`systemctl`) and empty ones stay as given.
+pub(crate) fn normalize(r: &mut pb::ExecRequest) {
+    if let Some(pb::exec_request::Command::Argv(a)) = r.command.as_mut() {
+        a.path = crate::policy::request::normalize_path(&a.path);
+    }
+    r.cwd = crate::policy::request::normalize_path(&r.cwd);
 }
 
 /// Builds the guest command from the request.
