@@ -1,9 +1,9 @@
 //! Every RPC of `atp serve` on a real distribution: the Debian 12 guest as a libvirt domain
 //! (`lab/atp-dd`, Debian's agent) and through its second channel (`direct`, the image's
 //! own agent unit). Exec (live output, stdin, env, cwd, a timeout killing a process tree
-//! under systemd), ReadFile/WriteFile (large, atomic, modes and owners), GetGuestInfo with
-//! every section filled, AgentCommand, and a task that really restarts nginx. One guest,
-//! one test.
+//! under systemd, cancel, attach), ReadFile/WriteFile (large, atomic, modes and owners),
+//! GetGuestInfo with every section filled, AgentCommand, tasks (one really restarts nginx),
+//! and a `block-rpcs` list in Debian's qemu-ga.conf. One guest, one test.
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
 mod common;
@@ -13,11 +13,12 @@ use std::{collections::HashMap, time::Instant};
 use common::{ExecOutcome, drain_exec, sh_request};
 use ocloudview_atp::{
     pb::{
-        AgentCommandRequest, GetGuestInfoRequest, GetOsInfoRequest, ListDomainsRequest,
-        PingRequest, ReadFileRequest, RunTaskRequest, WriteFileHeader, WriteFileRequest, WriteMode,
-        exec_event::Event, guest_agent_client::GuestAgentClient, write_file_request::Msg,
+        AgentCommandRequest, ExecCancelRequest, GetAgentInfoRequest, GetGuestInfoRequest,
+        GetOsInfoRequest, ListDomainsRequest, ListTasksRequest, PingRequest, ReadFileRequest,
+        RunTaskRequest, WriteFileHeader, WriteFileRequest, WriteMode, exec_event::Event,
+        guest_agent_client::GuestAgentClient, write_file_request::Msg,
     },
-    testbed::{DEBIAN_HOSTNAME, DebianImage, LibvirtSession},
+    testbed::{DEBIAN_HOSTNAME, DebianImage, LibvirtSession, qga_conf_blocking},
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, service::interceptor::InterceptedService, transport::Channel};
@@ -172,6 +173,7 @@ async fn every_rpc_on_debian() {
     }
 
     exec(&mut c).await;
+    exec_cancel_and_attach(&d).await;
     files(&mut c).await;
     guest_info(&mut c).await;
 
@@ -211,7 +213,109 @@ async fn every_rpc_on_debian() {
     assert_ne!(before.trim(), "0");
     assert_ne!(after.trim(), "0", "nginx not running after the restart");
     assert_ne!(before, after, "nginx's main pid did not change");
+    let tasks = c
+        .list_tasks(ListTasksRequest { domain: LV.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(tasks.tasks.iter().any(|t| t.name == "restart_service"));
+
+    block_rpcs(&mut c).await;
     drop(dom);
+}
+
+/// ExecCancel kills a running exec; ExecAttach resumes one whose client left.
+async fn exec_cancel_and_attach(d: &common::Daemon) {
+    let mut c = d.client().await;
+    let mut s = c
+        .exec(common::sh_request(LV, "sleep 300"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = started(&mut s).await;
+    let r = c
+        .exec_cancel(ExecCancelRequest { exec_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.killed);
+    let x = drain_exec(s).await.exited.unwrap();
+    assert!(x.exit_code != Some(0), "{x:?}");
+
+    let mut s = c
+        .exec(common::sh_request(LV, "sleep 2; echo done"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = started(&mut s).await;
+    drop(s);
+    let o = drain_exec(common::attach_when_parked(&mut c, &id).await).await;
+    assert_eq!(o.stdout, b"done\n");
+    assert_eq!(o.exited.unwrap().exit_code, Some(0));
+}
+
+async fn started(s: &mut tonic::Streaming<ocloudview_atp::pb::ExecEvent>) -> String {
+    loop {
+        if let Some(Event::Started(st)) = s.message().await.unwrap().unwrap().event {
+            return st.exec_id;
+        }
+    }
+}
+
+/// Debian blocks nothing by default; a `block-rpcs` list in `/etc/qemu/qemu-ga.conf`
+/// disables commands, which GetAgentInfo shows and the daemon refuses with
+/// FAILED_PRECONDITION. Done on the direct channel's agent, restarted through libvirt's.
+async fn block_rpcs(c: &mut Client) {
+    let info = |c: &mut Client, domain: &'static str| {
+        let mut c = c.clone();
+        async move {
+            c.get_agent_info(GetAgentInfoRequest {
+                domain: domain.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let enabled = |i: &ocloudview_atp::pb::GetAgentInfoResponse, name: &str| {
+        i.supported_commands
+            .iter()
+            .find(|x| x.name == name)
+            .unwrap()
+            .enabled
+    };
+    let before = info(c, "direct").await;
+    assert!(before.version.starts_with("7.2"), "{}", before.version);
+    assert!(enabled(&before, "guest-get-time") && enabled(&before, "guest-exec"));
+    let conf = qga_conf_blocking(&["guest-get-time", "guest-set-time"]);
+    out(
+        c,
+        LV,
+        &format!(
+            "mkdir -p /etc/qemu && printf '%s' '{conf}' >/etc/qemu/qemu-ga.conf && systemctl restart atp-qga-direct"
+        ),
+    )
+    .await;
+    // The old agent is gone; the daemon re-syncs with the new one.
+    let t0 = Instant::now();
+    let after = loop {
+        let i = info(c, "direct").await;
+        if !enabled(&i, "guest-get-time") {
+            break i;
+        }
+        assert!(t0.elapsed().as_secs() < 60, "block-rpcs never applied");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(!enabled(&after, "guest-set-time") && enabled(&after, "guest-exec"));
+    let st = c
+        .agent_command(AgentCommandRequest {
+            domain: "direct".into(),
+            command: "guest-get-time".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::FailedPrecondition, "{st:?}");
 }
 
 async fn exec(c: &mut Client) {

@@ -145,6 +145,15 @@ impl DebianImage {
     }
 }
 
+/// Debian's agent reads `/etc/qemu/qemu-ga.conf` (absent in the image: nothing is blocked,
+/// unlike the test bed's host agent). The text of that file blocking `commands`.
+///
+/// The list must be comma-separated: qemu-ga 7.2 takes a GKeyFile `a;b` list as one
+/// unknown name and blocks nothing, silently.
+pub fn qga_conf_blocking(commands: &[&str]) -> String {
+    format!("[general]\nblock-rpcs={}\n", commands.join(","))
+}
+
 /// Identifies the build inputs: the script (which names the packages and the mirror
 /// suites). Package updates on the mirror do not rebuild; a script change does.
 fn input_key() -> String {

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use debian::{DEBIAN_DIRECT_PORT, DEBIAN_HOSTNAME, DebianImage};
+pub use debian::{DEBIAN_DIRECT_PORT, DEBIAN_HOSTNAME, DebianImage, qga_conf_blocking};
 pub use host_agent::{HOST_BLOCKED_COMMANDS, HostAgent};
 pub use image::{Flavour, GuestImage};
 pub use libvirtd::{LibvirtDomain, LibvirtSession, libvirtd_command};
