@@ -16,7 +16,9 @@ use tempfile::TempDir;
 
 use super::{
     BootOptions, DEBIAN_DIRECT_PORT, DebianImage, Flavour, GuestImage, TestbedError, io_err,
-    process::Supervised, qemu::Machine, wait_for_agent,
+    machine::{Machine, domain_xml},
+    process::Supervised,
+    wait_for_agent,
 };
 use crate::{libvirt::LibvirtManager, transport::libvirt_agent::LibvirtTransport};
 
@@ -354,63 +356,6 @@ impl Drop for LibvirtDomain {
             let _ = self.domain.undefine();
         }
     }
-}
-
-fn domain_xml(name: &str, m: &Machine, direct_port: &str, direct: &Path, console: &Path) -> String {
-    let cpu = if m.cpu == "max" {
-        "<cpu mode='maximum'/>".to_owned()
-    } else {
-        format!(
-            "<cpu mode='custom' match='exact'><model fallback='forbid'>{}</model></cpu>",
-            m.cpu
-        )
-    };
-    let disk = m.disk.as_ref().map_or_else(String::new, |d| {
-        format!(
-            "<disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2' cache='unsafe'/>\n      <source file='{}'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>",
-            d.display()
-        )
-    });
-    format!(
-        r#"<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>{memory}</memory>
-  <vcpu>{vcpus}</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{initrd}</initrd>
-    <cmdline>{cmdline}</cmdline>
-  </os>
-  <features><acpi/><apic/></features>
-  {cpu}
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    {disk}
-    <serial type='file'><source path='{console}'/><target port='0'/></serial>
-    <controller type='virtio-serial' index='0'/>
-    <controller type='usb' model='none'/>
-    <channel type='unix'>
-      <target type='virtio' name='org.qemu.guest_agent.0'/>
-    </channel>
-    <channel type='unix'>
-      <source mode='bind' path='{direct}'/>
-      <target type='virtio' name='{direct_port}'/>
-    </channel>
-    <memballoon model='none'/>
-  </devices>
-</domain>"#,
-        memory = m.memory_mib,
-        vcpus = m.vcpus,
-        kernel = m.kernel.display(),
-        initrd = m.initrd.display(),
-        cmdline = m.cmdline,
-        direct = direct.display(),
-        console = console.display(),
-    )
 }
 
 /// Copies a sparse file without filling its holes (the 2 GiB disk holds ~0.5 GiB).

@@ -16,6 +16,7 @@ mod debian;
 mod host_agent;
 mod image;
 mod libvirtd;
+mod machine;
 mod process;
 mod qemu;
 

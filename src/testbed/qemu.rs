@@ -14,7 +14,7 @@ use std::{
 use tempfile::TempDir;
 
 use super::{
-    DebianImage, Flavour, GuestImage, TestbedError, io_err, process::Supervised,
+    DebianImage, Flavour, GuestImage, TestbedError, io_err, machine::Machine, process::Supervised,
     wait_for_socket_agent,
 };
 
@@ -68,53 +68,6 @@ impl Default for DebianBootOptions {
             memory_mib: 1024,
             vcpus: 2,
             ready_timeout: Duration::from_secs(300),
-        }
-    }
-}
-
-/// What to boot, for QEMU and libvirt alike: direct kernel boot, optionally with a raw
-/// root disk that is never written (QEMU `-snapshot`, libvirt a qcow2 overlay).
-#[derive(Debug, Clone)]
-pub(crate) struct Machine {
-    pub(crate) kernel: PathBuf,
-    pub(crate) initrd: PathBuf,
-    pub(crate) disk: Option<PathBuf>,
-    pub(crate) cmdline: String,
-    pub(crate) vcpus: u32,
-    pub(crate) memory_mib: u32,
-    /// The CPU model under TCG (`max` for the busybox guest, `qemu64` for Debian: faster,
-    /// and it does not expose svm, so the guest loads no kvm module).
-    pub(crate) cpu: &'static str,
-}
-
-impl Machine {
-    /// The busybox guest with `opts`.
-    pub(crate) fn busybox(image: &GuestImage, opts: &BootOptions) -> Self {
-        let mut cmdline = "console=ttyS0 panic=-1 quiet loglevel=3 no_timer_check".to_owned();
-        if !opts.qga_args.is_empty() {
-            cmdline.push_str(&format!(" qga.args={}", opts.qga_args.join(",")));
-        }
-        Self {
-            kernel: image.kernel(),
-            initrd: image.initrd(opts.flavour),
-            disk: None,
-            cmdline,
-            vcpus: 1,
-            memory_mib: opts.memory_mib,
-            cpu: "max",
-        }
-    }
-
-    /// The Debian guest.
-    pub(crate) fn debian(image: &DebianImage, memory_mib: u32, vcpus: u32) -> Self {
-        Self {
-            kernel: image.kernel(),
-            initrd: image.initrd(),
-            disk: Some(image.rootfs()),
-            cmdline: DebianImage::cmdline(),
-            vcpus,
-            memory_mib,
-            cpu: "qemu64",
         }
     }
 }
