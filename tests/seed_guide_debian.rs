@@ -79,9 +79,19 @@ fn basic_usage_via_default_uri(session: &LibvirtSession) {
     assert!(stdout.contains("架构: Some(\"x86_64\")"), "{stdout}");
 }
 
-/// 验证安装: `virsh qemu-agent-command ... guest-ping` on the host; `systemctl status
-/// qemu-guest-agent` and the port device in the guest.
+/// 前置条件: the guide's enable/start (its `apt install` was the image build: the guest has
+/// no network); 验证: `virsh qemu-agent-command ... guest-ping` on the host, `systemctl
+/// status qemu-guest-agent` and the port device in the guest.
 fn host_and_guest_checks(session: &LibvirtSession, qga: &QgaClient) {
+    for cmd in [
+        "sudo systemctl enable qemu-guest-agent",
+        "sudo systemctl start qemu-guest-agent",
+    ] {
+        let r = qga.exec_shell(cmd).unwrap();
+        eprintln!("{cmd}: {:?}", r.decode_stderr());
+        assert_eq!(r.exit_code, Some(0), "{cmd}: {r:?}");
+    }
+
     let out = std::process::Command::new("virsh")
         .args(["-c", session.uri(), "qemu-agent-command", NAME])
         .arg(r#"{"execute":"guest-ping"}"#)
@@ -198,18 +208,21 @@ fn system_info(qga: &QgaClient) {
     assert_eq!(os_info.machine.as_deref(), Some("x86_64"));
 }
 
-/// 场景 1: 自动化测试环境准备 (the guide's `include_str!("test_script.sh")` inline)
+/// 场景 1: 自动化测试环境准备
 fn scenario_1_test_environment(domain: &Domain) {
     let qga = QgaClient::new(domain);
     qga.ping().unwrap();
     qga.exec_shell("mkdir -p /tmp/test-env").unwrap();
-    let test_script = "#!/bin/sh\necho \"test ran on $(hostname) as $(id -un)\"\n";
+    let test_script = include_str!("seed_guide_debian/test_script.sh");
     qga.write_file("/tmp/test-env/run.sh", test_script).unwrap();
     qga.exec_shell("chmod +x /tmp/test-env/run.sh").unwrap();
     let result = qga.exec_shell("/tmp/test-env/run.sh").unwrap();
+    assert_eq!(result.exit_code, Some(0), "{result:?}");
     assert_eq!(
         result.decode_stdout(),
-        Some(format!("test ran on {DEBIAN_HOSTNAME} as root\n"))
+        Some(format!(
+            "test ran on {DEBIAN_HOSTNAME} as root\npython 3\nactive\n"
+        ))
     );
 }
 
