@@ -95,10 +95,9 @@ impl DebianImage {
                 key: &key,
                 prefix: "debian12",
                 marker: "build-info.txt",
-                env: &[
-                    ("ATP_DEBIAN_DEBS", cache.join("debian-debs")),
-                    ("ATP_DEBIAN_WORK", cache.join("debian-work")),
-                ],
+                // The root tree goes to the private build directory (removed after the
+                // build), so that two processes building at once do not share it.
+                env: &[("ATP_DEBIAN_DEBS", cache.join("debian-debs"))],
             },
         )?;
         Ok(Self { dir })
