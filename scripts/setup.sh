@@ -17,6 +17,9 @@ PACKAGES=(
   libvirt-dev             # headers + pkg-config files for the virt crate
   pkg-config
   util-linux              # setpriv, to run the session libvirtd as nobody
+  mmdebstrap              # builds the Debian 12 guest's root tree (scripts/build-debian.sh)
+  e2fsprogs               # mkfs.ext4 -d: that tree into a raw disk image
+  qemu-utils              # qemu-img: per-domain qcow2 overlays of that image under libvirt
 )
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }

@@ -13,9 +13,11 @@ stage "cargo fmt --check"
 cargo fmt --all --check
 stage "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-stage "guest image (cached after the first build)"
+stage "guest images (cached after the first build)"
 cargo build --locked --quiet
 ./target/debug/atp demo --prepare
+# The Debian 12 guest (mmdebstrap from Debian's mirror): about a minute cold.
+./target/debug/atp demo --prepare --guest debian
 stage "cargo test"
 cargo test --all-targets --locked -- --nocapture
 stage "production build: no test bed (cargo build --no-default-features)"

@@ -1,5 +1,6 @@
-//! `atp demo`: the README's run command. Builds (or reuses) the tiny demo guest, boots it
-//! under QEMU, writes a config naming it `demo`, serves, and tears it all down on Ctrl-C.
+//! `atp demo`: the README's run command. Builds (or reuses) the demo guest — the tiny
+//! busybox one by default, or the Debian 12 one with `--guest debian` — boots it under
+//! QEMU, writes a config naming it `demo`, serves, and tears it all down on Ctrl-C.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -7,7 +8,7 @@ use anyhow::Context as _;
 use ocloudview_atp::{
     config::Config,
     server,
-    testbed::{BootOptions, GuestImage, QemuGuest},
+    testbed::{BootOptions, DebianBootOptions, DebianImage, GuestImage, QemuGuest},
 };
 
 /// The config template (`config/demo.toml`), embedded so the demo runs from anywhere.
@@ -56,26 +57,83 @@ pub struct DemoArgs {
     /// Only build (or find) the guest image, print where it is, and exit.
     #[arg(long)]
     prepare: bool,
+    /// Which guest to serve: the tiny busybox one (boots in about 3 s) or a real Debian 12
+    /// with systemd and Debian's own qemu-guest-agent (about 10-20 s; first build ~1 min).
+    #[arg(long, value_enum, default_value_t = DemoGuest::Busybox)]
+    guest: DemoGuest,
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+/// The guest `atp demo` boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoGuest {
+    /// Debian's cloud kernel with a busybox + qemu-ga initramfs.
+    Busybox,
+    /// Debian 12 from Debian's mirror (scripts/build-debian.sh).
+    Debian,
+}
+
+impl DemoGuest {
+    /// What the banner calls it, and a writable directory for the copy example.
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            DemoGuest::Busybox => ("a tiny busybox guest", "/data"),
+            DemoGuest::Debian => ("a Debian 12 guest with systemd", "/var/tmp"),
+        }
+    }
+}
+
+/// A built image of either guest.
+enum Prepared {
+    Busybox(GuestImage),
+    Debian(DebianImage),
+}
+
+/// Builds (or finds) the image of `guest` and, unless `prepare`, boots it.
+async fn boot(guest: DemoGuest, prepare: bool) -> anyhow::Result<Option<QemuGuest>> {
     eprintln!("atp demo: preparing the guest image (cached after the first build)...");
     let started = std::time::Instant::now();
-    let image = tokio::task::spawn_blocking(GuestImage::ensure).await??;
-    if args.prepare {
+    let image = match guest {
+        DemoGuest::Busybox => {
+            Prepared::Busybox(tokio::task::spawn_blocking(GuestImage::ensure).await??)
+        }
+        DemoGuest::Debian => {
+            Prepared::Debian(tokio::task::spawn_blocking(DebianImage::ensure).await??)
+        }
+    };
+    if prepare {
+        let dir = match &image {
+            Prepared::Busybox(i) => i.dir(),
+            Prepared::Debian(i) => i.dir(),
+        };
         println!(
             "guest image ready in {:.1?}: {}",
             started.elapsed(),
-            image.dir().display()
+            dir.display()
         );
-        return Ok(());
+        return Ok(None);
     }
-    eprintln!("atp demo: booting the demo guest under QEMU (TCG; about 10 s)...");
-    let guest = QemuGuest::boot(&image, BootOptions::default()).await?;
+    let booted = match &image {
+        Prepared::Busybox(i) => {
+            eprintln!("atp demo: booting the demo guest under QEMU (TCG; a few seconds)...");
+            QemuGuest::boot(i, BootOptions::default()).await?
+        }
+        Prepared::Debian(i) => {
+            eprintln!("atp demo: booting Debian 12 under QEMU (TCG; about 10-20 s)...");
+            QemuGuest::boot_debian(i, DebianBootOptions::default()).await?
+        }
+    };
     eprintln!(
         "atp demo: guest agent answered after {:.1?}",
-        guest.boot_time()
+        booted.boot_time()
     );
+    Ok(Some(booted))
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let Some(guest) = boot(args.guest, args.prepare).await? else {
+        return Ok(());
+    };
+    let (what, data) = args.guest.describe();
 
     let tmp;
     let dir = match args.dir {
@@ -104,7 +162,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "atp".into());
     println!(
-        "\natp demo is serving guest 'demo' (a tiny Debian guest under QEMU), with the shipped\n\
+        "\natp demo is serving guest 'demo' ({what} under QEMU), with the shipped\n\
          policies and an audit log. Config, policies and audit.jsonl are in {dir}\n\n\
          In another terminal:\n  \
          export ATP_SERVER=unix://{sock}\n  \
@@ -112,7 +170,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          {atp} osinfo demo\n  \
          {atp} exec demo -- sh -c 'for i in 1 2 3; do echo $i; sleep 1; done'\n  \
          {atp} exec demo -- uname -a\n  \
-         head -c 3000000 /dev/urandom > /tmp/blob && {atp} cp /tmp/blob demo:/data/blob && {atp} cp demo:/data/blob /tmp/blob.back\n  \
+         head -c 3000000 /dev/urandom > /tmp/blob && {atp} cp /tmp/blob demo:{data}/blob && {atp} cp demo:{data}/blob /tmp/blob.back\n  \
          {atp} run demo diagnostics section=memory\n  \
          {atp} audit verify {dir}/audit.jsonl\n\n\
          Any gRPC client works too (reflection is on; TCP callers are anonymous, so the\n\

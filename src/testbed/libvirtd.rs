@@ -14,11 +14,19 @@ use std::{
 use nix::unistd::{Gid, Uid};
 use tempfile::TempDir;
 
-use super::{Flavour, GuestImage, TestbedError, io_err, process::Supervised, wait_for_agent};
+use super::{
+    BootOptions, DEBIAN_DIRECT_PORT, DebianImage, Flavour, GuestImage, TestbedError, io_err,
+    machine::{Machine, domain_xml},
+    process::Supervised,
+    wait_for_agent,
+};
 use crate::{libvirt::LibvirtManager, transport::libvirt_agent::LibvirtTransport};
 
 /// The uid/gid the daemon runs as when we are root.
 const NOBODY: u32 = 65534;
+
+/// The busybox guest's second agent port (its init runs qemu-ga on every agent port).
+const BUSYBOX_DIRECT_PORT: &str = "org.qemu.guest_agent.direct";
 
 /// A running session libvirtd. Dropping it destroys its domains and stops it.
 #[derive(Debug)]
@@ -170,6 +178,55 @@ impl LibvirtSession {
         self.start_domain(name, image, flavour, true).await
     }
 
+    /// Starts a transient domain booting the Debian `image` (2 vCPUs, 1 GiB, on a qcow2
+    /// overlay of the image's disk, deleted with the session) with agent channels
+    /// `org.qemu.guest_agent.0` (libvirt's, served by Debian's agent) and
+    /// [`DEBIAN_DIRECT_PORT`] (the image's second agent, bound to a host socket), and waits
+    /// until the agent answers through libvirt.
+    pub async fn create_debian_domain(
+        &self,
+        name: &str,
+        image: &DebianImage,
+    ) -> Result<LibvirtDomain, TestbedError> {
+        let root = self.dir.path();
+        let images = root.join("images");
+        // The daemon runs as nobody and cannot reach the root-owned cache: it gets its own
+        // readable copies (the disk hard-linked when possible: it is only ever read).
+        let kernel = images.join("debian-vmlinuz");
+        let initrd = images.join("debian-initrd.img");
+        let base = images.join("debian-rootfs.img");
+        for (from, to) in [(image.kernel(), &kernel), (image.initrd(), &initrd)] {
+            if !to.exists() {
+                std::fs::copy(&from, to).map_err(io_err(format!("copying {}", from.display())))?;
+            }
+        }
+        if !base.exists() && std::fs::hard_link(image.rootfs(), &base).is_err() {
+            copy_sparse(&image.rootfs(), &base)?;
+        }
+        let overlay = root.join(format!("vm/{name}.qcow2"));
+        let out = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&base)
+            .arg(&overlay)
+            .output()
+            .map_err(io_err("running qemu-img (package qemu-utils)"))?;
+        if !out.status.success() {
+            return Err(TestbedError::Command {
+                what: "qemu-img create (overlay)".into(),
+                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        if Uid::effective().is_root() {
+            chown_tree(&overlay)?;
+        }
+        let mut m = Machine::debian(image, 1024, 2);
+        m.kernel = kernel;
+        m.initrd = initrd;
+        m.disk = Some(overlay);
+        self.start_machine(name, &m, DEBIAN_DIRECT_PORT, false)
+            .await
+    }
+
     async fn start_domain(
         &self,
         name: &str,
@@ -186,9 +243,29 @@ impl LibvirtSession {
                 std::fs::copy(&from, to).map_err(io_err(format!("copying {}", from.display())))?;
             }
         }
+        let opts = BootOptions {
+            flavour,
+            memory_mib: 512,
+            ..BootOptions::default()
+        };
+        let mut m = Machine::busybox(image, &opts);
+        m.kernel = kernel;
+        m.initrd = initrd;
+        self.start_machine(name, &m, BUSYBOX_DIRECT_PORT, persistent)
+            .await
+    }
+
+    async fn start_machine(
+        &self,
+        name: &str,
+        m: &Machine,
+        direct_port: &str,
+        persistent: bool,
+    ) -> Result<LibvirtDomain, TestbedError> {
+        let root = self.dir.path();
         let direct_socket = root.join(format!("vm/{name}-direct.sock"));
         let console = root.join(format!("vm/{name}-console.log"));
-        let xml = domain_xml(name, &kernel, &initrd, &direct_socket, &console);
+        let xml = domain_xml(name, m, direct_port, &direct_socket, &console);
         let mgr = self.manager()?;
         let started = Instant::now();
         let domain = tokio::task::spawn_blocking(move || {
@@ -211,7 +288,7 @@ impl LibvirtSession {
             boot_time: Duration::ZERO,
         };
         let transport = LibvirtTransport::new(dom.domain.clone(), name);
-        match wait_for_agent(transport, "libvirt guest agent", Duration::from_secs(180)).await {
+        match wait_for_agent(transport, "libvirt guest agent", Duration::from_secs(300)).await {
             Ok(_) => dom.boot_time = started.elapsed(),
             Err(e) => {
                 return Err(TestbedError::NotReady {
@@ -250,7 +327,8 @@ impl LibvirtDomain {
         &self.domain
     }
 
-    /// Host socket of the guest's second agent (`org.qemu.guest_agent.direct`).
+    /// Host socket of the guest's second agent (port `org.qemu.guest_agent.direct` in the
+    /// busybox guest, [`DEBIAN_DIRECT_PORT`] in the Debian one).
     pub fn direct_socket(&self) -> &Path {
         &self.direct_socket
     }
@@ -280,41 +358,22 @@ impl Drop for LibvirtDomain {
     }
 }
 
-fn domain_xml(name: &str, kernel: &Path, initrd: &Path, direct: &Path, console: &Path) -> String {
-    format!(
-        r#"<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>512</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet loglevel=3 no_timer_check</cmdline>
-  </os>
-  <cpu mode='maximum'/>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'><source path='{console}'/><target port='0'/></serial>
-    <controller type='virtio-serial' index='0'/>
-    <channel type='unix'>
-      <target type='virtio' name='org.qemu.guest_agent.0'/>
-    </channel>
-    <channel type='unix'>
-      <source mode='bind' path='{direct}'/>
-      <target type='virtio' name='org.qemu.guest_agent.direct'/>
-    </channel>
-    <memballoon model='none'/>
-  </devices>
-</domain>"#,
-        kernel = kernel.display(),
-        initrd = initrd.display(),
-        direct = direct.display(),
-        console = console.display(),
-    )
+/// Copies a sparse file without filling its holes (the 2 GiB disk holds ~0.5 GiB).
+fn copy_sparse(from: &Path, to: &Path) -> Result<(), TestbedError> {
+    let out = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(io_err("running cp"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(TestbedError::Command {
+            what: format!("cp {} {}", from.display(), to.display()),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
 }
 
 fn chown_tree(path: &Path) -> Result<(), TestbedError> {

@@ -6,13 +6,17 @@
 //!
 //! - [`HostAgent`]: `qemu-ga -m unix-listen` on the host, dangerous commands blocked;
 //! - [`GuestImage`]: Debian's cloud kernel + a busybox/qemu-ga initramfs, built once and cached;
-//! - [`QemuGuest`]: that image booted by plain QEMU, agent socket on the host;
+//! - [`DebianImage`]: a real Debian 12 (systemd, Debian's qemu-guest-agent, nginx, python3)
+//!   built from Debian's mirror and cached the same way; slower to boot (about 10 s);
+//! - [`QemuGuest`]: either image booted by plain QEMU, agent socket on the host;
 //! - [`LibvirtSession`] / [`LibvirtDomain`]: a session libvirtd and a transient domain with two
-//!   agent channels (one for libvirt, one bound to a host socket).
+//!   agent channels (one for libvirt, one bound to a host socket), of either image.
 
+mod debian;
 mod host_agent;
 mod image;
 mod libvirtd;
+mod machine;
 mod process;
 mod qemu;
 
@@ -21,10 +25,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use debian::{DEBIAN_DIRECT_PORT, DEBIAN_HOSTNAME, DebianImage, qga_conf_blocking};
 pub use host_agent::{HOST_BLOCKED_COMMANDS, HostAgent};
 pub use image::{Flavour, GuestImage};
 pub use libvirtd::{LibvirtDomain, LibvirtSession, libvirtd_command};
-pub use qemu::{BootOptions, QemuGuest};
+pub use qemu::{BootOptions, DebianBootOptions, QemuGuest};
 
 use crate::{
     qga::AgentClient,
