@@ -92,6 +92,16 @@ options:
     default: 10
     vars:
       - name: ansible_atp_timeout
+  timings_file:
+    description:
+      - When set, each call appends a JSON line here (C(op), C(path), C(wall_s), and for
+        C(exec) the guest-side C(guest_ms) the daemon measured), for benchmarks such as
+        C(scripts/bench-ansible.sh).
+    type: path
+    env:
+      - name: ATP_ANSIBLE_TIMINGS
+    vars:
+      - name: ansible_atp_timings_file
   exec_timeout:
     description: Seconds after which the guest kills a task's command; 0 uses the daemon's
       C(exec_timeout_ms) (one hour unless configured).
@@ -113,7 +123,9 @@ all:
       ansible_atp_domain: host2/db-01    # a guest on the hypervisor named host2
 """
 
+import json
 import os
+import time
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound
 from ansible.plugins.connection import ConnectionBase
@@ -165,11 +177,15 @@ class Connection(ConnectionBase):
             display.vvv(f"ATP CONNECT {self.get_option('server')} guest {self._domain}", host=self._domain)
         return self
 
-    def _call(self, fn, *args):
+    def _call(self, op, fn, *args):
         """Runs a client call, mapping its failure to unreachable or to a failed task."""
         self._connect()
+        started = time.monotonic()
         try:
-            return fn(*args)
+            result = fn(*args)
+            remote = args[2] if op == "put" else args[1]  # (domain, local, remote) for put
+            self._record(op, remote, time.monotonic() - started, result)
+            return result
         except atp_grpc.AtpCallError as e:
             if e.unreachable:
                 raise AnsibleConnectionFailure(f"ocloudview.atp: {e}") from None
@@ -177,12 +193,23 @@ class Connection(ConnectionBase):
         except atp_grpc.IntegrityError as e:
             raise AnsibleError(f"ocloudview.atp: transfer corrupted: {e}") from None
 
+    def _record(self, op, path, wall_s, result):
+        """Appends one call's timing to `timings_file`, when set."""
+        target = self.get_option("timings_file")
+        if not target:
+            return
+        entry = {"op": op, "path": path if op != "exec" else "", "wall_s": round(wall_s, 6)}
+        if op == "exec":
+            entry["guest_ms"] = result[3].duration_ms
+        with open(target, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
     def exec_command(self, cmd, in_data=None, sudoable=True):
         """Runs `cmd` with the guest's /bin/sh, `in_data` (the pipelined module) on stdin."""
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         display.vvv(f"ATP EXEC {cmd}", host=self._domain)
         code, out, err, exited = self._call(
-            self._client.run, self._domain, cmd, in_data or b"", self.get_option("exec_timeout")
+            "exec", self._client.run, self._domain, cmd, in_data or b"", self.get_option("exec_timeout")
         )
         if exited.timed_out:
             err += b"\nocloudview.atp: the command was killed after the exec timeout\n"
@@ -208,13 +235,13 @@ class Connection(ConnectionBase):
         display.vvv(f"ATP PUT {in_path} TO {out_path}", host=self._domain)
         if not os.path.isfile(in_path):
             raise AnsibleFileNotFound(f"file or module does not exist: {in_path}")
-        self._call(self._client.write_file, self._domain, in_path, out_path)
+        self._call("put", self._client.write_file, self._domain, in_path, out_path)
 
     def fetch_file(self, in_path, out_path):
         """Copies a guest file to the controller with ReadFile (SHA-256 checked)."""
         super().fetch_file(in_path, out_path)
         display.vvv(f"ATP FETCH {in_path} TO {out_path}", host=self._domain)
-        self._call(self._client.read_file, self._domain, in_path, out_path)
+        self._call("fetch", self._client.read_file, self._domain, in_path, out_path)
 
     def reset(self):
         self.close()
