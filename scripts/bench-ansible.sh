@@ -36,7 +36,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
 trap cleanup EXIT
 export ANSIBLE_HOME="$T/home" ANSIBLE_LOCAL_TEMP="$T/ltmp" ANSIBLE_COLLECTIONS_PATH="$T/collections"
-export ANSIBLE_FORKS=1 ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks ANSIBLE_NOCOLOR=1
+# ocloudview.atp.preload loads gRPC once in the main process (inert for libvirt_qemu).
+export ANSIBLE_FORKS=1 ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks,ocloudview.atp.preload ANSIBLE_NOCOLOR=1
 export PROFILE_TASKS_SORT_ORDER=none PROFILE_TASKS_TASK_OUTPUT_LIMIT=all
 # ocloudview.atp from the repo; community.libvirt / ansible.posix come with `ansible` in .venv.
 .venv/bin/ansible-galaxy collection install -p "$T/collections" ./ansible/ocloudview/atp >/dev/null

@@ -113,6 +113,8 @@ impl Controller {
             .env("ANSIBLE_LOCAL_TEMP", d.join("tmp"))
             .env("ANSIBLE_COLLECTIONS_PATH", d.join("collections"))
             .env("ANSIBLE_NOCOLOR", "1")
+            // The collection's callback that loads gRPC once, not once per task.
+            .env("ANSIBLE_CALLBACKS_ENABLED", "ocloudview.atp.preload")
             .env("ANSIBLE_HOST_KEY_CHECKING", "0")
             .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
             .kill_on_drop(true)
