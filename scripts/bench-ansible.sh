@@ -10,7 +10,7 @@
 #                                                 on this host (blocked like the test bed's);
 #                                                 a first figure, not the comparison
 #
-# The atp half starts its own `atp serve` (target/debug/atp, built here) in a temp dir,
+# The atp half starts its own `atp serve` (target/release/atp, built here) in a temp dir,
 # allowing everything (no policy), with URI as its hypervisor. "overhead/module" is the
 # `command` task's time minus the wall time of its module's Exec call (recorded by the
 # plugin's timings_file): what Ansible and the plugin add around running the module
@@ -29,7 +29,7 @@ case "$MODE" in
 esac
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 ./scripts/setup.sh >/dev/null
-cargo build --locked --quiet --bin atp
+cargo build --locked --quiet --release --bin atp  # a benchmark measures the release build
 
 T="$(mktemp -d /tmp/atp-bench-ansible.XXXXXX)"
 PIDS=()
@@ -64,7 +64,7 @@ else
   PLUGINS=(community.libvirt.libvirt_qemu ocloudview.atp.atp)
   EXTRA_ATP=""
 fi
-target/debug/atp serve --config "$T/atp.toml" >"$T/atp.log" 2>&1 &
+target/release/atp serve --config "$T/atp.toml" >"$T/atp.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do [ -S "$T/atp.sock" ] && break; sleep 0.1; done
 
