@@ -235,7 +235,12 @@ class Connection(ConnectionBase):
         display.vvv(f"ATP PUT {in_path} TO {out_path}", host=self._domain)
         if not os.path.isfile(in_path):
             raise AnsibleFileNotFound(f"file or module does not exist: {in_path}")
-        self._call("put", self._client.write_file, self._domain, in_path, out_path)
+        # Into Ansible's private temp dir (where the module then moves it into place
+        # atomically itself) the file is written in place: the daemon's staging and rename
+        # would cost one more command in the guest for nothing.
+        tmpdir = self._shell.tmpdir
+        private = bool(tmpdir) and out_path.startswith(tmpdir.rstrip("/") + "/")
+        self._call("put", self._client.write_file, self._domain, in_path, out_path, not private)
 
     def fetch_file(self, in_path, out_path):
         """Copies a guest file to the controller with ReadFile (SHA-256 checked)."""
