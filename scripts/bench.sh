@@ -5,8 +5,16 @@
 # Ping fairness during a transfer. Prints one markdown table per section; about 5 minutes
 # on a 2-core machine (the first run also builds the guest image).
 # Environment: ATP_BENCH_MIB (host agent file size, default 256).
+# `scripts/bench.sh ansible ...`: the Ansible comparison instead (scripts/bench-ansible.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+# Ansible side by side (issue 16): `scripts/bench.sh ansible libvirt URI DOMAIN` runs the
+# same playbook through community.libvirt.libvirt_qemu and ocloudview.atp.atp against one
+# libvirt guest with python3; `scripts/bench.sh ansible host` the atp half on a host agent.
+if [ "${1:-}" = ansible ]; then
+  shift
+  exec ./scripts/bench-ansible.sh "$@"
+fi
 ./scripts/setup.sh
 exec cargo bench --locked --bench compare "$@"

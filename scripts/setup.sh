@@ -84,4 +84,21 @@ if ! "$TOOLS/node_modules/.bin/buf" --version >/dev/null 2>&1; then
   (cd "$TOOLS" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-echo "setup: ok ($(qemu-ga --version 2>&1 | head -1); $(libvirtd --version); $(cargo --version); $("$VENV/bin/python" --version); $("$VENV/bin/grpcurl" -version 2>&1); buf $("$TOOLS/node_modules/.bin/buf" --version))"
+# Ansible (ansible/requirements.txt into .venv): ansible-core runs the collection's playbook
+# in CI (tests/ansible.rs); the `ansible` package brings community.libvirt for the side-by-side
+# benchmark (scripts/bench-ansible.sh), whose libvirt_qemu plugin imports libvirt-python,
+# built here against libvirt-dev (it needs the interpreter's headers). Checked by import:
+# any ansible command would create ~/.ansible.
+AREQS="$ROOT/ansible/requirements.txt"
+want="$(sha256sum "$AREQS" | cut -d' ' -f1)"
+if [ "$(cat "$VENV/.ansible-requirements.sha256" 2>/dev/null)" != "$want" ] \
+  || ! "$VENV/bin/python" -c 'import ansible.release, libvirt' 2>/dev/null; then
+  if [ ! -f "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
+    apt_install python3-dev gcc
+  fi
+  echo "setup: installing ansible/requirements.txt (ansible-core, community.libvirt, libvirt-python) into .venv"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$AREQS"
+  echo "$want" >"$VENV/.ansible-requirements.sha256"
+fi
+
+echo "setup: ok ($(qemu-ga --version 2>&1 | head -1); $(libvirtd --version); $(cargo --version); $("$VENV/bin/python" --version); $("$VENV/bin/grpcurl" -version 2>&1); buf $("$TOOLS/node_modules/.bin/buf" --version); ansible-core $("$VENV/bin/python" -c 'from ansible.release import __version__ as v; print(v)'))"
