@@ -88,16 +88,10 @@ async fn small_window_client(socket: &Path) -> GuestAgentClient<Channel> {
     GuestAgentClient::new(ch)
 }
 
+/// Follows an exec to its end; while the daemon has not yet noticed that an earlier
+/// client left (FAILED_PRECONDITION, EXEC_ATTACHED), asks again (bounded).
 async fn attach(c: &mut GuestAgentClient<Channel>, id: &str) -> common::ExecOutcome {
-    drain_exec(
-        c.exec_attach(ExecAttachRequest {
-            exec_id: id.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner(),
-    )
-    .await
+    drain_exec(common::attach_when_parked(c, id).await).await
 }
 
 /// Cancels an exec, then follows it to its end, which removes its guest directory.

@@ -65,6 +65,11 @@ class GuestAgentStub:
                 request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecRequest.SerializeToString,
                 response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.FromString,
                 _registered_method=True)
+        self.ExecInteractive = channel.stream_stream(
+                '/ocloudview.atp.v1.GuestAgent/ExecInteractive',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecInput.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.FromString,
+                _registered_method=True)
         self.ExecAttach = channel.unary_stream(
                 '/ocloudview.atp.v1.GuestAgent/ExecAttach',
                 request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecAttachRequest.SerializeToString,
@@ -144,6 +149,19 @@ class GuestAgentServicer:
 
     def Exec(self, request, context):
         """Runs a program; output streams live (STREAM) or arrives at exit (COLLECT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecInteractive(self, request_iterator, context):
+        """Exec with stdin streamed from the client: the first message is `start` (an
+        ExecRequest whose `stdin` is empty), then `stdin` chunks in order, then `eof`, which
+        closes the program's stdin once it has read them. The server streams the same
+        ExecEvents as Exec. A client that half-closes its stream sends EOF; one that goes away
+        closes stdin too (the program keeps running: ExecAttach, ExecCancel). `resize` and
+        `signal` are for terminals and answer FAILED_PRECONDITION until `tty` exists.
+        Policies see it as `req.rpc == "ExecInteractive"` with `req.exec.interactive` set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,6 +247,11 @@ def add_GuestAgentServicer_to_server(servicer, server):
             'Exec': grpc.unary_stream_rpc_method_handler(
                     servicer.Exec,
                     request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.SerializeToString,
+            ),
+            'ExecInteractive': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecInteractive,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecInput.FromString,
                     response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.SerializeToString,
             ),
             'ExecAttach': grpc.unary_stream_rpc_method_handler(
@@ -429,6 +452,33 @@ class GuestAgent:
             target,
             '/ocloudview.atp.v1.GuestAgent/Exec',
             ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecInteractive(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/ExecInteractive',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecInput.SerializeToString,
             ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.FromString,
             options,
             channel_credentials,
