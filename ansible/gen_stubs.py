@@ -8,7 +8,7 @@ module is made relative, so the stubs live inside the collection's package.
 
     gen_stubs.py           regenerate them (after a change to proto/)
     gen_stubs.py --check   fail, naming the file, when the shipped ones differ from proto/
-                           (tests/ansible.rs runs this)
+                           (tests/ansible/ runs this)
 
 Run it with the repo's .venv (grpcio-tools pinned in examples/python/requirements.txt),
 so the output does not change with whoever regenerates.

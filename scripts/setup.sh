@@ -85,7 +85,7 @@ if ! "$TOOLS/node_modules/.bin/buf" --version >/dev/null 2>&1; then
 fi
 
 # Ansible (ansible/requirements.txt into .venv): ansible-core runs the collection's playbook
-# in CI (tests/ansible.rs); the `ansible` package brings community.libvirt for the side-by-side
+# in CI (tests/ansible/); the `ansible` package brings community.libvirt for the side-by-side
 # benchmark (scripts/bench-ansible.sh), whose libvirt_qemu plugin imports libvirt-python,
 # built here against libvirt-dev (it needs the interpreter's headers). Checked by import:
 # any ansible command would create ~/.ansible.
