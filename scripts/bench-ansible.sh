@@ -6,6 +6,9 @@
 #
 #   scripts/bench-ansible.sh libvirt URI DOMAIN   both plugins; the guest needs qemu-ga and
 #                                                 python3 (the Debian 12 test guest)
+#   scripts/bench-ansible.sh debian               both plugins against the test bed's Debian 12
+#                                                 guest as a domain of a session libvirtd
+#                                                 (examples/libvirt_debian.rs starts both)
 #   scripts/bench-ansible.sh host                 ocloudview.atp.atp only, against a qemu-ga
 #                                                 on this host (blocked like the test bed's);
 #                                                 a first figure, not the comparison
@@ -24,7 +27,7 @@ RUNS="${ATP_BENCH_RUNS:-3}"
 MODE="${1:-}"
 case "$MODE" in
   libvirt) [ $# -eq 3 ] || { echo "usage: $0 libvirt URI DOMAIN" >&2; exit 2; }; URI="$2"; DOMAIN="$3" ;;
-  host) ;;
+  host|debian) ;;
   *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
@@ -33,8 +36,27 @@ cargo build --locked --quiet --release --bin atp  # a benchmark measures the rel
 
 T="$(mktemp -d /tmp/atp-bench-ansible.XXXXXX)"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+DOMPID=
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Closing its stdin makes libvirt_debian destroy the domain and stop libvirtd.
+  if [ -n "$DOMPID" ]; then exec 9>&-; wait "$DOMPID" 2>/dev/null || true; fi
+  rm -rf "$T"
+}
 trap cleanup EXIT
+if [ "$MODE" = debian ]; then
+  cargo build --locked --quiet --release --example libvirt_debian
+  mkfifo "$T/hold"
+  target/release/examples/libvirt_debian <"$T/hold" >"$T/domain.txt" 2>"$T/domain.log" &
+  DOMPID=$!
+  exec 9>"$T/hold"
+  for _ in $(seq 600); do grep -q '^DOMAIN=' "$T/domain.txt" 2>/dev/null && break; sleep 0.5; done
+  grep -q '^DOMAIN=' "$T/domain.txt" || { cat "$T/domain.log" >&2; echo "bench-ansible: no Debian domain" >&2; exit 1; }
+  URI="$(sed -n 's/^URI=//p' "$T/domain.txt")"
+  DOMAIN="$(sed -n 's/^DOMAIN=//p' "$T/domain.txt")"
+  echo "bench-ansible: Debian domain $DOMAIN at $URI ($(grep 'agent up' "$T/domain.log"))" >&2
+  MODE=libvirt
+fi
 export ANSIBLE_HOME="$T/home" ANSIBLE_LOCAL_TEMP="$T/ltmp" ANSIBLE_COLLECTIONS_PATH="$T/collections"
 # ocloudview.atp.preload loads gRPC once in the main process (inert for libvirt_qemu).
 export ANSIBLE_FORKS=1 ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks,ocloudview.atp.preload ANSIBLE_NOCOLOR=1
