@@ -12,7 +12,10 @@ async fn main() -> anyhow::Result<()> {
     let session = LibvirtSession::start().await?;
     let name = "atp-bench-debian";
     let dom = session.create_debian_domain(name, &image).await?;
-    eprintln!("libvirt_debian: agent up {:?} after create", dom.boot_time());
+    eprintln!(
+        "libvirt_debian: agent up {:?} after create",
+        dom.boot_time()
+    );
     println!("URI={}", session.uri());
     println!("DOMAIN={name}");
     // Until whoever started us closes our stdin (or goes away).

@@ -115,6 +115,14 @@ async fn libvirt_and_direct_channels_of_one_domain() {
             .into_inner();
         assert_eq!(os.id, "debian");
     }
+    // An Exec whose stdin is larger than one libvirt agent request (128 KiB) goes through
+    // the streamed-stdin path: 300,000 bytes arrive whole (an Ansible module on stdin is
+    // often that large).
+    let mut big = common::sh_request("lab/atp-lv-1", "wc -c");
+    big.stdin = vec![b'x'; 300_000];
+    let o = common::drain_exec(c.exec(big).await.unwrap().into_inner()).await;
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "300000");
+    assert_eq!(o.exited.unwrap().exit_code, Some(0));
     let st = c
         .ping(PingRequest {
             domain: "other/atp-lv-1".into(),

@@ -69,7 +69,11 @@ impl Rpc {
     pub(crate) const fn beyond(self) -> &'static [Beyond] {
         match self {
             Rpc::ListDomains => &[Beyond::PingEachGuest],
-            Rpc::Exec | Rpc::RunTask => &[Beyond::SweepExecDirs, Beyond::KillHelper],
+            Rpc::Exec | Rpc::RunTask => &[
+                Beyond::SweepExecDirs,
+                Beyond::KillHelper,
+                Beyond::StdinHelpers,
+            ],
             Rpc::ExecInteractive => &[
                 Beyond::SweepExecDirs,
                 Beyond::KillHelper,
@@ -166,8 +170,9 @@ pub(crate) enum Beyond {
     /// (`guest-exec` of `/bin/sh`) that signals the program's group after checking it is
     /// still the agent's child with its recorded start time.
     KillHelper,
-    /// ExecInteractive starts a holder (`guest-exec` of `/bin/sh`, holding the program's
-    /// stdin FIFO open) and one short `guest-exec` of `cat` per stdin chunk.
+    /// ExecInteractive (and an Exec whose `stdin` is larger than one agent request) starts
+    /// a holder (`guest-exec` of `/bin/sh`, holding the program's stdin FIFO open) and one
+    /// short `guest-exec` of `cat` per stdin chunk.
     StdinHelpers,
     /// ReadFile and WriteFile on POSIX guests run helper commands (`guest-exec` of
     /// `/bin/sh`) that resolve the path, stage an upload in a private directory and

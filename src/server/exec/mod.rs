@@ -139,6 +139,7 @@ async fn prepare(
 ) -> Result<(AgentClient, GuestExecCommand, registry::Reserved), Status> {
     call.beyond(Beyond::KillHelper)?;
     call.beyond(Beyond::SweepExecDirs)?;
+    call.beyond(Beyond::StdinHelpers)?;
     let client = s.client(call).await?;
     let cmd = command(s, call, &client, r).await?;
     let reserved = s.shared.execs.reserve(
@@ -178,7 +179,7 @@ pub(crate) async fn exec(
         .exec_dir_sweeps
         .maybe_sweep(s, call.domain(), &client);
     let limits = exec_limits(s, &r, &call);
-    let session = match client.exec_stream(&cmd).await {
+    let session = match start_session(&client, cmd).await {
         Ok(sess) => sess,
         Err(e) => {
             s.shared.execs.remove(&entry.id);
@@ -215,6 +216,30 @@ pub(crate) async fn exec(
     );
     tokio::spawn(runner.run());
     Ok(ReceiverStream::new(rx))
+}
+
+/// Starts the program. Stdin larger than one agent request carries (over libvirt,
+/// `chunk_bounds().max_write`: 128 KiB) goes through the streamed-stdin path instead of
+/// `input-data`, written and closed by a task of its own, so an Exec's `stdin` of any size
+/// works on every transport (an Ansible module on stdin is often larger).
+async fn start_session(
+    client: &AgentClient,
+    mut cmd: GuestExecCommand,
+) -> Result<crate::qga::ExecSession, crate::qga::QgaError> {
+    let max = client.transport().chunk_bounds().max_write;
+    let big = cmd.input_data.as_ref().is_some_and(|d| d.len() > max);
+    if !big || client.os().await?.is_windows() {
+        return client.exec_stream(&cmd).await;
+    }
+    let data = cmd.input_data.take().unwrap_or_default();
+    let (session, mut feed) = client.exec_interactive(&cmd).await?;
+    tokio::spawn(async move {
+        if let Err(e) = feed.write(&data).await {
+            tracing::debug!(error = %e, "exec stdin not written whole");
+        }
+        feed.abort().await;
+    });
+    Ok(session)
 }
 
 /// A client's event channel, holding at most `limits.stream_buffer_bytes` of output: an
