@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 # Ansible side by side (issue 16): `scripts/bench.sh ansible libvirt URI DOMAIN` runs the
 # same playbook through community.libvirt.libvirt_qemu and ocloudview.atp.atp against one
-# libvirt guest with python3; `scripts/bench.sh ansible host` the atp half on a host agent.
+# libvirt guest with python3; `scripts/bench.sh ansible debian` boots the test bed's Debian 12
+# guest as that domain; `scripts/bench.sh ansible host` the atp half on a host agent.
 if [ "${1:-}" = ansible ]; then
   shift
   exec ./scripts/bench-ansible.sh "$@"
