@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use ocloudview_atp::{
-    qga::{AgentClient, ExecEvent, ExecSession, GuestExecCommand},
+    qga::{AgentClient, ExecEvent, ExecSession, GuestExecCommand, StdinFeed},
     testbed::{BootOptions, HostAgent, QemuGuest},
     transport::socket::SocketTransport,
 };
@@ -32,6 +32,29 @@ async fn drain(mut s: ExecSession) -> (Vec<u8>, Option<i32>) {
     })
     .await
     .expect("the program did not end within 60 s")
+}
+
+/// `n` one-byte writes to a `cat`, each timed until its echo is read back; sorted.
+async fn round_trips(session: &mut ExecSession, feed: &mut StdinFeed, n: u8) -> Vec<Duration> {
+    let mut took = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        feed.write(&[b'a' + i]).await.unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), session.next_event())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Some(ExecEvent::Stdout(d)) if d.contains(&(b'a' + i)) => break,
+                Some(_) => {}
+                None => panic!("the session ended"),
+            }
+        }
+        took.push(t.elapsed());
+    }
+    took.sort();
+    took
 }
 
 fn client(agent: &HostAgent) -> AgentClient {
@@ -155,24 +178,7 @@ async fn keystroke_round_trip() {
         .exec_interactive(&GuestExecCommand::simple("cat", vec![]))
         .await
         .unwrap();
-    let mut took = Vec::new();
-    for i in 0..20u8 {
-        let t = Instant::now();
-        feed.write(&[b'a' + i]).await.unwrap();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), session.next_event())
-                .await
-                .unwrap()
-                .unwrap()
-            {
-                Some(ExecEvent::Stdout(d)) if d.contains(&(b'a' + i)) => break,
-                Some(_) => {}
-                None => panic!("the session ended"),
-            }
-        }
-        took.push(t.elapsed());
-    }
-    took.sort();
+    let took = round_trips(&mut session, &mut feed, 20).await;
     eprintln!(
         "keystroke round trip on the host agent: p50 {:?}, max {:?}",
         took[10], took[19]
@@ -224,24 +230,7 @@ async fn in_the_busybox_guest_stdin_streams_and_ends() {
         .exec_interactive(&GuestExecCommand::simple("cat", vec![]))
         .await
         .unwrap();
-    let mut took = Vec::new();
-    for i in 0..10u8 {
-        let t = Instant::now();
-        feed.write(&[b'a' + i]).await.unwrap();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), session.next_event())
-                .await
-                .unwrap()
-                .unwrap()
-            {
-                Some(ExecEvent::Stdout(d)) if d.contains(&(b'a' + i)) => break,
-                Some(_) => {}
-                None => panic!("the session ended"),
-            }
-        }
-        took.push(t.elapsed());
-    }
-    took.sort();
+    let took = round_trips(&mut session, &mut feed, 10).await;
     eprintln!(
         "keystroke round trip in the TCG guest (direct socket): p50 {:?}, max {:?}",
         took[5], took[9]

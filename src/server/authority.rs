@@ -28,9 +28,10 @@ const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
-/// Largest header block (all its frames) taken; a larger one closes the connection (the
-/// server's own header-list limit is far below).
-const MAX_BLOCK: usize = 256 << 10;
+/// Largest header block (all its frames) held; a larger one closes the connection. It
+/// bounds what one connection buffers here (512 connections: 32 MiB at most), and is
+/// still four times the header list the server itself accepts (16 KiB).
+const MAX_BLOCK: usize = 64 << 10;
 /// Fragment size of re-encoded blocks: the smallest SETTINGS_MAX_FRAME_SIZE a server has.
 const MAX_FRAGMENT: usize = 16_384;
 /// What a rewritten request says instead.

@@ -9,15 +9,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status, Streaming};
 
 use super::{
-    Runner, attachment, event, events, exec_limits, fail, prepare,
+    attachment, exec_limits, fail, hand_over, prepare,
     registry::{self, ExecEntry},
 };
 use crate::{
-    pb::{self, exec_event::Event, exec_input::Msg},
+    pb::{self, exec_input::Msg},
     qga::StdinFeed,
     server::{
         action::{Action, Rpc},
@@ -88,13 +87,6 @@ pub(crate) async fn open(
         Ok(p) => p,
         Err(e) => return fail(call, e).await,
     };
-    if let Err(st) = call.beyond(crate::server::action::Beyond::StdinHelpers) {
-        s.shared.execs.remove(&entry.id);
-        return fail(call, st).await;
-    }
-    s.shared
-        .exec_dir_sweeps
-        .maybe_sweep(s, call.domain(), &client);
     let limits = exec_limits(s, &r, &call);
     let (session, feed) = match client.exec_interactive(&cmd).await {
         Ok(x) => x,
@@ -104,36 +96,10 @@ pub(crate) async fn open(
             return fail(call, st).await;
         }
     };
-    entry.set_pid(session.pid());
-    let (tx, rx) = events(s);
-    attachment::send_now(
-        &tx,
-        event(Event::Started(pb::ExecStarted {
-            exec_id: entry.id.clone(),
-            pid: session.pid(),
-        })),
-    );
-    tokio::spawn(feeder(input, feed, Arc::clone(&entry), tx.clone()));
-    let attached = (!r.detach).then(|| attachment::Attachment {
-        tx,
-        call: None,
-        bytes: 0,
-    });
-    let guard = s.shared.execs.task_guard(&entry);
-    let collect = r.mode == pb::ExecMode::Collect as i32;
-    let runner = Runner::new(
-        s.clone(),
-        entry,
-        session,
-        cmds,
-        call,
-        attached,
-        collect,
-        limits,
-        guard,
-    );
-    tokio::spawn(runner.run());
-    Ok(Held::new(ReceiverStream::new(rx), permit))
+    let ended = Arc::clone(&entry);
+    let (events, tx) = hand_over(s, call, &r, entry, cmds, session, limits);
+    tokio::spawn(feeder(input, feed, ended, tx));
+    Ok(Held::new(events, permit))
 }
 
 /// Passes the client's input to the program until EOF, the client leaving, or the

@@ -147,6 +147,9 @@ async fn prepare(
         Owner::of(call.caller()),
         s.shared.limits.execs_per_caller,
     )?;
+    s.shared
+        .exec_dir_sweeps
+        .maybe_sweep(s, call.domain(), &client);
     Ok((client, cmd, reserved))
 }
 
@@ -175,9 +178,6 @@ pub(crate) async fn exec(
         Ok(p) => p,
         Err(e) => return fail(call, e).await,
     };
-    s.shared
-        .exec_dir_sweeps
-        .maybe_sweep(s, call.domain(), &client);
     let limits = exec_limits(s, &r, &call);
     let session = match start_session(&client, cmd).await {
         Ok(sess) => sess,
@@ -187,6 +187,21 @@ pub(crate) async fn exec(
             return fail(call, st).await;
         }
     };
+    Ok(hand_over(s, call, &r, entry, cmds, session, limits).0)
+}
+
+/// The running part of Exec and ExecInteractive, once `session` started for `entry`:
+/// sends `Started` and hands the session to its [`Runner`]. Returns the client's event
+/// stream and a sender into it (for ExecInteractive's feeder to end it with an error).
+fn hand_over(
+    s: &GuestAgentService,
+    call: Call,
+    r: &pb::ExecRequest,
+    entry: std::sync::Arc<registry::ExecEntry>,
+    cmds: mpsc::Receiver<registry::Cmd>,
+    session: crate::qga::ExecSession,
+    limits: ExecLimits,
+) -> (EventStream<pb::ExecEvent>, registry::EventTx) {
     entry.set_pid(session.pid());
     let (tx, rx) = events(s);
     attachment::send_now(
@@ -197,7 +212,7 @@ pub(crate) async fn exec(
         })),
     );
     let attached = (!r.detach).then(|| Attachment {
-        tx,
+        tx: tx.clone(),
         call: None,
         bytes: 0,
     });
@@ -215,7 +230,7 @@ pub(crate) async fn exec(
         guard,
     );
     tokio::spawn(runner.run());
-    Ok(ReceiverStream::new(rx))
+    (ReceiverStream::new(rx), tx)
 }
 
 /// Starts the program. Stdin larger than one agent request carries (over libvirt,
