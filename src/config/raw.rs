@@ -87,6 +87,8 @@ pub struct RawAudit {
     pub on_failure: Option<String>,
     /// Anonymous denials recorded one by one per minute (default 60); 0 records none.
     pub anonymous_denials_per_minute: Option<u32>,
+    /// Directory for interactive sessions' recordings (default: `sessions` beside the log).
+    pub recordings: Option<String>,
 }
 
 /// `[server]`: where the daemon listens.

@@ -19,6 +19,7 @@ mod kill;
 mod stdin;
 mod stream;
 mod sweep;
+mod tty;
 mod wrapper;
 
 pub use blocking::QgaClient;
@@ -28,4 +29,5 @@ pub use error::QgaError;
 pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand, valid_env_entry};
 pub use file::{DEFAULT_CHUNK, OpenFile};
 pub use kill::KillOutcome;
-pub use stdin::StdinFeed;
+pub use stdin::{FAST_MAX, StdinFeed};
+pub use tty::{ALLOWED_SIGNALS, DEFAULT_TERM, TerminalSize};

@@ -14,13 +14,24 @@
 //!   backpressure: a program that does not read holds the stream back);
 //! - EOF is the holder killed (verified, like every kill): the program reads what is left,
 //!   then end of file.
+//!
+//! Small chunks (keystrokes: at most [`FAST_MAX`] bytes) take a faster way, two agent
+//! calls and no process: `guest-file-write` and `guest-file-flush` on the FIFO opened
+//! `r+` (read-write never blocks the agent on open). A pipe write of at most `PIPE_BUF`
+//! bytes is atomic, and the chunk fits the agent's stdio buffer, so the flush writes it
+//! whole or (pipe full: EAGAIN) not at all; then the handle is closed and the chunk goes
+//! the slow way, which waits for room.
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
 use super::{
-    AgentClient, ExecSession, GuestExecCommand, QgaError, commands::GuestExec, exec::DEFAULT_PATH,
-    kill::KillOutcome,
+    AgentClient, ExecSession, GuestExecCommand, OpenFile, QgaError, TerminalSize,
+    commands::GuestExec, exec::DEFAULT_PATH, kill::KillOutcome,
 };
+
+/// The largest chunk written through the FIFO handle: it fits every libc's stdio buffer
+/// (musl's is 1 KiB) and is below `PIPE_BUF`, so the pipe write is atomic.
+pub const FAST_MAX: usize = 1024;
 
 /// The holder: records its start time, keeps `in` open read-write on fd 3 (never blocks,
 /// holds a write end), and polls for its directory (the sleeps do not inherit fd 3).
@@ -44,6 +55,10 @@ pub struct StdinFeed {
     writer: Option<i64>,
     /// Bytes per writer: the transport's write bound.
     chunk: usize,
+    /// The program runs on a terminal.
+    tty: bool,
+    /// The FIFO, opened read-write, for small chunks (see the module notes).
+    fifo: Option<OpenFile>,
 }
 
 impl AgentClient {
@@ -67,7 +82,7 @@ impl AgentClient {
             });
         }
         let started = std::time::Instant::now();
-        let dir = self.make_dir(true).await?;
+        let dir = self.make_dir(true, cmd.tty.is_some()).await?;
         let holder = GuestExec {
             path: "/bin/sh".into(),
             arg: vec!["-c".into(), HOLDER.into(), "atp-stdin".into(), dir.clone()],
@@ -87,6 +102,8 @@ impl AgentClient {
             holder: Some(holder),
             writer: None,
             chunk: self.transport().chunk_bounds().max_write,
+            tty: cmd.tty.is_some(),
+            fifo: None,
         };
         match self.start_in(cmd, dir, started).await {
             Ok(session) => Ok((session, feed)),
@@ -105,6 +122,9 @@ impl StdinFeed {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), QgaError> {
         if self.holder.is_none() {
             return Err(QgaError::InvalidArgument("stdin is already closed".into()));
+        }
+        if data.len() <= FAST_MAX && self.write_fast(data).await {
+            return Ok(());
         }
         for chunk in data.chunks(self.chunk.max(1)) {
             let writer = GuestExec {
@@ -139,6 +159,7 @@ impl StdinFeed {
 
     /// Closes the program's stdin (EOF once it has read what was written).
     pub async fn close(&mut self) -> Result<(), QgaError> {
+        self.close_fifo().await;
         let Some(holder) = self.holder.take() else {
             return Ok(());
         };
@@ -171,5 +192,78 @@ impl StdinFeed {
     /// Whether stdin is still open.
     pub fn is_open(&self) -> bool {
         self.holder.is_some()
+    }
+
+    /// Whether the program runs on a terminal.
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    /// Sets the terminal's size; the program's foreground group gets SIGWINCH. Sessions
+    /// without a terminal answer `Unsupported`.
+    pub async fn resize(&self, size: TerminalSize) -> Result<(), QgaError> {
+        if !self.tty {
+            return Err(QgaError::Agent {
+                command: "guest-exec".into(),
+                class: "Unsupported".into(),
+                desc: "resize needs a terminal, which this session does not have".into(),
+            });
+        }
+        self.client.tty_resize(&self.dir, size).await
+    }
+
+    /// Sends `signal` (one of [`super::ALLOWED_SIGNALS`]) to the program: with a terminal,
+    /// to its foreground process group (what Ctrl-C would reach); without, to the
+    /// program's process group. `Ok(false)`: it has ended, nothing was signalled.
+    pub async fn signal(&self, signal: i32) -> Result<bool, QgaError> {
+        self.client
+            .session_signal(&self.dir, signal, self.tty)
+            .await
+    }
+
+    /// One small chunk through the FIFO handle; false when it must go the slow way
+    /// (nothing of it was written: see the module notes).
+    async fn write_fast(&mut self, data: &[u8]) -> bool {
+        if self.fifo.is_none() {
+            match self.client.open(&format!("{}/in", self.dir), "r+").await {
+                Ok(f) => self.fifo = Some(f),
+                Err(e) => {
+                    tracing::debug!(error = %e, "stdin FIFO not opened; writing through cat");
+                    return false;
+                }
+            }
+        }
+        let Some(f) = &self.fifo else {
+            return false;
+        };
+        let h = f.handle();
+        let wrote = match self.client.file_write(h, data).await {
+            Ok(w) if usize::try_from(w.count).ok() == Some(data.len()) => {
+                self.client.file_flush(h).await
+            }
+            Ok(w) => Err(QgaError::Agent {
+                command: "guest-file-write".into(),
+                class: "ShortWrite".into(),
+                desc: format!("{} of {} bytes buffered", w.count, data.len()),
+            }),
+            Err(e) => Err(e),
+        };
+        match wrote {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "stdin chunk not taken by the FIFO (full?); writing through cat");
+                self.close_fifo().await;
+                false
+            }
+        }
+    }
+
+    /// Closes the FIFO handle (before EOF: it holds a write end too).
+    async fn close_fifo(&mut self) {
+        if let Some(f) = self.fifo.take()
+            && let Err(e) = f.close().await
+        {
+            tracing::debug!(error = %e, "closing the stdin FIFO handle failed");
+        }
     }
 }
