@@ -59,3 +59,17 @@ def test_exec_interactive_streams_stdin(client: atp.Client, domain: str) -> None
 def test_timeout_kills_the_program(client: atp.Client, domain: str) -> None:
     r = client.run(domain, ["/bin/sleep", "30"], timeout=0.5)
     assert r.exited.timed_out and not r.ok, r.exited
+
+
+def test_cancel_kills_a_running_exec(client: atp.Client, domain: str) -> None:
+    run = client.exec(domain, ["/bin/sleep", "30"])
+    started = next(iter(run))
+    assert isinstance(started, atp.Started)
+    t0 = time.monotonic()
+    assert client.cancel(started.exec_id) is True
+    r = run.wait()
+    assert not r.ok and r.exited.exit_code is None and r.exited.signal, r.exited
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(atp.AtpError) as e:
+        client.cancel("no-such-exec")
+    assert e.value.reason == "EXEC_NOT_FOUND"

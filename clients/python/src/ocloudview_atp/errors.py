@@ -183,9 +183,9 @@ _BY_CODE: dict[grpc.StatusCode, type[AtpError]] = {
 }
 
 
-def error_info(e: grpc.RpcError) -> tuple[str, dict[str, str]] | None:
+def error_info(e: grpc.Call) -> tuple[str, dict[str, str]] | None:
     """The daemon's `(reason, metadata)` for a failed call, or None when it sent none."""
-    status = rpc_status.from_call(e)  # type: ignore[arg-type]  # a failed call is a grpc.Call
+    status = rpc_status.from_call(e)
     if status is None:
         return None
     for detail in status.details:
@@ -197,15 +197,15 @@ def error_info(e: grpc.RpcError) -> tuple[str, dict[str, str]] | None:
 
 def from_rpc_error(e: grpc.RpcError) -> AtpError:
     """The `AtpError` (subclass by reason, else by code) for a failed gRPC call."""
-    code: grpc.StatusCode | None = e.code() if hasattr(e, "code") else None  # type: ignore[attr-defined]
-    details: str = (e.details() if hasattr(e, "details") else None) or str(e)  # type: ignore[attr-defined]
+    if not isinstance(e, grpc.Call):  # every failed call is one; anything else has no status
+        return AtpError(str(e))
+    code, details = e.code(), e.details() or str(e)
     try:
         info = error_info(e)
     except ValueError:  # a malformed status trailer: keep the code and message
         info = None
     if info is None:
-        cls = _BY_CODE.get(code, AtpError) if code is not None else AtpError
-        return cls(details, code=code)
+        return _BY_CODE.get(code, AtpError)(details, code=code)
     reason, metadata = info
     cls = _BY_REASON.get(reason, AtpError)
     return cls(details, code=code, reason=reason, metadata=metadata)

@@ -113,7 +113,8 @@ class Execution:
     """A running exec. Iterate it for its typed events as they arrive (once); `wait()`
     reads the rest and returns the `ExecResult`. The output is collected either way. Use
     it as a context manager, or `close()` it, to drop the stream early (the program keeps
-    running in the guest: `Client.attach()` resumes it, `Client.cancel()` kills it)."""
+    running in the guest: `Client.attach()` resumes it, `Client.cancel()` kills it).
+    A refused or failed call raises its `AtpError` from the iteration (or `wait()`)."""
 
     def __init__(self, call: Any) -> None:
         self._call = call
