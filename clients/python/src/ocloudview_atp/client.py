@@ -34,8 +34,9 @@ def connect(
     `unix:relative/path`, or a bare `/abs/path`), `host:port` (plaintext),
     `https://host:port` (TLS with the system's roots), or any TCP form with `tls=Tls(...)`.
     `token` is sent as `authorization: Bearer <token>`; `timeout` (seconds) is the deadline
-    of every call (None: none); `options` are extra gRPC channel options. The channel
-    connects lazily: the first call reports an unreachable daemon (`DaemonUnavailable`)."""
+    of every call, streams included (None: none); `options` are extra gRPC channel options.
+    The channel connects lazily: the first call reports an unreachable daemon
+    (`DaemonUnavailable`)."""
     return Client(open_channel(target, tls, options), token=token, timeout=timeout)
 
 
@@ -291,7 +292,8 @@ class Client:
         the daemon refuses data that does not match and, with `atomic` (the daemon's
         default), leaves the target untouched. `mode`: permission bits (e.g. 0o644);
         `write_mode`: create, truncate, append or exclusive. Returns the checked
-        `Transfer`; `progress(done, total)` is called after each chunk sent."""
+        `Transfer`; `progress(done, total)` is called after each chunk sent (on gRPC's
+        thread)."""
         with contextlib.ExitStack() as stack:
             if isinstance(src, (str, os.PathLike)):
                 src = stack.enter_context(open(src, "rb"))
