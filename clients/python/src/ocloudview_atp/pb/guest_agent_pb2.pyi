@@ -197,7 +197,7 @@ class GuestDisk(_message.Message):
     def __init__(self, name: _Optional[str] = ..., partition: _Optional[bool] = ..., alias: _Optional[str] = ...) -> None: ...
 
 class ExecRequest(_message.Message):
-    __slots__ = ("domain", "argv", "shell", "env", "stdin", "timeout_ms", "cwd", "mode", "detach")
+    __slots__ = ("domain", "argv", "shell", "env", "stdin", "timeout_ms", "cwd", "mode", "detach", "tty", "tty_size")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     ARGV_FIELD_NUMBER: _ClassVar[int]
     SHELL_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +207,8 @@ class ExecRequest(_message.Message):
     CWD_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     DETACH_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    TTY_SIZE_FIELD_NUMBER: _ClassVar[int]
     domain: str
     argv: Argv
     shell: str
@@ -216,7 +218,9 @@ class ExecRequest(_message.Message):
     cwd: str
     mode: ExecMode
     detach: bool
-    def __init__(self, domain: _Optional[str] = ..., argv: _Optional[_Union[Argv, _Mapping]] = ..., shell: _Optional[str] = ..., env: _Optional[_Iterable[str]] = ..., stdin: _Optional[bytes] = ..., timeout_ms: _Optional[int] = ..., cwd: _Optional[str] = ..., mode: _Optional[_Union[ExecMode, str]] = ..., detach: _Optional[bool] = ...) -> None: ...
+    tty: bool
+    tty_size: TerminalSize
+    def __init__(self, domain: _Optional[str] = ..., argv: _Optional[_Union[Argv, _Mapping]] = ..., shell: _Optional[str] = ..., env: _Optional[_Iterable[str]] = ..., stdin: _Optional[bytes] = ..., timeout_ms: _Optional[int] = ..., cwd: _Optional[str] = ..., mode: _Optional[_Union[ExecMode, str]] = ..., detach: _Optional[bool] = ..., tty: _Optional[bool] = ..., tty_size: _Optional[_Union[TerminalSize, _Mapping]] = ...) -> None: ...
 
 class ExecInput(_message.Message):
     __slots__ = ("start", "stdin", "eof", "resize", "signal")
