@@ -22,7 +22,10 @@
 //! whole or (pipe full: EAGAIN) not at all; then the handle is closed and the chunk goes
 //! the slow way, which waits for room.
 
+use std::time::Duration;
+
 use base64::{Engine as _, engine::general_purpose::STANDARD};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
     AgentClient, ExecSession, GuestExecCommand, OpenFile, QgaError, TerminalSize,
@@ -34,12 +37,50 @@ use super::{
 pub const FAST_MAX: usize = 1024;
 
 /// The holder: records its start time, keeps `in` open read-write on fd 3 (never blocks,
-/// holds a write end), and polls for its directory (the sleeps do not inherit fd 3).
-const HOLDER: &str = r#"d=$1
+/// holds a write end), and polls for its directory (the sleeps do not inherit fd 3). It
+/// also watches the lease the client renews (see [`LEASE_RENEW`]): unchanged for
+/// [`LEASE_POLLS`] polls, the client is gone (a daemon killed mid-session) and nobody can
+/// feed or follow the session again, so the holder hangs it up (verified like
+/// [`HANGUP`]: SIGTERM to script with a terminal, `$2` = tty; else SIGHUP to the
+/// program's group) and exits.
+const HOLDER: &str = r#"d=$1; m=$2; k=$3
 t() { shift 19; echo "$1"; }
 if read -r s </proc/$$/stat; then t ${s##*) } >"$d/hstart"; fi
 exec 3<>"$d/in" || exit 1
-while [ -p "$d/in" ]; do sleep 2 3<&-; done"#;
+last=; n=0
+while [ -p "$d/in" ]; do
+  sleep 2 3<&-
+  c=; read -r c 2>/dev/null <"$d/lease"
+  if [ "$c" = "$last" ]; then n=$((n + 1)); else n=0; last=$c; fi
+  if [ "$n" -ge "$k" ]; then
+    p=; read -r p 2>/dev/null <"$d/pid"; w=; read -r w 2>/dev/null <"$d/start"
+    case $p in ''|*[!0-9]*) exit 0 ;; esac
+    read -r s 2>/dev/null <"/proc/$p/stat" || exit 0
+    set -- ${s##*) }; q=$2; g=$3; shift 19
+    [ "$q" = "$PPID" ] && [ "$1" = "$w" ] || exit 0
+    if [ "$m" = tty ]; then kill -TERM "$p"
+    elif [ "$g" = "$p" ]; then kill -HUP -"$p"
+    else kill -HUP "$p"; fi
+    exit 0
+  fi
+done"#;
+
+/// Hangs a terminal session up: SIGTERM to `script` (the wrapper's pid, `$1`'s `pid`;
+/// script blocks SIGHUP, and on SIGTERM ends its program and itself), only while it is
+/// still the agent's child with its recorded start time. Exit 3: it has ended, nothing
+/// was signalled.
+const HANGUP: &str = r#"d=$1
+p=; read -r p 2>/dev/null <"$d/pid"; w=; read -r w 2>/dev/null <"$d/start"
+case $p in ''|*[!0-9]*) exit 3 ;; esac
+read -r s 2>/dev/null <"/proc/$p/stat" || exit 3
+set -- ${s##*) }; q=$2; shift 19
+[ "$q" = "$PPID" ] && [ "$1" = "$w" ] || exit 3
+kill -TERM "$p""#;
+
+/// How often the client renews its lease in the exec directory while stdin is open.
+pub const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// Holder polls (2 s each) without a renewed lease before it lets go: 30 s.
+const LEASE_POLLS: u32 = 15;
 
 /// One chunk: stdin (the chunk, from qemu-ga) into the FIFO.
 const WRITER: &str = r#"exec cat >"$1/in""#;
@@ -59,6 +100,8 @@ pub struct StdinFeed {
     tty: bool,
     /// The FIFO, opened read-write, for small chunks (see the module notes).
     fifo: Option<OpenFile>,
+    /// Stops the lease renewal when stdin closes or the feed is dropped.
+    lease: Option<DropGuard>,
 }
 
 impl AgentClient {
@@ -85,7 +128,14 @@ impl AgentClient {
         let dir = self.make_dir(true, cmd.tty.is_some()).await?;
         let holder = GuestExec {
             path: "/bin/sh".into(),
-            arg: vec!["-c".into(), HOLDER.into(), "atp-stdin".into(), dir.clone()],
+            arg: vec![
+                "-c".into(),
+                HOLDER.into(),
+                "atp-stdin".into(),
+                dir.clone(),
+                if cmd.tty.is_some() { "tty" } else { "" }.into(),
+                LEASE_POLLS.to_string(),
+            ],
             env: vec![DEFAULT_PATH.to_owned()],
             ..GuestExec::default()
         };
@@ -104,6 +154,7 @@ impl AgentClient {
             chunk: self.transport().chunk_bounds().max_write,
             tty: cmd.tty.is_some(),
             fifo: None,
+            lease: Some(renew_lease(self.clone(), dir.clone())),
         };
         match self.start_in(cmd, dir, started).await {
             Ok(session) => Ok((session, feed)),
@@ -159,6 +210,7 @@ impl StdinFeed {
 
     /// Closes the program's stdin (EOF once it has read what was written).
     pub async fn close(&mut self) -> Result<(), QgaError> {
+        self.lease.take();
         self.close_fifo().await;
         let Some(holder) = self.holder.take() else {
             return Ok(());
@@ -197,6 +249,33 @@ impl StdinFeed {
     /// Whether the program runs on a terminal.
     pub fn is_tty(&self) -> bool {
         self.tty
+    }
+
+    /// Hangs a terminal session up, as closing a terminal would (the client went away):
+    /// script ends its program and itself. `Ok(false)`:
+    /// the program has ended. Sessions without a terminal answer `Unsupported`.
+    pub async fn hangup(&self) -> Result<bool, QgaError> {
+        if !self.tty {
+            return Err(QgaError::Agent {
+                command: "guest-exec".into(),
+                class: "Unsupported".into(),
+                desc: "hangup needs a terminal, which this session does not have".into(),
+            });
+        }
+        let helper = GuestExec {
+            path: "/bin/sh".into(),
+            arg: vec![
+                "-c".into(),
+                HANGUP.into(),
+                "atp-hangup".into(),
+                self.dir.clone(),
+            ],
+            env: vec![DEFAULT_PATH.to_owned()],
+            ..GuestExec::default()
+        };
+        let pid = self.client.call(&helper).await?.pid;
+        let st = self.client.wait_exit(pid).await?;
+        Ok(st.exit_code == Some(0))
     }
 
     /// Sets the terminal's size; the program's foreground group gets SIGWINCH. Sessions
@@ -266,4 +345,24 @@ impl StdinFeed {
             tracing::debug!(error = %e, "closing the stdin FIFO handle failed");
         }
     }
+}
+
+/// Renews the lease in `dir` every [`LEASE_RENEW`] (a counter the holder watches) until
+/// the returned guard is dropped. Failures are logged: the holder's patience covers a few.
+fn renew_lease(client: AgentClient, dir: String) -> DropGuard {
+    let stop = CancellationToken::new();
+    let guard = stop.clone().drop_guard();
+    tokio::spawn(async move {
+        let path = format!("{dir}/lease");
+        for n in 1u64.. {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(LEASE_RENEW) => {}
+            }
+            if let Err(e) = client.write_file(&path, n.to_string().as_bytes()).await {
+                tracing::debug!(dir, error = %e, "stdin lease not renewed");
+            }
+        }
+    });
+    guard
 }

@@ -43,7 +43,8 @@ shift; exec "$@""#;
 /// its pid and start time like [`WRAPPER`], takes the FIFO as stdin, and runs util-linux
 /// `script` (found in the fixed `PATH`), which runs `INNER` (see [`super::tty`]) with
 /// `/bin/sh` on a new PTY in a session of its own and copies the PTY's output to `out`.
-/// `-e`: script exits with the program's status.
+/// `-e`: script exits with the program's status. `setsid` (no fork, as in [`WRAPPER`])
+/// keeps script out of the agent's process group: on SIGTERM script signals its group.
 const TTY_WRAPPER: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; echo "$q/$1"; return 0; fi; done; IFS=$o; return 1; }
 t() { shift 19; echo "$1"; }
 d=$1; c=$2; i=$3
@@ -54,6 +55,7 @@ exec >"$d/out" 2>"$d/err"
 if [ -n "$c" ]; then cd -- "$c" || exit 126; fi
 x=$(w script) || { echo "atp-exec: a terminal needs script(1) from util-linux in the guest" >&2; exit 127; }
 SHELL=/bin/sh; export SHELL
+if y=$(w setsid); then exec "$y" "$x" -q -e -c "$i" /dev/null; fi
 exec "$x" -q -e -c "$i" /dev/null"#;
 /// Makes the exec directory (`$1`); `$2` non-empty: with the FIFO `in`; `$3` non-empty:
 /// exit [`NO_SCRIPT`] first when the guest has no `script` for a terminal.

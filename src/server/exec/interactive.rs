@@ -5,7 +5,11 @@
 //! its output and enforces its limits) and a feeder task passes the client's stdin to the
 //! library's [`StdinFeed`] in order, one chunk at a time (backpressure reaches the client
 //! through HTTP/2 flow control). EOF, a half-closed client stream or a client that went
-//! away close the program's stdin; a program that ended stops the feeder.
+//! away close the program's stdin; a program that ended stops the feeder. With `tty` the
+//! program runs on a terminal in the guest: `resize` and `signal` reach it, a client that
+//! goes away hangs it up (SIGHUP, as a closed terminal would), and the policy's
+//! `idle_timeout_ms` ends a session without input. Every session is recorded (asciicast
+//! v2, [`super::recording`]) when the daemon keeps an audit log.
 
 use std::{sync::Arc, time::Duration};
 
@@ -252,8 +256,23 @@ impl Feeder {
                     ));
                     Next::Stop
                 }
-                // A half-closed stream, or a client that went away: EOF.
-                Ok(None) | Err(_) => Next::Stop,
+                // A half-closed stream: EOF.
+                Ok(None) => Next::Stop,
+                // A client that went away: EOF, and a terminal hangs up as a closed one
+                // would (its shell must not stay behind, waiting for nobody).
+                Err(_) => {
+                    if self.feed.is_tty() {
+                        match self.feed.hangup().await {
+                            Ok(hung) => {
+                                tracing::debug!(exec_id = %self.entry.id, hung, "client gone; terminal hung up")
+                            }
+                            Err(e) => {
+                                tracing::warn!(exec_id = %self.entry.id, error = %e, "client gone; terminal not hung up")
+                            }
+                        }
+                    }
+                    Next::Stop
+                }
             };
             if matches!(next, Next::Stop) {
                 break;
