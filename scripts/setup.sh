@@ -20,6 +20,8 @@ PACKAGES=(
   mmdebstrap              # builds the Debian 12 guest's root tree (scripts/build-debian.sh)
   e2fsprogs               # mkfs.ext4 -d: that tree into a raw disk image
   qemu-utils              # qemu-img: per-domain qcow2 overlays of that image under libvirt
+  tmux                    # drives `atp sh -it` from a real terminal (tests/daemon_debian.rs)
+  bsdutils                # script(1), copied into the busybox guest for terminal sessions
 )
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }

@@ -108,6 +108,19 @@ pub struct RawServer {
     /// Allow TCP on a non-loopback address without TLS or tokens.
     #[serde(default)]
     pub insecure: bool,
+    /// Roles for local users on the UNIX listeners, by uid.
+    #[serde(default)]
+    pub unix_roles: Vec<RawUnixRoles>,
+}
+
+/// `[[server.unix_roles]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnixRoles {
+    /// The local user's uid (from the socket's peer credentials).
+    pub uid: u32,
+    /// Roles given to that user's calls.
+    pub roles: Vec<String>,
 }
 
 /// `[server.tls]`
