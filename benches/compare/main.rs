@@ -12,11 +12,13 @@
 //!    `virsh qemu-agent-command` loop;
 //! 3. 100 host agents behind one daemon, 32 concurrent clients, Ping/GetOsInfo for 10 s;
 //! 4. daemon RSS while streaming a 1 GiB file;
-//! 5. Ping latency during a large ReadFile (fairness) vs idle.
+//! 5. Ping latency during a large ReadFile (fairness) vs idle;
+//! 6. interactive sessions: keystroke echo through a terminal, streamed stdin vs WriteFile.
 
 mod daemon;
 mod guest;
 mod host;
+mod interactive;
 mod loops;
 mod rss;
 mod scale;
@@ -117,6 +119,15 @@ async fn main() {
         );
         if let Err(e) = scale_section(&mut out).await {
             failed(&mut out, 3, &e);
+        }
+    }
+    if want(6) {
+        eprintln!(
+            "bench: 6, interactive sessions ({:.0?} so far)",
+            t0.elapsed()
+        );
+        if let Err(e) = interactive::interactive_section(&mut out).await {
+            failed(&mut out, 6, &e);
         }
     }
     out.sort_by(|a, b| a.title.cmp(&b.title));

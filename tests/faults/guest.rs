@@ -1,4 +1,5 @@
-//! Guest faults: a TCG guest reset under a streaming Exec, and 1,000 random client
+//! Guest faults: a TCG guest reset under a streaming Exec and a terminal session (both
+//! streams end with an error; both work again after the reboot), and 1,000 random client
 //! cancellations against a guest's agent socket without one misrouted reply.
 
 use std::{
@@ -61,6 +62,8 @@ async fn guest_reset_mid_exec_ends_the_stream_and_a_new_exec_works_after_boot() 
             Event::Stdout(d) => assert_eq!(d, b"started\n"),
             other => panic!("expected stdout, got {other:?}"),
         }
+        // A terminal session too, with a shell waiting for input.
+        let (tty_tx, mut tty) = tty_session(&d, domain).await;
         // A hard reset (QMP system_reset through libvirt), as a crash-reboot would.
         let handle = dom.domain().clone();
         let t0 = Instant::now();
@@ -86,8 +89,24 @@ async fn guest_reset_mid_exec_ends_the_stream_and_a_new_exec_works_after_boot() 
                 st.code()
             );
         }
+        let (st, _) = stream_error(&mut tty, Duration::from_secs(60), "terminal after the reset").await;
+        eprintln!("reset mid-session: the terminal's stream ended with {:?}: {}", st.code(), st.message());
+        assert_ne!(st.code(), Code::Ok);
+        drop(tty_tx);
         let up = ping_until_up(&mut c, domain, Duration::from_secs(120)).await;
         eprintln!("agent answers again {up:?} after the stream ended");
+        // The next terminal session works.
+        let (tty_tx, mut tty) = tty_session(&d, domain).await;
+        tty_tx
+            .send(ocloudview_atp::pb::ExecInput {
+                msg: Some(ocloudview_atp::pb::exec_input::Msg::Stdin(b"echo tty-$((40+2)); exit\n".to_vec())),
+            })
+            .await
+            .unwrap();
+        let o = bounded(Duration::from_secs(60), "terminal after the reboot", drain_exec(tty)).await;
+        assert!(String::from_utf8_lossy(&o.stdout).contains("tty-42"), "{o:?}");
+        assert_eq!(o.exited.and_then(|x| x.exit_code), Some(0));
+        drop(tty_tx);
         let o = bounded(Duration::from_secs(30), "exec after the reboot", async {
             drain_exec(
                 c.exec(sh_request(domain, "echo back"))
@@ -103,6 +122,43 @@ async fn guest_reset_mid_exec_ends_the_stream_and_a_new_exec_works_after_boot() 
         assert_eq!(o.exited.and_then(|x| x.exit_code), Some(0));
     })
     .await;
+}
+
+/// A shell on a terminal in `domain` (ExecInteractive with tty), after its Started event.
+async fn tty_session(
+    d: &Daemon,
+    domain: &str,
+) -> (
+    tokio::sync::mpsc::Sender<ocloudview_atp::pb::ExecInput>,
+    tonic::Streaming<ocloudview_atp::pb::ExecEvent>,
+) {
+    use ocloudview_atp::pb::{Argv, ExecInput, ExecRequest, exec_input::Msg, exec_request};
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let start = ExecRequest {
+        domain: domain.into(),
+        command: Some(exec_request::Command::Argv(Argv {
+            path: "/bin/sh".into(),
+            args: vec![],
+        })),
+        tty: true,
+        ..Default::default()
+    };
+    tx.send(ExecInput {
+        msg: Some(Msg::Start(start)),
+    })
+    .await
+    .unwrap();
+    let mut c = d.client().await;
+    let mut s = c
+        .exec_interactive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    match s.message().await.unwrap().unwrap().event.unwrap() {
+        Event::Started(_) => {}
+        other => panic!("expected Started, got {other:?}"),
+    }
+    (tx, s)
 }
 
 /// One request of kind `kind`; `Err` describes an error status or a reply that belongs
