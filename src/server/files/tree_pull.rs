@@ -1,0 +1,408 @@
+//! PullTree: one `tar c` in the guest into a private directory
+//! ([`AgentClient::tree_pack`]), read back with guest-file-read and parsed on the host
+//! with the `tar` crate on a blocking thread. Every entry is checked ([`TreeCheck`]:
+//! relative, no `..`, nothing below a non-directory, no link leading out, no device,
+//! FIFOs only with `allow_special`) before the client sees it; the first refused entry
+//! ends the stream with GUEST_TREE_REFUSED naming it. `done` comes last, after the
+//! archive's SHA-256 as read matched the guest's `sha256sum`: a client keeps nothing
+//! without it.
+
+use std::io::Read;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::{resolve, tree_common::entry_refused};
+use crate::{
+    pb,
+    policy::{path::check_guest_path, request::FileInfo},
+    qga::{
+        AgentClient, OpenFile, QgaError,
+        tree::{
+            check::{Kind, TreeCheck, components},
+            guest::{Packed, TreeRefusal},
+        },
+    },
+    server::{
+        action::Beyond,
+        budget::ByteBudget,
+        gate::{Call, Outcome},
+        metrics,
+        service::GuestAgentService,
+        status::{self, ApiError},
+        streams::{self, BoundedStream, StreamSender},
+    },
+};
+
+/// Data message size (and the parser's read size).
+const PIECE: usize = 256 << 10;
+
+/// What the parser thread hands to the stream.
+enum Parsed {
+    Entry(pb::TreeEntry),
+    Data(Vec<u8>),
+    FileEnd(Vec<u8>),
+    Done(pb::TreeSummary),
+}
+
+/// PullTree after the gate: `info` is what the first decision was made on.
+pub(crate) async fn pull(
+    s: &GuestAgentService,
+    call: Call,
+    r: pb::PullTreeRequest,
+    info: FileInfo,
+) -> Result<BoundedStream<pb::PullTreeResponse>, Status> {
+    let (mut call, permit) = s.stream_permit(call).await?;
+    let setup = setup(s, &mut call, &r, info).await;
+    let (client, packed, file, path) = match setup {
+        Ok(x) => x,
+        Err(e) => return Err(call.fail(e).await),
+    };
+    let limits = &s.shared.limits;
+    let (tx, rx) = streams::channel(
+        limits.stream_buffer_bytes,
+        limits.stream_idle_timeout,
+        Some(permit),
+    );
+    let token = s.shared.shutdown.clone();
+    let (guests, domain) = (s.shared.guests.clone(), call.domain().to_owned());
+    let budget = ByteBudget::new(call.limits().max_bytes);
+    let allow_special = r.allow_special;
+    tokio::spawn(async move {
+        let qga = |e| status::agent_status(&guests, &domain, e);
+        let res = tokio::select! {
+            res = stream_tree(&client, (&file, &packed), path, allow_special, budget, &tx, &qga) => res,
+            () = token.cancelled() => Err(ApiError::ShuttingDown.into()),
+        };
+        if let Err(e) = file.close().await {
+            tracing::warn!(error = %e, "closing a tree archive handle failed");
+        }
+        client.tree_unpack_done(&packed).await;
+        if let Err(st) = &res
+            && st.code() != tonic::Code::Cancelled
+        {
+            tx.fail(st.clone());
+        }
+        let outcome = Outcome {
+            bytes: res.as_ref().ok().copied(),
+            ..Outcome::default()
+        };
+        call.end(&res, outcome).await;
+    });
+    Ok(rx)
+}
+
+/// Resolves and decides on the source, packs it, opens the archive.
+async fn setup(
+    s: &GuestAgentService,
+    call: &mut Call,
+    r: &pb::PullTreeRequest,
+    info: FileInfo,
+) -> Result<(AgentClient, Packed, OpenFile, String), Status> {
+    check_guest_path(&r.path, None).map_err(|m| Status::from(ApiError::InvalidArgument(m)))?;
+    let client = s.client(call).await?;
+    if !resolve::resolves(&client, &r.path).await {
+        return Err(ApiError::GuestUnsupported(
+            "PullTree needs a POSIX guest and an absolute path".into(),
+        )
+        .into());
+    }
+    call.beyond(Beyond::TreeHelpers)?;
+    let src = resolve::decide_resolved(s, call, &client, info).await?;
+    if src.existing.is_none() {
+        return Err(ApiError::GuestPathNotFound(format!("{} does not exist", src.path)).into());
+    }
+    let helper = |e| resolve::helper_status(s, call.domain(), e);
+    let packed = match client.tree_pack(&src.path).await.map_err(helper)? {
+        Ok(p) => p,
+        Err(TreeRefusal::NoTool(m)) => return Err(ApiError::GuestUnsupported(m).into()),
+        Err(other) => {
+            return Err(ApiError::Internal(format!("unexpected pack refusal {other:?}")).into());
+        }
+    };
+    match client.open(&packed.archive(), "r").await {
+        Ok(f) => Ok((client, packed, f, src.path)),
+        Err(e) => {
+            client.tree_unpack_done(&packed).await;
+            Err(s.agent_error(call.domain(), e))
+        }
+    }
+}
+
+/// A `Read` over the chunks the async side feeds (end of input when the sender is gone).
+struct Feed {
+    rx: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Feed {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(b) => {
+                    self.buf = b;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Reads the archive, parses it on a blocking thread, forwards checked entries to the
+/// client, then `done`; returns the bytes of file data sent.
+async fn stream_tree(
+    client: &AgentClient,
+    (file, packed): (&OpenFile, &Packed),
+    path: String,
+    allow_special: bool,
+    budget: ByteBudget,
+    tx: &StreamSender<pb::PullTreeResponse>,
+    qga: &(dyn Fn(QgaError) -> Status + Sync),
+) -> Result<u64, Status> {
+    use pb::pull_tree_response::Msg;
+    let summary = pb::PullTreeSummary {
+        archive_bytes: packed.size,
+        path,
+    };
+    tx.send(Ok(pb::PullTreeResponse {
+        msg: Some(Msg::Summary(summary)),
+    }))
+    .await?;
+    let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(4);
+    let (out_tx, mut out_rx) = mpsc::channel::<Parsed>(16);
+    let parser = tokio::task::spawn_blocking(move || {
+        parse(
+            Feed {
+                rx: in_rx,
+                buf: Vec::new(),
+                at: 0,
+            },
+            allow_special,
+            budget,
+            &out_tx,
+        )
+    });
+    let chunk = client.transport().chunk_bounds().max_read.min(1 << 20);
+    let feed = async {
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        // Bytes read after the parser stopped taking them: the end blocks' padding when it
+        // finished, or the rest of an archive it refused (read no further than this).
+        let mut after = 0usize;
+        loop {
+            let r = client
+                .file_read(file.handle(), Some(chunk))
+                .await
+                .map_err(qga)?;
+            let data = r.data().map_err(|e| {
+                qga(QgaError::Agent {
+                    command: "guest-file-read".into(),
+                    class: "InvalidReply".into(),
+                    desc: format!("bad base64 from agent: {e}"),
+                })
+            })?;
+            hasher.update(&data);
+            total += data.len() as u64;
+            metrics::bytes("read", data.len());
+            let end = r.eof || data.is_empty();
+            // A parser that stopped (end blocks, or a refusal) takes no more.
+            if after > 0 || (!data.is_empty() && in_tx.send(data).await.is_err()) {
+                after += chunk;
+            }
+            if end || after > 1 << 20 {
+                break;
+            }
+        }
+        drop(in_tx);
+        let sha: [u8; 32] = hasher.finalize().into();
+        Ok::<_, Status>((total, sha))
+    };
+    let forward = async {
+        let mut done = None;
+        let mut bytes = 0u64;
+        while let Some(p) = out_rx.recv().await {
+            let msg = match p {
+                Parsed::Entry(e) => Msg::Entry(e),
+                Parsed::Data(d) => {
+                    bytes += d.len() as u64;
+                    Msg::Data(d)
+                }
+                Parsed::FileEnd(h) => Msg::FileSha256(h),
+                Parsed::Done(s) => {
+                    done = Some(s);
+                    continue;
+                }
+            };
+            tx.send(Ok(pb::PullTreeResponse { msg: Some(msg) })).await?;
+        }
+        Ok::<_, Status>((done, bytes))
+    };
+    let (fed, forwarded) = tokio::join!(feed, forward);
+    // The parser's refusal first: it is why the stream stopped.
+    let parsed = parser
+        .await
+        .map_err(|e| Status::from(ApiError::Internal(format!("tree parser failed: {e}"))))?;
+    parsed?;
+    let (total, sha) = fed?;
+    let (done, bytes) = forwarded?;
+    let want: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+    if total != packed.size || want != packed.sha256 {
+        return Err(ApiError::TreeChecksum(format!(
+            "the archive read ({total} bytes, sha256 {want}) is not what the guest made ({} bytes, sha256 {})",
+            packed.size, packed.sha256
+        ))
+        .into());
+    }
+    let Some(summary) = done else {
+        return Err(ApiError::Internal("the tree parser ended without a summary".into()).into());
+    };
+    tx.send(Ok(pb::PullTreeResponse {
+        msg: Some(Msg::Done(pb::PullTreeDone {
+            summary: Some(summary),
+            archive_sha256: sha.to_vec(),
+        })),
+    }))
+    .await?;
+    Ok(bytes)
+}
+
+fn refused(entry: &str, message: String) -> Status {
+    entry_refused(entry, message, true)
+}
+
+/// The parser: checks each entry, sends it and its data. Runs on a blocking thread; a
+/// stream that went away (send fails) ends it quietly.
+fn parse(
+    input: Feed,
+    allow_special: bool,
+    mut budget: ByteBudget,
+    out: &mpsc::Sender<Parsed>,
+) -> Result<(), Status> {
+    let bad = |e: std::io::Error| -> Status {
+        ApiError::GuestUnsupported(format!("the guest's archive cannot be read: {e}")).into()
+    };
+    let mut ar = tar::Archive::new(input);
+    let mut check = TreeCheck::new(allow_special);
+    let mut sum = pb::TreeSummary::default();
+    for e in ar.entries().map_err(bad)? {
+        let mut e = e.map_err(bad)?;
+        let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let Ok(path) = String::from_utf8(e.path_bytes().into_owned()) else {
+            return Err(refused(
+                &raw,
+                format!("entry {raw:?} refused: its name is not UTF-8"),
+            ));
+        };
+        let h = e.header();
+        use tar::EntryType as T;
+        let kind = match h.entry_type() {
+            T::Regular | T::Continuous => Kind::File,
+            T::Directory => Kind::Dir,
+            T::Symlink => Kind::Symlink,
+            T::Link => Kind::Hardlink,
+            T::Fifo => Kind::Fifo,
+            T::Char | T::Block => {
+                return Err(refused(&path, format!("entry {path:?} refused: a device")));
+            }
+            other => {
+                return Err(refused(
+                    &path,
+                    format!("entry {path:?} refused: tar entry type {other:?}"),
+                ));
+            }
+        };
+        let target = match e.link_name_bytes() {
+            Some(t) => match String::from_utf8(t.into_owned()) {
+                Ok(t) => t,
+                Err(_) => {
+                    return Err(refused(
+                        &path,
+                        format!("entry {path:?} refused: its link target is not UTF-8"),
+                    ));
+                }
+            },
+            None => String::new(),
+        };
+        let norm = check
+            .entry(&path, kind, &target)
+            .map_err(|r| refused(&r.path, r.to_string()))?;
+        let target = if kind == Kind::Hardlink {
+            components(&target).map(|c| c.join("/")).unwrap_or_default()
+        } else {
+            target
+        };
+        let size = if kind == Kind::File { e.size() } else { 0 };
+        sum.entries += 1;
+        sum.bytes += size;
+        sum.largest = sum.largest.max(size);
+        if let Err(limit) = budget.take_all(size) {
+            return Err(ApiError::PolicyMaxBytes {
+                what: "the tree's file data exceeds",
+                value: limit,
+            }
+            .into());
+        }
+        let h = e.header();
+        let entry = pb::TreeEntry {
+            path: if norm.is_empty() { ".".into() } else { norm },
+            kind: match kind {
+                Kind::File => pb::EntryKind::File,
+                Kind::Dir => pb::EntryKind::Dir,
+                Kind::Symlink => pb::EntryKind::Symlink,
+                Kind::Fifo => pb::EntryKind::Fifo,
+                Kind::Hardlink => pb::EntryKind::Hardlink,
+            } as i32,
+            mode: h.mode().unwrap_or(0) & 0o7777,
+            mtime: h
+                .mtime()
+                .ok()
+                .and_then(|m| i64::try_from(m).ok())
+                .unwrap_or(0),
+            size,
+            target,
+            uid: h
+                .uid()
+                .ok()
+                .and_then(|u| u32::try_from(u).ok())
+                .unwrap_or(0),
+            gid: h
+                .gid()
+                .ok()
+                .and_then(|g| u32::try_from(g).ok())
+                .unwrap_or(0),
+        };
+        if out.blocking_send(Parsed::Entry(entry)).is_err() {
+            return Ok(());
+        }
+        if kind == Kind::File {
+            let mut hasher = Sha256::new();
+            loop {
+                let mut buf = vec![0u8; PIECE];
+                let n = e.read(&mut buf).map_err(bad)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                hasher.update(&buf);
+                if out.blocking_send(Parsed::Data(buf)).is_err() {
+                    return Ok(());
+                }
+            }
+            if out
+                .blocking_send(Parsed::FileEnd(hasher.finalize().to_vec()))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+    let _ = out.blocking_send(Parsed::Done(sum));
+    Ok(())
+}
