@@ -7,6 +7,19 @@
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
+/// The end of an archive (see [`TarOut::finish`]).
+#[derive(Debug)]
+pub struct Finished {
+    /// The last bytes to send.
+    pub last: Vec<u8>,
+    /// The archive's size.
+    pub size: u64,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+    /// Directories holding links, with their mtimes, to set again after extraction.
+    pub fixups: Vec<(u64, String)>,
+}
+
 /// Why the archive cannot take what it was given.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -43,7 +56,13 @@ pub struct TarOut {
     /// Directory entries held back: path ("." for the root), mode, mtime.
     dirs: Vec<(String, u32, u64)>,
     root_seen: bool,
+    /// Directories holding a symbolic link ("." for the root): busybox tar creates some
+    /// links after everything else, which moves these directories' mtimes.
+    link_dirs: std::collections::BTreeSet<String>,
 }
+
+/// Most directories whose mtimes [`TarOut::finish`] lists for setting again.
+pub const MAX_FIXUPS: usize = 256;
 
 impl std::fmt::Debug for TarOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,6 +100,7 @@ impl TarOut {
             file: None,
             dirs: Vec::new(),
             root_seen: false,
+            link_dirs: std::collections::BTreeSet::new(),
         }
     }
 
@@ -143,6 +163,8 @@ impl TarOut {
 
     /// A symbolic link to `target`.
     pub fn symlink(&mut self, path: &str, target: &str, mtime: i64) -> Result<(), ArchiveError> {
+        let dir = path.rsplit_once('/').map_or(".", |(d, _)| d);
+        self.link_dirs.insert(dir.to_owned());
         self.put(
             header(EntryType::Symlink, 0o777, mtime, 0),
             path,
@@ -183,8 +205,9 @@ impl TarOut {
 
     /// Ends the archive: the held-back directories (deepest first; a root the client did
     /// not describe gets 0755 and `now`), then tar's end blocks. Returns the last bytes,
-    /// the archive's size and its SHA-256.
-    pub fn finish(mut self, now: i64) -> Result<(Vec<u8>, u64, [u8; 32]), ArchiveError> {
+    /// the archive's size, its SHA-256, and the directories holding links with their
+    /// mtimes (path, "." for the root; at most [`MAX_FIXUPS`], none beyond), deepest first.
+    pub fn finish(mut self, now: i64) -> Result<Finished, ArchiveError> {
         self.close_file()?;
         if !self.root_seen {
             self.dirs
@@ -199,6 +222,14 @@ impl TarOut {
                 p.matches('/').count() + 1
             })
         });
+        let mut fixups: Vec<(u64, String)> = dirs
+            .iter()
+            .filter(|(p, _, _)| self.link_dirs.contains(p))
+            .map(|(p, _, m)| (*m, p.clone()))
+            .collect();
+        if fixups.len() > MAX_FIXUPS {
+            fixups.clear();
+        }
         for (path, mode, mtime) in dirs {
             let mut h = header(EntryType::Directory, mode, 0, 0);
             h.set_mtime(mtime);
@@ -215,7 +246,12 @@ impl TarOut {
         let total = self.total + last.len() as u64;
         let sha: [u8; 32] = self.hasher.finalize().into();
         last.shrink_to_fit();
-        Ok((last, total, sha))
+        Ok(Finished {
+            last,
+            size: total,
+            sha256: sha,
+            fixups,
+        })
     }
 }
 
@@ -236,8 +272,10 @@ mod tests {
         let long = format!("sub/{}", "n".repeat(150));
         t.symlink(&long, "a", 0).unwrap();
         let mut bytes = t.take(1).unwrap();
-        let (last, total, sha) = t.finish(0).unwrap();
-        bytes.extend(last);
+        let f = t.finish(0).unwrap();
+        let (total, sha) = (f.size, f.sha256);
+        assert_eq!(f.fixups, [(1_600_000_000, "sub".to_owned())]);
+        bytes.extend(f.last);
         assert_eq!(total, bytes.len() as u64);
         assert_eq!(sha.to_vec(), Sha256::digest(&bytes).to_vec());
         let mut ar = tar::Archive::new(&bytes[..]);

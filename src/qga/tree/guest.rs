@@ -15,25 +15,46 @@ const NOT_OURS: i32 = 3;
 const CHECKSUM: i32 = 4;
 const EXISTS: i32 = 6;
 const NO_TOOL: i32 = 7;
+const CHANGED: i32 = 9;
+const UNSAFE: i32 = 10;
 
 /// `SRC DIR`: `tar c` of SRC's contents into DIR/a.tar (DIR: a private directory made by
-/// [`AgentClient::make_dir`]); prints `SHA256 SIZE`. Symbolic links are archived as
-/// links, never followed (`tar` without `-h`); the host checks every entry.
+/// [`AgentClient::make_dir`]); prints `SHA256 SIZE`. SRC is entered first and must still
+/// be the resolved path the policy decided on (a directory swapped in meanwhile is
+/// refused), then archived as `.`. Symbolic links are archived as links (`tar` without
+/// `-h`); the host checks every entry. GNU tar opens each file with `O_NOFOLLOW`, so a
+/// file swapped for a link while it is read fails the pull; busybox tar follows it, so
+/// with any other tar a tree holding a directory another user can write to (not the
+/// agent's, or group/other-writable) is refused before anything is read.
 const PACK: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
 for t in tar sha256sum; do command -v $t >/dev/null 2>&1 || { echo "the guest has no $t" >&2; exit 7; }; done
 cd -P -- "$2" && [ -O . ] || exit 3
-[ -d "$1" ] || { echo "$1: Not a directory" >&2; exit 2; }
-tar -c -f a.tar -C "$1" . || exit 5
-h=$(sha256sum a.tar) && n=$(wc -c <a.tar) && echo "${h%% *} $n""#;
+d=$(pwd -P)
+cd -P -- "$1" 2>/dev/null || { echo "$1: Not a directory, or No such file or directory" >&2; exit 2; }
+[ "$(pwd -P)" = "$1" ] || { echo "$1 was replaced while it was opened" >&2; exit 9; }
+if ! tar --version 2>/dev/null | grep -q 'GNU tar'; then
+  w=$(find . -type d \( ! -user "$(id -u)" -o -perm -0020 -o -perm -0002 \) -print) || { echo "cannot check who may write to $1's directories" >&2; exit 10; }
+  if [ -n "$w" ]; then
+    w=$(printf '%s\n' "$w" | head -n 1)
+    echo "$1: ${w#./} can be written by other users, and this guest's tar (not GNU tar) follows a link swapped in while it reads; refused" >&2
+    exit 10
+  fi
+fi
+tar -c -f "$d/a.tar" . || exit 5
+cd -- "$d" && h=$(sha256sum a.tar) && n=$(wc -c <a.tar) && echo "${h%% *} $n""#;
 
 /// `STAGE TARGET NONCE SHA256 OVERWRITE`: in the staging directory (checked by its `id`
 /// like [`Stage`]'s finalize), verifies the archive `data` against SHA256, extracts it
 /// into `tree` (0700 until tar sets the root's mode from the archive's `./` entry), and
 /// renames `tree` to TARGET. An existing TARGET is refused, or with OVERWRITE = 1 renamed
 /// into the staging directory first and removed once the new tree is in place (put back
-/// if that rename fails). The staging directory is removed whatever happened.
+/// if that rename fails). TARGET is reached as `../NAME` from the staging directory, so
+/// the tree lands in the very directory the stage was made in, whatever is swapped on
+/// the path meanwhile. Then `MTIME DIR` pairs: directories whose mtimes are set again
+/// after tar (busybox tar creates some links last, which moves their directories'
+/// mtimes). The staging directory is removed whatever happened.
 const EXTRACT: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
-s=$1 t=$2 id=$3 want=$4 ow=$5
+s=$1 t=../${2##*/} id=$3 want=$4 ow=$5
 run() {
   for x in tar sha256sum; do command -v $x >/dev/null 2>&1 || { echo "the guest has no $x" >&2; return 7; }; done
   cd -P -- "$s" && [ -O . ] && [ "$(cat id 2>/dev/null)" = "$id" ] && [ -f data ] && [ ! -L data ] || return 3
@@ -41,6 +62,7 @@ run() {
   [ "${got%% *}" = "$want" ] || { echo "archive checksum mismatch: the guest read ${got%% *}, the daemon wrote $want" >&2; return 4; }
   mkdir -m 0700 tree && tar -x -o -f data -C tree || return 5
   rm -f data
+  while [ $# -ge 2 ]; do touch -c -m -d "@$1" "tree/$2"; shift 2; done
   if [ -e "$t" ] || [ -L "$t" ]; then
     [ "$ow" = 1 ] || { echo "$t: File exists" >&2; return 6; }
     mv -T -- "$t" old || return 5
@@ -49,7 +71,8 @@ run() {
   fi
   mv -T -- tree "$t"
 }
-run; rc=$?
+shift 5
+run "$@"; rc=$?
 cd / && rm -rf -- "$s"
 exit $rc"#;
 
@@ -108,6 +131,10 @@ pub enum TreeRefusal {
     Exists,
     /// The guest lacks a tool (`tar`, `sha256sum`).
     NoTool(String),
+    /// The source directory was swapped while it was entered.
+    Changed(String),
+    /// The guest's tar cannot archive this tree safely (see [`PACK`]).
+    Unsafe(String),
 }
 
 /// One entry of a listing, as `stat` reported it.
@@ -208,7 +235,8 @@ impl AgentClient {
     }
 
     /// Archives the directory `src` (`tar c`, links kept as links) into a new private
-    /// directory; two execs. `Err(refusal)` inside `Ok` when the guest lacks a tool.
+    /// directory; two execs. `Err(refusal)` inside `Ok` when the guest lacks a tool, the
+    /// source was swapped, or its tar cannot archive the tree safely.
     pub async fn tree_pack(&self, src: &str) -> Result<Result<Packed, TreeRefusal>, QgaError> {
         let dir = self.make_dir(false).await?;
         let r = match self.run_tree(&["-c", PACK, "atp-pack", src, &dir]).await {
@@ -218,6 +246,7 @@ impl AgentClient {
                 return Err(e);
             }
         };
+        let msg = || r.decode_stderr().unwrap_or_default().trim().to_owned();
         let out = String::from_utf8_lossy(&r.stdout).trim().to_owned();
         let parsed = out
             .split_once(' ')
@@ -227,9 +256,9 @@ impl AgentClient {
             (Some(0), Some((sha256, size))) => {
                 return Ok(Ok(Packed { dir, sha256, size }));
             }
-            (Some(NO_TOOL), _) => Ok(Err(TreeRefusal::NoTool(
-                r.decode_stderr().unwrap_or_default().trim().to_owned(),
-            ))),
+            (Some(NO_TOOL), _) => Ok(Err(TreeRefusal::NoTool(msg()))),
+            (Some(CHANGED), _) => Ok(Err(TreeRefusal::Changed(msg()))),
+            (Some(UNSAFE), _) => Ok(Err(TreeRefusal::Unsafe(msg()))),
             (Some(0), None) => Err(bad_reply("atp-pack", format!("unexpected output {out:?}"))),
             _ => Err(failed("atp-pack", &r)),
         };
@@ -243,7 +272,8 @@ impl AgentClient {
     }
 
     /// Verifies the archive staged as `stage`'s `data` against `sha256` (hex), extracts
-    /// it and renames the tree to `target` (see [`EXTRACT`]). The staging directory is gone
+    /// it, sets `fixups`' directory mtimes again, and renames the tree to `target` (see
+    /// [`EXTRACT`]). The staging directory is gone
     /// afterwards, whatever the outcome. Returns whether an existing target was replaced.
     pub async fn tree_extract(
         &self,
@@ -251,21 +281,29 @@ impl AgentClient {
         target: &str,
         sha256: &str,
         overwrite: bool,
+        fixups: &[(u64, String)],
     ) -> Result<Result<(), TreeRefusal>, QgaError> {
         let nonce = stage.nonce_text();
         let ow = if overwrite { "1" } else { "0" };
-        let r = self
-            .run_tree(&[
-                "-c",
-                EXTRACT,
-                "atp-extract",
-                &stage.dir,
-                target,
-                &nonce,
-                sha256,
-                ow,
-            ])
-            .await?;
+        let mut args: Vec<String> = [
+            "-c",
+            EXTRACT,
+            "atp-extract",
+            &stage.dir,
+            target,
+            &nonce,
+            sha256,
+            ow,
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        for (mtime, dir) in fixups {
+            args.push(mtime.to_string());
+            args.push(dir.clone());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = self.run_tree(&args).await?;
         let msg = || r.decode_stderr().unwrap_or_default().trim().to_owned();
         match r.exit_code {
             Some(0) => Ok(Ok(())),

@@ -116,7 +116,10 @@ async fn setup(
     let helper = |e| resolve::helper_status(s, call.domain(), e);
     let packed = match client.tree_pack(&src.path).await.map_err(helper)? {
         Ok(p) => p,
-        Err(TreeRefusal::NoTool(m)) => return Err(ApiError::GuestUnsupported(m).into()),
+        Err(TreeRefusal::NoTool(m) | TreeRefusal::Unsafe(m)) => {
+            return Err(ApiError::GuestUnsupported(m).into());
+        }
+        Err(TreeRefusal::Changed(m)) => return Err(ApiError::GuestPathChanged(m).into()),
         Err(other) => {
             return Err(ApiError::Internal(format!("unexpected pack refusal {other:?}")).into());
         }
@@ -299,6 +302,11 @@ fn parse(
                 &raw,
                 format!("entry {raw:?} refused: its name is not UTF-8"),
             ));
+        };
+        // The guest archived `.`: entries are "./NAME" (and "./" the root).
+        let path = match path.strip_prefix("./") {
+            Some(p) => p.to_owned(),
+            None => path,
         };
         let h = e.header();
         use tar::EntryType as T;

@@ -19,7 +19,7 @@ use crate::{
         AgentClient, DEFAULT_CHUNK, OpenFile,
         guestpath::{Stage, parent},
         tree::{
-            archive::{ArchiveError, TarOut},
+            archive::{ArchiveError, Finished, TarOut},
             check::{Kind, TreeCheck},
             guest::TreeRefusal,
         },
@@ -195,12 +195,12 @@ async fn run(
         };
         let res = r.receive(&mut stream).await;
         let closed = file.close().await;
-        let (got, size, sha) = res?;
+        let done = res?;
         closed.map_err(|e| s.agent_error(call.domain(), e))?;
-        Ok((got, size, sha))
+        Ok(done)
     }
     .await;
-    let (got, _size, sha) = match sent {
+    let (got, fin) = match sent {
         Ok(x) => x,
         Err(st) => {
             if let Err(e) = client.stage_remove(&stage).await {
@@ -209,9 +209,10 @@ async fn run(
             return Err(st);
         }
     };
+    let sha = fin.sha256;
     let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
     match client
-        .tree_extract(&stage, &target.path, &hex, header.overwrite)
+        .tree_extract(&stage, &target.path, &hex, header.overwrite, &fin.fixups)
         .await
         .map_err(helper)?
     {
@@ -230,7 +231,10 @@ async fn run(
             target.path
         ))
         .into()),
-        Err(TreeRefusal::NoTool(m)) => Err(ApiError::GuestUnsupported(m).into()),
+        Err(TreeRefusal::NoTool(m) | TreeRefusal::Unsafe(m)) => {
+            Err(ApiError::GuestUnsupported(m).into())
+        }
+        Err(TreeRefusal::Changed(m)) => Err(ApiError::GuestPathChanged(m).into()),
     }
 }
 
@@ -270,7 +274,7 @@ impl Receiver<'_> {
     async fn receive(
         &mut self,
         stream: &mut Streaming<pb::PushTreeRequest>,
-    ) -> Result<(pb::TreeSummary, u64, [u8; 32]), Status> {
+    ) -> Result<(pb::TreeSummary, Finished), Status> {
         loop {
             let msg = tokio::select! {
                 m = stream.message() => m.map_err(ApiError::ClientStream)?,
@@ -298,13 +302,13 @@ impl Receiver<'_> {
             }
         }
         let tar = std::mem::take(&mut self.tar);
-        let (last, size, sha) = tar.finish(now()).map_err(archive_status)?;
-        self.write(&last).await?;
+        let mut fin = tar.finish(now()).map_err(archive_status)?;
+        self.write(&std::mem::take(&mut fin.last)).await?;
         self.client
             .file_flush(self.file.handle())
             .await
             .map_err(self.qga)?;
-        Ok((self.got, size, sha))
+        Ok((self.got, fin))
     }
 
     fn entry(&mut self, e: pb::TreeEntry) -> Result<(), Status> {
