@@ -394,7 +394,7 @@ fn entry(path: &str, kind: EntryKind, size: u64, target: &str) -> TreeEntry {
 async fn push(
     c: &mut Client,
     path: &str,
-    entries: Vec<(TreeEntry, Vec<u8>)>,
+    entries: Vec<Sent>,
     summary: Option<TreeSummary>,
     flags: (bool, bool),
 ) -> Result<ocloudview_atp::pb::PushTreeResponse, Status> {
@@ -428,11 +428,14 @@ async fn push(
         .map(|r| r.into_inner())
 }
 
+/// An entry as a client sends it, with its data.
+type Sent = (TreeEntry, Vec<u8>);
+
 /// A client's hostile trees: refused naming the entry; nothing appears in the guest.
 async fn hostile_client(admin: &mut Client) {
     use EntryKind::{Dir, Fifo, File, Symlink};
     let root = || (entry(".", Dir, 0, ""), Vec::new());
-    let cases: Vec<(&str, Vec<(TreeEntry, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(&str, Vec<Sent>, &str)> = vec![
         (
             "dotdot",
             vec![root(), (entry("../x", File, 1, ""), b"x".to_vec())],

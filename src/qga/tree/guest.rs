@@ -133,7 +133,8 @@ pub enum TreeRefusal {
     NoTool(String),
     /// The source directory was swapped while it was entered.
     Changed(String),
-    /// The guest's tar cannot archive this tree safely (see [`PACK`]).
+    /// The guest's tar cannot archive this tree safely (busybox tar follows a link
+    /// swapped in while it reads, and other users can write to the tree).
     Unsafe(String),
 }
 
@@ -188,13 +189,13 @@ fn bad_reply(what: &str, detail: String) -> QgaError {
     }
 }
 
-/// Parses [`LIST`]'s output (see there).
+/// Parses the listing helper's output: NUL-separated `STAT\0NAME\0TARGET\0` records,
+/// the path itself first, `more\0` when some were left out.
 pub fn parse_listing(out: &[u8]) -> Option<Listing> {
     let mut fields = out.split(|b| *b == 0);
     let mut records = Vec::new();
     let mut truncated = false;
-    loop {
-        let Some(stat) = fields.next() else { break };
+    while let Some(stat) = fields.next() {
         if stat.is_empty() {
             break; // after the last NUL
         }
@@ -272,9 +273,9 @@ impl AgentClient {
     }
 
     /// Verifies the archive staged as `stage`'s `data` against `sha256` (hex), extracts
-    /// it, sets `fixups`' directory mtimes again, and renames the tree to `target` (see
-    /// [`EXTRACT`]). The staging directory is gone
-    /// afterwards, whatever the outcome. Returns whether an existing target was replaced.
+    /// it, sets `fixups`' directory mtimes again, and renames the tree to `target` (an
+    /// existing one only with `overwrite`). The staging directory is gone afterwards,
+    /// whatever the outcome. One exec.
     pub async fn tree_extract(
         &self,
         stage: &Stage,
