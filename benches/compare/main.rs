@@ -12,7 +12,10 @@
 //!    `virsh qemu-agent-command` loop;
 //! 3. 100 host agents behind one daemon, 32 concurrent clients, Ping/GetOsInfo for 10 s;
 //! 4. daemon RSS while streaming a 1 GiB file;
-//! 5. Ping latency during a large ReadFile (fairness) vs idle.
+//! 5. Ping latency during a large ReadFile (fairness) vs idle;
+//! 6. directory trees (issue 15): PushTree/PullTree of 1000 × 4 KiB + 64 MiB on a busybox
+//!    TCG guest vs a per-file WriteFile/ReadFile loop and vs raw `tar` through guest-exec
+//!    (`ATP_BENCH_TREE_FILES`, `ATP_BENCH_TREE_BIG_MIB`, `ATP_BENCH_TREE_LOOP`).
 
 mod daemon;
 mod guest;
@@ -21,6 +24,7 @@ mod loops;
 mod rss;
 mod scale;
 mod table;
+mod tree;
 
 use std::time::{Duration, Instant};
 
@@ -117,6 +121,13 @@ async fn main() {
         );
         if let Err(e) = scale_section(&mut out).await {
             failed(&mut out, 3, &e);
+        }
+    }
+    // Directory trees (issue 15).
+    if want(6) {
+        eprintln!("bench: 6, directory trees ({:.0?} so far)", t0.elapsed());
+        if let Err(e) = tree::tree_section(&mut out).await {
+            failed(&mut out, 6, &e);
         }
     }
     out.sort_by(|a, b| a.title.cmp(&b.title));

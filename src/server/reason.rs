@@ -135,7 +135,7 @@ reasons! {
         "the guest's tree holds an entry the rules refuse (PullTree); metadata `entry`; nothing was kept";
     /// The archive's checksum differs between daemon and guest.
     TreeChecksumMismatch = "TREE_CHECKSUM_MISMATCH", DataLoss,
-        "the tree archive's SHA-256 differs between the daemon and the guest; nothing was placed";
+        "the tree archive differs between the daemon and the guest (SHA-256 on push, size on pull); nothing was kept";
 }
 
 impl Reason {
