@@ -7,10 +7,13 @@
 //! The cases are in `tree_copy/cases.rs` (`tree_copy_debian` runs them on GNU tar).
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
+#[path = "tree_copy/bed.rs"]
+mod bed;
 #[path = "tree_copy/cases.rs"]
 mod cases;
 mod common;
 
+use bed::{Bed, no_stage_left, sh};
 use cases::*;
 
 #[tokio::test]

@@ -6,10 +6,13 @@
 //! the guest and run only in `tree_copy`.
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
+#[path = "tree_copy/bed.rs"]
+mod bed;
 #[path = "tree_copy/cases.rs"]
 mod cases;
 mod common;
 
+use bed::{Bed, no_stage_left, sh};
 use cases::*;
 use ocloudview_atp::testbed::{DebianBootOptions, DebianImage, QemuGuest};
 

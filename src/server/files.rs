@@ -10,6 +10,7 @@ mod write;
 // Directory trees (issue 15).
 mod tree_common;
 mod tree_list;
+mod tree_parse;
 mod tree_pull;
 mod tree_push;
 
