@@ -1,5 +1,5 @@
-//! `atp cp -r`: a directory tree into a guest ([`push`], PushTree) or out of one
-//! ([`pull`], PullTree). Push: DST is the new tree's root (refused if it exists, unless
+//! `atp cp -r`: a directory tree into a guest (`push`, PushTree) or out of one
+//! (`pull`, PullTree). Push: DST is the new tree's root (refused if it exists, unless
 //! `--overwrite`). Pull: into DST, or DST/NAME when DST is a directory; nothing is kept
 //! unless the whole tree arrived and checked.
 
