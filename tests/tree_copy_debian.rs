@@ -1,8 +1,8 @@
 //! Issue 15 item 1 on a real distribution: the directory tree cases of `tree_copy` that
 //! depend on the guest's tools, run on the Debian 12 guest (GNU tar, which opens files
 //! with O_NOFOLLOW, GNU stat, dash as /bin/sh): `atp cp -r` both ways, ListDir,
-//! overwrite, the guest's hostile trees, and a file swapped for a link while it is
-//! pulled. The daemon-side rules (the client's hostile trees, policies) do not depend on
+//! overwrite, the guest's hostile trees, a file swapped for a link while it is
+//! pulled, and a guest without `tar`. The daemon-side rules (the client's hostile trees, policies) do not depend on
 //! the guest and run only in `tree_copy`.
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
@@ -37,5 +37,6 @@ async fn trees_on_debian_with_gnu_tar() {
     overwrite(&mut admin).await;
     hostile_guest(&bed, &mut admin).await;
     swapped_while_pulled(&mut admin).await;
+    no_tar(&mut admin).await;
     no_stage_left(&mut admin).await;
 }

@@ -510,3 +510,29 @@ pub async fn policy(bed: &Bed) {
     let msgs = pull(&mut dev, "/data/site", false).await.unwrap();
     assert!(matches!(msgs.first(), Some(PullMsg::Summary(_))));
 }
+
+/// A guest without `tar` (Debian's moved away; busybox's shell finds its applet even
+/// without the link): FAILED_PRECONDITION (`GUEST_UNSUPPORTED`) naming the tool, both
+/// ways; nothing left behind.
+pub async fn no_tar(admin: &mut Client) {
+    let tar = sh(admin, "command -v tar").await;
+    let tar = tar.trim();
+    sh(admin, &format!("mv {tar} {tar}.off")).await;
+    let st = pull(admin, "/data/site", false).await.unwrap_err();
+    let pushed = push(
+        admin,
+        "/data/notar",
+        vec![(entry("a", EntryKind::File, 1, ""), b"a".to_vec())],
+        None,
+        (false, false),
+    )
+    .await;
+    sh(admin, &format!("mv {tar}.off {tar}")).await;
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st:?}");
+    assert_eq!(reason(&st), "GUEST_UNSUPPORTED", "{st:?}");
+    assert!(st.message().contains("no tar"), "{}", st.message());
+    let st = pushed.unwrap_err();
+    assert_eq!(reason(&st), "GUEST_UNSUPPORTED", "{st:?}");
+    assert!(st.message().contains("no tar"), "{}", st.message());
+    sh(admin, "[ ! -e /data/notar ]").await;
+}
