@@ -2,9 +2,14 @@
 # Sets up (scripts/setup.sh) and runs the side-by-side benchmark: the daemon vs a raw
 # agent client on a host qemu-ga, on a TCG guest over libvirt and over a direct socket
 # (plus a virsh loop), 100 agents behind one daemon, daemon RSS over a 1 GiB stream and
-# Ping fairness during a transfer. Prints one markdown table per section; about 5 minutes
-# on a 2-core machine (the first run also builds the guest image).
-# Environment: ATP_BENCH_MIB (host agent file size, default 256).
+# Ping fairness during a transfer, and directory trees (section 6, issue 15: PushTree and
+# PullTree of 1000 files of 4 KiB plus one of 64 MiB vs a per-file WriteFile/ReadFile loop
+# and vs raw `tar` through guest-exec, on a busybox TCG guest). Prints one markdown table
+# per section; about 5 minutes on a 2-core machine (the first run also builds the guest
+# image), plus a few for section 6.
+# Environment: ATP_BENCH_MIB (host agent file size, default 256); ATP_BENCH_ONLY=6 runs
+# only the trees; ATP_BENCH_TREE_FILES (1000), ATP_BENCH_TREE_BIG_MIB (64) and
+# ATP_BENCH_TREE_LOOP (100: loop files measured, then scaled) size it.
 # `scripts/bench.sh ansible ...`: the Ansible comparison instead (scripts/bench-ansible.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-//! Section 6: interactive sessions through the daemon. Keystroke echo latency (one byte
+//! Section 7: interactive sessions through the daemon. Keystroke echo latency (one byte
 //! sent on ExecInteractive → its echo by the guest's terminal received) on the host agent,
 //! a TCG guest's direct socket and the same guest through libvirt; and streamed stdin
 //! (`sha256sum` reading the stream) against WriteFile of the same bytes, same transport.
@@ -266,7 +266,7 @@ pub(crate) async fn interactive_section(out: &mut Vec<Table>) -> Result<()> {
 
     let mut t = Table::new(
         format!(
-            "6. Interactive sessions: keystroke echo through a terminal ({KEYS} keys, p50/p99) and streamed stdin vs WriteFile ({HOST_STDIN_MIB} MiB host, {GUEST_STDIN_MIB} MiB guest)"
+            "7. Interactive sessions: keystroke echo through a terminal ({KEYS} keys, p50/p99) and streamed stdin vs WriteFile ({HOST_STDIN_MIB} MiB host, {GUEST_STDIN_MIB} MiB guest)"
         ),
         ["measure", "value", "reference", "ratio"],
     );

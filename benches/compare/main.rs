@@ -13,7 +13,10 @@
 //! 3. 100 host agents behind one daemon, 32 concurrent clients, Ping/GetOsInfo for 10 s;
 //! 4. daemon RSS while streaming a 1 GiB file;
 //! 5. Ping latency during a large ReadFile (fairness) vs idle;
-//! 6. interactive sessions: keystroke echo through a terminal, streamed stdin vs WriteFile.
+//! 6. directory trees (issue 15): PushTree/PullTree of 1000 × 4 KiB + 64 MiB on a busybox
+//!    TCG guest vs a per-file WriteFile/ReadFile loop and vs raw `tar` through guest-exec
+//!    (`ATP_BENCH_TREE_FILES`, `ATP_BENCH_TREE_BIG_MIB`, `ATP_BENCH_TREE_LOOP`).
+//! 7. interactive sessions: keystroke echo through a terminal, streamed stdin vs WriteFile.
 
 mod daemon;
 mod guest;
@@ -23,6 +26,7 @@ mod loops;
 mod rss;
 mod scale;
 mod table;
+mod tree;
 
 use std::time::{Duration, Instant};
 
@@ -121,13 +125,20 @@ async fn main() {
             failed(&mut out, 3, &e);
         }
     }
+    // Directory trees (issue 15).
     if want(6) {
+        eprintln!("bench: 6, directory trees ({:.0?} so far)", t0.elapsed());
+        if let Err(e) = tree::tree_section(&mut out).await {
+            failed(&mut out, 6, &e);
+        }
+    }
+    if want(7) {
         eprintln!(
-            "bench: 6, interactive sessions ({:.0?} so far)",
+            "bench: 7, interactive sessions ({:.0?} so far)",
             t0.elapsed()
         );
         if let Err(e) = interactive::interactive_section(&mut out).await {
-            failed(&mut out, 6, &e);
+            failed(&mut out, 7, &e);
         }
     }
     out.sort_by(|a, b| a.title.cmp(&b.title));

@@ -133,6 +133,9 @@ pub fn exit_code(reason: Reason) -> u8 {
         | R::ExecAttached
         | R::ClientCancelled
         | R::Internal => exit::OTHER,
+        // Directory trees (issue 15).
+        R::TreeEntryRefused | R::GuestTreeRefused => exit::OTHER,
+        R::TreeChecksumMismatch => exit::TEMPFAIL,
     }
 }
 

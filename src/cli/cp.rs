@@ -29,18 +29,29 @@ pub struct CpOpts {
     /// No progress bar even on a terminal.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Copy a directory tree (PushTree/PullTree): `atp cp -r ./site DOM:/srv/site` (the
+    /// destination is the new tree), `atp cp -r DOM:/etc/nginx .` (into ./nginx).
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    /// With -r: replace an existing destination tree.
+    #[arg(long, requires = "recursive")]
+    pub overwrite: bool,
+    /// With -r: copy FIFOs too.
+    #[arg(long, requires = "recursive")]
+    pub allow_special: bool,
 }
 
 const CHUNK: usize = 1 << 20;
 
 /// A `DOM:/path` argument, split; `None` for a local path.
-fn guest_side(arg: &str) -> Option<(&str, &str)> {
+pub(super) fn guest_side(arg: &str) -> Option<(&str, &str)> {
     let i = arg.find(":/")?;
     let (dom, path) = (&arg[..i], &arg[i + 1..]);
     (!dom.is_empty() && !dom.starts_with('.') && !dom.starts_with('/')).then_some((dom, path))
 }
 
-fn bar(total: u64, quiet: bool) -> ProgressBar {
+/// A byte progress bar on a terminal, hidden otherwise.
+pub(super) fn bar(total: u64, quiet: bool) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -57,6 +68,13 @@ fn bar(total: u64, quiet: bool) -> ProgressBar {
 /// Runs `atp cp`.
 pub async fn cp(conn: &Connection, src: &str, dst: &str, o: &CpOpts) -> Result<(), ClientError> {
     match (guest_side(src), guest_side(dst)) {
+        // Directory trees (issue 15).
+        (None, Some((dom, path))) if o.recursive => {
+            super::cp_tree::push(conn, Path::new(src), dom, path, o).await
+        }
+        (Some((dom, path)), None) if o.recursive => {
+            super::cp_tree::pull(conn, dom, path, Path::new(dst), o).await
+        }
         (None, Some((dom, path))) => upload(conn, Path::new(src), dom, path, o).await,
         (Some((dom, path)), None) => download(conn, dom, path, Path::new(dst), o).await,
         _ => Err(ClientError::new(

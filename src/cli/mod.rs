@@ -3,9 +3,12 @@
 mod audit;
 mod client;
 mod cp;
+// Directory trees (issue 15).
+mod cp_tree;
 #[cfg(feature = "testbed")]
 mod demo;
 mod fanout;
+mod ls_dir;
 mod policy;
 mod remote;
 mod run;
@@ -71,8 +74,8 @@ enum Command {
     /// Work with audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// List the guests the daemon can reach.
-    Ls(OutputArg),
+    /// List the guests the daemon can reach; with DOM:/path, a guest directory.
+    Ls(ls_dir::LsArgs),
     /// Ping a guest's agent.
     Ping(DomainArg),
     /// Agent version, enabled commands and guest facts.
@@ -196,7 +199,11 @@ pub fn init_tracing(format: LogFormat) {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let conn = &cli.connection;
     let client: Result<u8, client::ClientError> = match cli.command {
-        Command::Ls(o) => remote::ls(conn, o.output).await.map(|()| 0),
+        Command::Ls(o) => match o.target {
+            // Directory trees (issue 15).
+            Some(t) => ls_dir::ls(conn, &t, o.limit, o.output).await.map(|()| 0),
+            None => remote::ls(conn, o.output).await.map(|()| 0),
+        },
         Command::Ping(d) => remote::ping(conn, d.domain, d.output).await.map(|()| 0),
         Command::Info(d) => remote::info(conn, d.domain, d.output).await.map(|()| 0),
         Command::Osinfo(d) => remote::osinfo(conn, d.domain, d.output).await.map(|()| 0),

@@ -31,6 +31,8 @@ pub struct PolicyRequest {
     pub task: Option<TaskInfo>,
     /// For ExecAttach and ExecCancel: the exec addressed and who started it.
     pub exec_ref: Option<ExecRefInfo>,
+    /// For PushTree and PullTree: the tree's summary and the transfer's options.
+    pub tree: Option<TreeInfo>,
     /// `[policy] settings` from the config, for plugins to read (e.g. allowed paths).
     pub settings: serde_json::Value,
 }
@@ -95,6 +97,25 @@ pub struct FileInfo {
     pub length: i64,
     /// Write mode: `create`, `truncate`, `append`, `exclusive`.
     pub mode: String,
+}
+
+/// `req.tree` (PushTree, PullTree); the path is `req.file.path`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TreeInfo {
+    /// `push` or `pull`.
+    pub op: String,
+    /// PushTree: entries the client announced (directories included); PullTree: 0 (the
+    /// tree is not known before the decision; `max_bytes` bounds its file data).
+    pub entries: i64,
+    /// PushTree: bytes of file data announced.
+    pub bytes: i64,
+    /// PushTree: the largest file announced.
+    pub largest: i64,
+    /// Whether an existing destination is replaced.
+    pub overwrite: bool,
+    /// Whether FIFOs may pass.
+    pub allow_special: bool,
 }
 
 /// `req.agent`

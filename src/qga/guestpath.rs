@@ -145,7 +145,7 @@ impl Stage {
         format!("{}/data", self.dir)
     }
 
-    fn nonce_text(&self) -> String {
+    pub(crate) fn nonce_text(&self) -> String {
         String::from_utf8_lossy(&self.nonce).into_owned()
     }
 }

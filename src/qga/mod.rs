@@ -19,6 +19,7 @@ mod kill;
 mod stdin;
 mod stream;
 mod sweep;
+pub mod tree;
 mod tty;
 mod wrapper;
 

@@ -4,7 +4,9 @@
 //! described with another's detail. [`Beyond`] names the work a handler does beyond what
 //! its request names (documented in docs/policies.md, "Work beyond the request").
 
-use crate::policy::request::{AgentInfo, ExecInfo, ExecRefInfo, FileInfo, PolicyRequest, TaskInfo};
+use crate::policy::request::{
+    AgentInfo, ExecInfo, ExecRefInfo, FileInfo, PolicyRequest, TaskInfo, TreeInfo,
+};
 
 /// Every RPC of the `GuestAgent` service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,12 +25,16 @@ pub(crate) enum Rpc {
     WriteFile,
     ListTasks,
     RunTask,
+    // Directory trees (issue 15).
+    PushTree,
+    PullTree,
+    ListDir,
 }
 
 impl Rpc {
     /// All of them, in the proto's order.
     #[cfg(test)]
-    pub(crate) const ALL: [Rpc; 14] = [
+    pub(crate) const ALL: [Rpc; 17] = [
         Rpc::Ping,
         Rpc::GetAgentInfo,
         Rpc::GetOsInfo,
@@ -43,6 +49,10 @@ impl Rpc {
         Rpc::AgentCommand,
         Rpc::ListTasks,
         Rpc::RunTask,
+        // Directory trees (issue 15).
+        Rpc::PushTree,
+        Rpc::PullTree,
+        Rpc::ListDir,
     ];
 
     /// The proto's method name: `req.rpc` for policies, `rpc` in audit records and metrics.
@@ -62,6 +72,10 @@ impl Rpc {
             Rpc::WriteFile => "WriteFile",
             Rpc::ListTasks => "ListTasks",
             Rpc::RunTask => "RunTask",
+            // Directory trees (issue 15).
+            Rpc::PushTree => "PushTree",
+            Rpc::PullTree => "PullTree",
+            Rpc::ListDir => "ListDir",
         }
     }
 
@@ -81,6 +95,10 @@ impl Rpc {
             ],
             Rpc::ExecCancel => &[Beyond::KillHelper],
             Rpc::ReadFile | Rpc::WriteFile => &[Beyond::FileHelpers],
+            // Directory trees (issue 15).
+            Rpc::PushTree | Rpc::PullTree | Rpc::ListDir => {
+                &[Beyond::FileHelpers, Beyond::TreeHelpers]
+            }
             _ => &[],
         }
     }
@@ -112,6 +130,11 @@ pub(crate) enum Action {
     ListTasks,
     /// A task runs as an Exec of the task's argv; policies see the task and its parameters.
     RunTask(TaskInfo),
+    // Directory trees (issue 15): `req.file` names the guest directory (`op` is
+    // `push_tree`, `pull_tree` or `list`), `req.tree` the summary and options.
+    PushTree(FileInfo, TreeInfo),
+    PullTree(FileInfo, TreeInfo),
+    ListDir(FileInfo),
 }
 
 impl Action {
@@ -132,6 +155,10 @@ impl Action {
             Action::WriteFile(_) => Rpc::WriteFile,
             Action::ListTasks => Rpc::ListTasks,
             Action::RunTask(_) => Rpc::RunTask,
+            // Directory trees (issue 15).
+            Action::PushTree(..) => Rpc::PushTree,
+            Action::PullTree(..) => Rpc::PullTree,
+            Action::ListDir(_) => Rpc::ListDir,
         }
     }
 
@@ -150,6 +177,12 @@ impl Action {
             Action::ExecAttach(r) | Action::ExecCancel(r) => preq.exec_ref = Some(r),
             Action::ReadFile(f) | Action::WriteFile(f) => preq.file = Some(f),
             Action::RunTask(t) => preq.task = Some(t),
+            // Directory trees (issue 15).
+            Action::PushTree(f, t) | Action::PullTree(f, t) => {
+                preq.file = Some(f);
+                preq.tree = Some(t);
+            }
+            Action::ListDir(f) => preq.file = Some(f),
         }
     }
 }
@@ -178,6 +211,10 @@ pub(crate) enum Beyond {
     /// `/bin/sh`) that resolve the path, stage an upload in a private directory and
     /// finalize it.
     FileHelpers,
+    /// PushTree, PullTree and ListDir run tree helpers (`guest-exec` of `/bin/sh`): one
+    /// `tar c` into a private directory (and its removal), one checksum-verify, `tar x`
+    /// and rename in the staging directory, or one listing with `stat` and `readlink`.
+    TreeHelpers,
 }
 
 #[cfg(test)]

@@ -7,9 +7,19 @@ mod receive;
 mod resolve;
 mod upload;
 mod write;
+// Directory trees (issue 15).
+mod tree_common;
+mod tree_list;
+mod tree_parse;
+mod tree_pull;
+mod tree_push;
 
 pub(crate) use upload::upload;
 pub(crate) use write::write;
+// Directory trees (issue 15).
+pub(crate) use tree_list::list as list_dir;
+pub(crate) use tree_pull::pull as pull_tree;
+pub(crate) use tree_push::push as push_tree;
 
 use sha2::{Digest, Sha256};
 use tonic::Status;

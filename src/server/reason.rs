@@ -126,6 +126,16 @@ reasons! {
     /// A daemon bug or an unexpected agent reply.
     Internal = "INTERNAL", Internal,
         "a daemon bug or an agent reply of the wrong shape; report it";
+    // Directory trees (issue 15).
+    /// A PushTree entry breaks the entry rules.
+    TreeEntryRefused = "TREE_ENTRY_REFUSED", InvalidArgument,
+        "a PushTree entry breaks the entry rules (absolute, `..`, link leading out, special file); metadata `entry`";
+    /// The guest's tree holds an entry the rules refuse.
+    GuestTreeRefused = "GUEST_TREE_REFUSED", FailedPrecondition,
+        "the guest's tree holds an entry the rules refuse (PullTree); metadata `entry`; nothing was kept";
+    /// The archive's checksum differs between daemon and guest.
+    TreeChecksumMismatch = "TREE_CHECKSUM_MISMATCH", DataLoss,
+        "the tree archive differs between the daemon and the guest (SHA-256 on push, size on pull); nothing was kept";
 }
 
 impl Reason {

@@ -23,7 +23,9 @@ use super::{
 use crate::{
     guests::GuestRegistry,
     pb::{self, guest_agent_server::GuestAgent},
-    policy::request::{AgentInfo, ExecInfo, ExecRefInfo, FileInfo, TaskInfo, normalize_path},
+    policy::request::{
+        AgentInfo, ExecInfo, ExecRefInfo, FileInfo, TaskInfo, TreeInfo, normalize_path,
+    },
     qga::{AgentClient, QgaError},
 };
 
@@ -411,5 +413,68 @@ impl GuestAgent for GuestAgentService {
         tasks::run(self, call, request.into_inner())
             .await
             .map(|s| Response::new(Held::new(s, permit)))
+    }
+
+    // --- Directory trees (issue 15) ---
+
+    async fn push_tree(
+        &self,
+        request: Request<Streaming<pb::PushTreeRequest>>,
+    ) -> Result<Response<pb::PushTreeResponse>, Status> {
+        // A task of its own, like WriteFile: a client that vanishes mid-push still gets
+        // its staging directory removed and its outcome recorded.
+        let task = tokio::spawn(files::push_tree(self.clone(), request));
+        task.await
+            .map_err(|e| Status::from(ApiError::Internal(format!("push task failed: {e}"))))?
+            .map(Response::new)
+    }
+
+    type PullTreeStream = BoundedStream<pb::PullTreeResponse>;
+
+    async fn pull_tree(
+        &self,
+        mut request: Request<pb::PullTreeRequest>,
+    ) -> Result<Response<Self::PullTreeStream>, Status> {
+        let r = request.get_mut();
+        r.path = normalize_path(&r.path);
+        let info = FileInfo {
+            path: r.path.clone(),
+            requested: r.path.clone(),
+            op: "pull_tree".into(),
+            ..Default::default()
+        };
+        let tree = TreeInfo {
+            op: "pull".into(),
+            allow_special: r.allow_special,
+            ..Default::default()
+        };
+        let domain = r.domain.clone();
+        let call = self
+            .admit(Action::PullTree(info.clone(), tree), &request, &domain)
+            .await?;
+        files::pull_tree(self, call, request.into_inner(), info)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_dir(
+        &self,
+        mut request: Request<pb::ListDirRequest>,
+    ) -> Result<Response<pb::ListDirResponse>, Status> {
+        let r = request.get_mut();
+        r.path = normalize_path(&r.path);
+        let info = FileInfo {
+            path: r.path.clone(),
+            requested: r.path.clone(),
+            op: "list".into(),
+            ..Default::default()
+        };
+        let domain = r.domain.clone();
+        let mut call = self
+            .admit(Action::ListDir(info.clone()), &request, &domain)
+            .await?;
+        let res = files::list_dir(self, &mut call, request.into_inner(), info).await;
+        call.end(&res, Default::default()).await;
+        res.map(Response::new)
     }
 }

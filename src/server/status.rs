@@ -121,6 +121,21 @@ pub enum ApiError {
     /// A daemon bug.
     #[error("{0}")]
     Internal(String),
+    // Directory trees (issue 15).
+    /// A tree entry breaks the entry rules (docs/api.md, PushTree); `from_guest` when the
+    /// guest's tree holds it (PullTree), else the client sent it.
+    #[error("{message}")]
+    TreeEntryRefused {
+        /// The entry's path as it arrived.
+        entry: String,
+        /// What is wrong, naming the entry.
+        message: String,
+        /// The guest's tree holds it (PullTree).
+        from_guest: bool,
+    },
+    /// The archive's SHA-256 differs between the daemon and the guest.
+    #[error("{0}")]
+    TreeChecksum(String),
 }
 
 /// A reason and what a client may need to act on it.
@@ -191,6 +206,18 @@ fn classify(err: &ApiError) -> Classified {
         }
         ApiError::ClientStream(_) => plain(Reason::InvalidArgument),
         ApiError::Internal(_) => plain(Reason::Internal),
+        // Directory trees (issue 15).
+        ApiError::TreeEntryRefused {
+            entry, from_guest, ..
+        } => {
+            let r = if *from_guest {
+                Reason::GuestTreeRefused
+            } else {
+                Reason::TreeEntryRefused
+            };
+            (r, r.code(), vec![("entry", entry.clone())])
+        }
+        ApiError::TreeChecksum(_) => plain(Reason::TreeChecksumMismatch),
     }
 }
 

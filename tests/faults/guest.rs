@@ -89,22 +89,41 @@ async fn guest_reset_mid_exec_ends_the_stream_and_a_new_exec_works_after_boot() 
                 st.code()
             );
         }
-        let (st, _) = stream_error(&mut tty, Duration::from_secs(60), "terminal after the reset").await;
-        eprintln!("reset mid-session: the terminal's stream ended with {:?}: {}", st.code(), st.message());
+        let (st, _) = stream_error(
+            &mut tty,
+            Duration::from_secs(60),
+            "terminal after the reset",
+        )
+        .await;
+        eprintln!(
+            "reset mid-session: the terminal's stream ended with {:?}: {}",
+            st.code(),
+            st.message()
+        );
         assert_ne!(st.code(), Code::Ok);
         drop(tty_tx);
         let up = ping_until_up(&mut c, domain, Duration::from_secs(120)).await;
         eprintln!("agent answers again {up:?} after the stream ended");
         // The next terminal session works.
-        let (tty_tx, mut tty) = tty_session(&d, domain).await;
+        let (tty_tx, tty) = tty_session(&d, domain).await;
         tty_tx
             .send(ocloudview_atp::pb::ExecInput {
-                msg: Some(ocloudview_atp::pb::exec_input::Msg::Stdin(b"echo tty-$((40+2)); exit\n".to_vec())),
+                msg: Some(ocloudview_atp::pb::exec_input::Msg::Stdin(
+                    b"echo tty-$((40+2)); exit\n".to_vec(),
+                )),
             })
             .await
             .unwrap();
-        let o = bounded(Duration::from_secs(60), "terminal after the reboot", drain_exec(tty)).await;
-        assert!(String::from_utf8_lossy(&o.stdout).contains("tty-42"), "{o:?}");
+        let o = bounded(
+            Duration::from_secs(60),
+            "terminal after the reboot",
+            drain_exec(tty),
+        )
+        .await;
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("tty-42"),
+            "{o:?}"
+        );
         assert_eq!(o.exited.and_then(|x| x.exit_code), Some(0));
         drop(tty_tx);
         let o = bounded(Duration::from_secs(30), "exec after the reboot", async {

@@ -374,6 +374,30 @@ fn cases() -> Vec<(ApiError, Code, Reason)> {
             Code::Internal,
             R::Internal,
         ),
+        // Directory trees (issue 15).
+        (
+            ApiError::TreeEntryRefused {
+                entry: "../x".into(),
+                message: "entry \"../x\" refused".into(),
+                from_guest: false,
+            },
+            Code::InvalidArgument,
+            R::TreeEntryRefused,
+        ),
+        (
+            ApiError::TreeEntryRefused {
+                entry: "l".into(),
+                message: "entry \"l\" refused".into(),
+                from_guest: true,
+            },
+            Code::FailedPrecondition,
+            R::GuestTreeRefused,
+        ),
+        (
+            ApiError::TreeChecksum("mismatch".into()),
+            Code::DataLoss,
+            R::TreeChecksumMismatch,
+        ),
     ]
 }
 
@@ -404,9 +428,12 @@ fn variant(e: &ApiError) -> usize {
         ApiError::ClientCancelled(_) => 20,
         ApiError::ClientStream(_) => 21,
         ApiError::Internal(_) => 22,
+        // Directory trees (issue 15).
+        ApiError::TreeEntryRefused { .. } => 23,
+        ApiError::TreeChecksum(_) => 24,
     }
 }
-const VARIANTS: usize = 23;
+const VARIANTS: usize = 25;
 
 #[test]
 fn status_table() {

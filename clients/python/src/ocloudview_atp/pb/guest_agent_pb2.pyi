@@ -18,12 +18,29 @@ class WriteMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WRITE_MODE_TRUNCATE: _ClassVar[WriteMode]
     WRITE_MODE_APPEND: _ClassVar[WriteMode]
     WRITE_MODE_EXCLUSIVE: _ClassVar[WriteMode]
+
+class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENTRY_KIND_UNSPECIFIED: _ClassVar[EntryKind]
+    ENTRY_KIND_FILE: _ClassVar[EntryKind]
+    ENTRY_KIND_DIR: _ClassVar[EntryKind]
+    ENTRY_KIND_SYMLINK: _ClassVar[EntryKind]
+    ENTRY_KIND_FIFO: _ClassVar[EntryKind]
+    ENTRY_KIND_HARDLINK: _ClassVar[EntryKind]
+    ENTRY_KIND_OTHER: _ClassVar[EntryKind]
 EXEC_MODE_STREAM: ExecMode
 EXEC_MODE_COLLECT: ExecMode
 WRITE_MODE_CREATE: WriteMode
 WRITE_MODE_TRUNCATE: WriteMode
 WRITE_MODE_APPEND: WriteMode
 WRITE_MODE_EXCLUSIVE: WriteMode
+ENTRY_KIND_UNSPECIFIED: EntryKind
+ENTRY_KIND_FILE: EntryKind
+ENTRY_KIND_DIR: EntryKind
+ENTRY_KIND_SYMLINK: EntryKind
+ENTRY_KIND_FIFO: EntryKind
+ENTRY_KIND_HARDLINK: EntryKind
+ENTRY_KIND_OTHER: EntryKind
 
 class PingRequest(_message.Message):
     __slots__ = ("domain",)
@@ -434,3 +451,129 @@ class RunTaskRequest(_message.Message):
     task: str
     params: _containers.ScalarMap[str, str]
     def __init__(self, domain: _Optional[str] = ..., task: _Optional[str] = ..., params: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class TreeEntry(_message.Message):
+    __slots__ = ("path", "kind", "mode", "mtime", "size", "target", "uid", "gid")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    kind: EntryKind
+    mode: int
+    mtime: int
+    size: int
+    target: str
+    uid: int
+    gid: int
+    def __init__(self, path: _Optional[str] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., mode: _Optional[int] = ..., mtime: _Optional[int] = ..., size: _Optional[int] = ..., target: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
+
+class TreeSummary(_message.Message):
+    __slots__ = ("entries", "bytes", "largest")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    LARGEST_FIELD_NUMBER: _ClassVar[int]
+    entries: int
+    bytes: int
+    largest: int
+    def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ..., largest: _Optional[int] = ...) -> None: ...
+
+class PushTreeHeader(_message.Message):
+    __slots__ = ("domain", "path", "summary", "overwrite", "allow_special")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SPECIAL_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    path: str
+    summary: TreeSummary
+    overwrite: bool
+    allow_special: bool
+    def __init__(self, domain: _Optional[str] = ..., path: _Optional[str] = ..., summary: _Optional[_Union[TreeSummary, _Mapping]] = ..., overwrite: _Optional[bool] = ..., allow_special: _Optional[bool] = ...) -> None: ...
+
+class PushTreeRequest(_message.Message):
+    __slots__ = ("header", "entry", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: PushTreeHeader
+    entry: TreeEntry
+    data: bytes
+    def __init__(self, header: _Optional[_Union[PushTreeHeader, _Mapping]] = ..., entry: _Optional[_Union[TreeEntry, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PushTreeResponse(_message.Message):
+    __slots__ = ("entries", "bytes", "archive_sha256", "replaced")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    entries: int
+    bytes: int
+    archive_sha256: bytes
+    replaced: bool
+    def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ..., archive_sha256: _Optional[bytes] = ..., replaced: _Optional[bool] = ...) -> None: ...
+
+class PullTreeRequest(_message.Message):
+    __slots__ = ("domain", "path", "allow_special")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SPECIAL_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    path: str
+    allow_special: bool
+    def __init__(self, domain: _Optional[str] = ..., path: _Optional[str] = ..., allow_special: _Optional[bool] = ...) -> None: ...
+
+class PullTreeResponse(_message.Message):
+    __slots__ = ("summary", "entry", "data", "file_sha256", "done")
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FILE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    summary: PullTreeSummary
+    entry: TreeEntry
+    data: bytes
+    file_sha256: bytes
+    done: PullTreeDone
+    def __init__(self, summary: _Optional[_Union[PullTreeSummary, _Mapping]] = ..., entry: _Optional[_Union[TreeEntry, _Mapping]] = ..., data: _Optional[bytes] = ..., file_sha256: _Optional[bytes] = ..., done: _Optional[_Union[PullTreeDone, _Mapping]] = ...) -> None: ...
+
+class PullTreeSummary(_message.Message):
+    __slots__ = ("archive_bytes", "path")
+    ARCHIVE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    archive_bytes: int
+    path: str
+    def __init__(self, archive_bytes: _Optional[int] = ..., path: _Optional[str] = ...) -> None: ...
+
+class PullTreeDone(_message.Message):
+    __slots__ = ("summary", "archive_sha256")
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    summary: TreeSummary
+    archive_sha256: bytes
+    def __init__(self, summary: _Optional[_Union[TreeSummary, _Mapping]] = ..., archive_sha256: _Optional[bytes] = ...) -> None: ...
+
+class ListDirRequest(_message.Message):
+    __slots__ = ("domain", "path", "limit")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    path: str
+    limit: int
+    def __init__(self, domain: _Optional[str] = ..., path: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListDirResponse(_message.Message):
+    __slots__ = ("stat", "entries", "truncated")
+    STAT_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    stat: TreeEntry
+    entries: _containers.RepeatedCompositeFieldContainer[TreeEntry]
+    truncated: bool
+    def __init__(self, stat: _Optional[_Union[TreeEntry, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[TreeEntry, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...

@@ -105,6 +105,21 @@ class GuestAgentStub:
                 request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RunTaskRequest.SerializeToString,
                 response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.FromString,
                 _registered_method=True)
+        self.PushTree = channel.stream_unary(
+                '/ocloudview.atp.v1.GuestAgent/PushTree',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PushTreeRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PushTreeResponse.FromString,
+                _registered_method=True)
+        self.PullTree = channel.unary_stream(
+                '/ocloudview.atp.v1.GuestAgent/PullTree',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PullTreeRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PullTreeResponse.FromString,
+                _registered_method=True)
+        self.ListDir = channel.unary_unary(
+                '/ocloudview.atp.v1.GuestAgent/ListDir',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ListDirRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ListDirResponse.FromString,
+                _registered_method=True)
 
 
 class GuestAgentServicer:
@@ -221,6 +236,38 @@ class GuestAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushTree(self, request_iterator, context):
+        """--- Directory trees (issue 15) ---
+        Copies a local tree into the guest: a `header` (destination and the tree's summary,
+        on which policies decide), then per entry an `entry` message followed, for a file,
+        by `data` messages carrying exactly `entry.size` bytes. The daemon checks every
+        entry (relative path, no `..`, no symbolic link leading out of the tree, no special
+        file unless `allow_special`), writes one tar archive into a private staging
+        directory next to the destination, has the guest verify its SHA-256 and extract it
+        there, then renames the tree into place: a failed push leaves the destination as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullTree(self, request, context):
+        """Copies a guest tree out: one `tar c` in the guest, parsed and checked entry by entry
+        by the daemon before the client sees it. Messages: `summary` (archive size, for
+        progress), then per entry `entry`, its `data` and `file_end` (SHA-256), and `done`
+        last. A client keeps nothing unless `done` arrived (docs/api.md, PullTree).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDir(self, request, context):
+        """Lists a guest directory (or stats one path): name, kind, size, mode, mtime, owner
+        and symbolic link target of each entry, bounded by `limit`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GuestAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -293,6 +340,21 @@ def add_GuestAgentServicer_to_server(servicer, server):
                     servicer.RunTask,
                     request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RunTaskRequest.FromString,
                     response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.SerializeToString,
+            ),
+            'PushTree': grpc.stream_unary_rpc_method_handler(
+                    servicer.PushTree,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PushTreeRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PushTreeResponse.SerializeToString,
+            ),
+            'PullTree': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullTree,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PullTreeRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PullTreeResponse.SerializeToString,
+            ),
+            'ListDir': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDir,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ListDirRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ListDirResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -674,6 +736,87 @@ class GuestAgent:
             '/ocloudview.atp.v1.GuestAgent/RunTask',
             ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RunTaskRequest.SerializeToString,
             ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushTree(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/PushTree',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PushTreeRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PushTreeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullTree(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/PullTree',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PullTreeRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PullTreeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDir(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/ListDir',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ListDirRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ListDirResponse.FromString,
             options,
             channel_credentials,
             insecure,
