@@ -31,6 +31,10 @@ pub struct PolicyRequest {
     pub task: Option<TaskInfo>,
     /// For ExecAttach and ExecCancel: the exec addressed and who started it.
     pub exec_ref: Option<ExecRefInfo>,
+    /// For FsFreeze.
+    pub fsfreeze: Option<FreezeInfo>,
+    /// For SetUserPassword, GetAuthorizedKeys, AddAuthorizedKeys, RemoveAuthorizedKeys.
+    pub account: Option<AccountInfo>,
     /// `[policy] settings` from the config, for plugins to read (e.g. allowed paths).
     pub settings: serde_json::Value,
 }
@@ -140,6 +144,7 @@ impl PolicyRequest {
 }
 
 pub use super::path::normalize_path;
+pub use super::request_admin::{AccountInfo, FreezeInfo};
 
 #[cfg(test)]
 mod tests {

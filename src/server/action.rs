@@ -4,7 +4,9 @@
 //! described with another's detail. [`Beyond`] names the work a handler does beyond what
 //! its request names (documented in docs/policies.md, "Work beyond the request").
 
-use crate::policy::request::{AgentInfo, ExecInfo, ExecRefInfo, FileInfo, PolicyRequest, TaskInfo};
+use crate::policy::request::{
+    AccountInfo, AgentInfo, ExecInfo, ExecRefInfo, FileInfo, FreezeInfo, PolicyRequest, TaskInfo,
+};
 
 /// Every RPC of the `GuestAgent` service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,12 +25,21 @@ pub(crate) enum Rpc {
     WriteFile,
     ListTasks,
     RunTask,
+    // Typed admin operations.
+    FsFreeze,
+    FsThaw,
+    FsFreezeStatus,
+    SetUserPassword,
+    GetAuthorizedKeys,
+    AddAuthorizedKeys,
+    RemoveAuthorizedKeys,
+    SyncTime,
 }
 
 impl Rpc {
     /// All of them, in the proto's order.
     #[cfg(test)]
-    pub(crate) const ALL: [Rpc; 14] = [
+    pub(crate) const ALL: [Rpc; 22] = [
         Rpc::Ping,
         Rpc::GetAgentInfo,
         Rpc::GetOsInfo,
@@ -43,6 +54,14 @@ impl Rpc {
         Rpc::AgentCommand,
         Rpc::ListTasks,
         Rpc::RunTask,
+        Rpc::FsFreeze,
+        Rpc::FsThaw,
+        Rpc::FsFreezeStatus,
+        Rpc::SetUserPassword,
+        Rpc::GetAuthorizedKeys,
+        Rpc::AddAuthorizedKeys,
+        Rpc::RemoveAuthorizedKeys,
+        Rpc::SyncTime,
     ];
 
     /// The proto's method name: `req.rpc` for policies, `rpc` in audit records and metrics.
@@ -62,6 +81,14 @@ impl Rpc {
             Rpc::WriteFile => "WriteFile",
             Rpc::ListTasks => "ListTasks",
             Rpc::RunTask => "RunTask",
+            Rpc::FsFreeze => "FsFreeze",
+            Rpc::FsThaw => "FsThaw",
+            Rpc::FsFreezeStatus => "FsFreezeStatus",
+            Rpc::SetUserPassword => "SetUserPassword",
+            Rpc::GetAuthorizedKeys => "GetAuthorizedKeys",
+            Rpc::AddAuthorizedKeys => "AddAuthorizedKeys",
+            Rpc::RemoveAuthorizedKeys => "RemoveAuthorizedKeys",
+            Rpc::SyncTime => "SyncTime",
         }
     }
 
@@ -81,6 +108,8 @@ impl Rpc {
             ],
             Rpc::ExecCancel => &[Beyond::KillHelper],
             Rpc::ReadFile | Rpc::WriteFile => &[Beyond::FileHelpers],
+            Rpc::FsFreeze => &[Beyond::ThawAtDeadline],
+            Rpc::SyncTime => &[Beyond::ReadGuestClock],
             _ => &[],
         }
     }
@@ -112,6 +141,15 @@ pub(crate) enum Action {
     ListTasks,
     /// A task runs as an Exec of the task's argv; policies see the task and its parameters.
     RunTask(TaskInfo),
+    // Typed admin operations.
+    FsFreeze(FreezeInfo),
+    FsThaw,
+    FsFreezeStatus,
+    SetUserPassword(AccountInfo),
+    GetAuthorizedKeys(AccountInfo),
+    AddAuthorizedKeys(AccountInfo),
+    RemoveAuthorizedKeys(AccountInfo),
+    SyncTime,
 }
 
 impl Action {
@@ -132,6 +170,14 @@ impl Action {
             Action::WriteFile(_) => Rpc::WriteFile,
             Action::ListTasks => Rpc::ListTasks,
             Action::RunTask(_) => Rpc::RunTask,
+            Action::FsFreeze(_) => Rpc::FsFreeze,
+            Action::FsThaw => Rpc::FsThaw,
+            Action::FsFreezeStatus => Rpc::FsFreezeStatus,
+            Action::SetUserPassword(_) => Rpc::SetUserPassword,
+            Action::GetAuthorizedKeys(_) => Rpc::GetAuthorizedKeys,
+            Action::AddAuthorizedKeys(_) => Rpc::AddAuthorizedKeys,
+            Action::RemoveAuthorizedKeys(_) => Rpc::RemoveAuthorizedKeys,
+            Action::SyncTime => Rpc::SyncTime,
         }
     }
 
@@ -144,12 +190,20 @@ impl Action {
             | Action::GetOsInfo
             | Action::ListDomains
             | Action::GetGuestInfo
-            | Action::ListTasks => {}
+            | Action::ListTasks
+            | Action::FsThaw
+            | Action::FsFreezeStatus
+            | Action::SyncTime => {}
             Action::AgentCommand(a) => preq.agent = Some(a),
             Action::Exec(e) | Action::ExecInteractive(e) => preq.exec = Some(e),
             Action::ExecAttach(r) | Action::ExecCancel(r) => preq.exec_ref = Some(r),
             Action::ReadFile(f) | Action::WriteFile(f) => preq.file = Some(f),
             Action::RunTask(t) => preq.task = Some(t),
+            Action::FsFreeze(f) => preq.fsfreeze = Some(f),
+            Action::SetUserPassword(a)
+            | Action::GetAuthorizedKeys(a)
+            | Action::AddAuthorizedKeys(a)
+            | Action::RemoveAuthorizedKeys(a) => preq.account = Some(a),
         }
     }
 }
@@ -178,6 +232,13 @@ pub(crate) enum Beyond {
     /// `/bin/sh`) that resolve the path, stage an upload in a private directory and
     /// finalize it.
     FileHelpers,
+    /// FsFreeze asks `guest-fsfreeze-status` first, and thaws (`guest-fsfreeze-thaw`) at
+    /// the request's deadline or when the daemon shuts down, whether or not its client
+    /// is still there (an audit record of kind `daemon` says so).
+    ThawAtDeadline,
+    /// SyncTime reads the guest clock (`guest-get-time`) before setting it, to report
+    /// the offset it corrected.
+    ReadGuestClock,
 }
 
 #[cfg(test)]

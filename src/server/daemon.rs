@@ -154,6 +154,8 @@ impl Daemon {
         } else {
             tracing::info!("all connections drained");
         }
+        // Before the audit log closes: each thaw is recorded.
+        service.thaw_frozen().await;
         service.close_parked().await;
         if let (Some(b), Some(a)) = (&service.shared.gate.denials, &audit)
             && let Some(left_out) = b.take_pending()

@@ -253,6 +253,11 @@ impl Call {
         &self.domain
     }
 
+    /// The request id (in both audit records of the call).
+    pub(crate) fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
     /// The limits the deciding plugins attached.
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits

@@ -126,6 +126,9 @@ reasons! {
     /// A daemon bug or an unexpected agent reply.
     Internal = "INTERNAL", Internal,
         "a daemon bug or an agent reply of the wrong shape; report it";
+    /// The guest's file systems are frozen (FsFreeze, or another agent client).
+    FsFrozen = "FS_FROZEN", FailedPrecondition,
+        "the guest's file systems are frozen: the agent answers little until FsThaw";
 }
 
 impl Reason {

@@ -121,6 +121,9 @@ pub enum ApiError {
     /// A daemon bug.
     #[error("{0}")]
     Internal(String),
+    /// The guest's file systems are frozen (a second FsFreeze, or what needs them thawed).
+    #[error("{0}")]
+    FsFrozen(String),
 }
 
 /// A reason and what a client may need to act on it.
@@ -191,6 +194,7 @@ fn classify(err: &ApiError) -> Classified {
         }
         ApiError::ClientStream(_) => plain(Reason::InvalidArgument),
         ApiError::Internal(_) => plain(Reason::Internal),
+        ApiError::FsFrozen(_) => plain(Reason::FsFrozen),
     }
 }
 

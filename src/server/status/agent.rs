@@ -175,7 +175,7 @@ fn generic(desc: &str) -> (Reason, Code) {
         ),
         ("is invalid for argument", Other, Code::InvalidArgument),
         ("Invalid parameter", Other, Code::InvalidArgument),
-        ("frozen state", Other, Code::FailedPrecondition),
+        ("frozen state", Reason::FsFrozen, Code::FailedPrecondition),
     ];
     TABLE
         .iter()
