@@ -180,6 +180,15 @@ fn cases() -> Vec<(ApiError, Code, Reason)> {
             R::CommandDisabled,
         ),
         (
+            // qemu-ga 7.2 while frozen: not a blocklist.
+            q(agent(
+                "CommandNotFound",
+                "Command guest-exec has been disabled: the agent is in frozen state",
+            )),
+            Code::FailedPrecondition,
+            R::FsFrozen,
+        ),
+        (
             q(agent(
                 "CommandNotFound",
                 "The command guest-x has not been found",
@@ -374,6 +383,11 @@ fn cases() -> Vec<(ApiError, Code, Reason)> {
             Code::Internal,
             R::Internal,
         ),
+        (
+            ApiError::FsFrozen("frozen".into()),
+            Code::FailedPrecondition,
+            R::FsFrozen,
+        ),
     ]
 }
 
@@ -404,9 +418,10 @@ fn variant(e: &ApiError) -> usize {
         ApiError::ClientCancelled(_) => 20,
         ApiError::ClientStream(_) => 21,
         ApiError::Internal(_) => 22,
+        ApiError::FsFrozen(_) => 23,
     }
 }
-const VARIANTS: usize = 23;
+const VARIANTS: usize = 24;
 
 #[test]
 fn status_table() {
