@@ -359,10 +359,11 @@ pub(crate) async fn status(
     let reg = &s.shared.freezes;
     let frozen = st == FsfreezeStatus::Frozen;
     let mut map = lock(&reg.frozen);
-    if !frozen && map.get(call.domain()).is_some_and(|f| f.confirmed) {
-        if let Some(f) = map.remove(call.domain()) {
-            f.cancel.cancel();
-        }
+    if !frozen
+        && map.get(call.domain()).is_some_and(|f| f.confirmed)
+        && let Some(f) = map.remove(call.domain())
+    {
+        f.cancel.cancel();
     }
     let mine = map.get(call.domain());
     Ok(pb::FsFreezeStatusResponse {

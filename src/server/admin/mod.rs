@@ -4,6 +4,8 @@
 
 pub(crate) mod access;
 pub(crate) mod freeze;
+#[cfg(test)]
+mod tests;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
