@@ -121,6 +121,33 @@ async fn out(d: &common::Daemon, script: &str) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// Runs `atp --server DAEMON --token admin-token ARGS` with `stdin`: exit code, stdout,
+/// stderr.
+fn atp(d: &common::Daemon, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let server = format!("unix://{}", d.socket.display());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_atp"))
+        .args(["--server", &server, "--token", "admin-token"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
 async fn admin_operations_on_real_agents() {
     common::init_logging();
@@ -157,6 +184,10 @@ async fn host_agent_blocks_them() {
         .unwrap_err();
     assert_eq!(reason(&st), "COMMAND_DISABLED", "{st:?}");
     assert!(!st.message().contains(PASSWORD));
+    // The CLI reads the password from stdin, never argv.
+    let (code, stdout, err) = atp(&d, &["passwd", "--password-stdin", "g", "nobody"], PASSWORD);
+    assert_eq!(code, 1, "{stdout}{err}");
+    assert!(err.contains("disabled") && !err.contains(PASSWORD), "{err}");
 }
 
 async fn busybox_guest() {
@@ -197,6 +228,29 @@ async fn busybox_guest() {
 
     ssh_keys(&mut admin, &audit).await;
     time_sync(&d, &mut admin).await;
+
+    // The same through the CLI.
+    let keyfile = dir.path().join("id.pub");
+    std::fs::write(&keyfile, format!("# mine\n{KEY}\n")).unwrap();
+    let keyfile = keyfile.to_str().unwrap();
+    let (code, stdout, err) = atp(&d, &["ssh-key", "add", "g", "root", keyfile], "");
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, format!("added {FP}").as_str()),
+        "{err}"
+    );
+    let (code, stdout, err) = atp(&d, &["ssh-key", "ls", "g", "root"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains(&format!("{FP} me@host")), "{stdout}");
+    let (code, _, err) = atp(&d, &["ssh-key", "rm", "g", "root", keyfile], "");
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, err) = atp(&d, &["time-sync", "g"], "");
+    assert!(
+        code == 0 && stdout.contains("clock set from the host"),
+        "{stdout}{err}"
+    );
+    let (code, stdout, err) = atp(&d, &["freeze-status", "g"], "");
+    assert_eq!((code, stdout.trim()), (0, "g: thawed"), "{err}");
 
     drop(d);
 }
@@ -380,6 +434,19 @@ async fn debian_guest() {
         t.len()
     );
 
+    // The same through the CLI.
+    let (code, stdout, err) = atp(&d, &["freeze", "g", "--deadline", "30s"], "");
+    assert!(code == 0 && stdout.contains("frozen"), "{stdout}{err}");
+    let (code, stdout, err) = atp(&d, &["freeze-status", "g"], "");
+    assert!(
+        code == 0 && stdout.contains("frozen by alice"),
+        "{stdout}{err}"
+    );
+    let (code, _, err) = atp(&d, &["freeze", "g", "--deadline", "30s"], "");
+    assert_eq!(code, 75, "FS_FROZEN is worth a retry: {err}");
+    let (code, stdout, err) = atp(&d, &["thaw", "g"], "");
+    assert!(code == 0 && stdout.contains("thawed"), "{stdout}{err}");
+
     // Passwords: Debian's chpasswd sets the shadow hash; a crypted one is set verbatim.
     let shadow = async |d: &common::Daemon| out(d, "grep '^root:' /etc/shadow | cut -d: -f2").await;
     let before = shadow(&d).await;
@@ -404,6 +471,13 @@ async fn debian_guest() {
     .await
     .unwrap();
     assert_eq!(shadow(&d).await.trim(), hash);
+    let (code, _, err) = atp(
+        &d,
+        &["passwd", "--password-stdin", "g", "root"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(shadow(&d).await.trim() != hash);
     let st = c
         .set_user_password(SetUserPasswordRequest {
             domain: "g".into(),
