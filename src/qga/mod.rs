@@ -12,6 +12,7 @@
 mod admin;
 mod blocking;
 mod client;
+pub mod codepage;
 mod command;
 pub mod commands;
 mod error;
