@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     action::Action,
-    admin::{self, access, freeze::FreezeRegistry},
+    admin::{self, access, freezes::FreezeRegistry},
     exec::{self as exec_rpc, ExecRegistry},
     exec_dir_sweeps::ExecDirSweeps,
     facts, files,

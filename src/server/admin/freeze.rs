@@ -1,36 +1,23 @@
-//! FsFreeze, FsThaw and FsFreezeStatus, and the daemon's record of its freezes.
+//! FsFreeze, FsThaw and FsFreezeStatus.
 //!
 //! A freeze runs in a task of its own that outlives the request: it freezes, hands the
 //! result to the waiting handler (if the client is still there), then waits for the
-//! deadline and thaws. An explicit FsThaw or the daemon's shutdown takes the record out
-//! first, which ends the task's wait. The agent's own status is the truth: a record whose
-//! guest says "thawed" (the guest was reset, or another client thawed it) is dropped.
+//! deadline and thaws ([`super::freezes::FreezeRegistry::watch`]). An explicit FsThaw or the daemon's
+//! shutdown takes the record out first, which ends the wait. The agent's own status is
+//! the truth: a record whose guest says "thawed" is dropped.
 
 use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::{
-    audit::{AuditEntry, AuditLog, EntryKind},
-    caller::Caller,
     pb,
-    qga::{AgentClient, QgaError, commands::FsfreezeStatus},
-    server::{
-        action::Beyond,
-        gate::{Call, code_name},
-        service::GuestAgentService,
-        status::ApiError,
-    },
-    sync::lock,
+    qga::{QgaError, commands::FsfreezeStatus},
+    server::{action::Beyond, gate::Call, service::GuestAgentService, status::ApiError},
     transport::TransportError,
 };
 
@@ -40,141 +27,8 @@ pub(crate) const MAX_THAW_DEADLINE_S: u32 = 600;
 /// How long the freeze command itself may take (it syncs every file system first).
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Thaw attempts at a deadline or at shutdown, one second apart.
-const THAW_ATTEMPTS: u32 = 5;
-
-/// One freeze this daemon made (or is making) on a guest.
-#[derive(Debug)]
-struct Frozen {
-    id: u64,
-    /// When the watchdog thaws.
-    deadline: SystemTime,
-    /// The caller id that froze.
-    by: String,
-    /// The FsFreeze request, named by the audit record of a thaw the daemon makes.
-    request_id: String,
-    /// False while the freeze command is still running.
-    confirmed: bool,
-    /// Ends the watchdog's wait (explicit thaw, shutdown, stale record).
-    cancel: CancellationToken,
-    client: AgentClient,
-}
-
-/// The daemon's freezes, by guest.
-#[derive(Debug)]
-pub(crate) struct FreezeRegistry {
-    frozen: Mutex<HashMap<String, Frozen>>,
-    next_id: AtomicU64,
-    audit: Option<AuditLog>,
-}
-
-/// Why the daemon thawed by itself.
-#[derive(Debug, Clone, Copy)]
-enum AutoThaw {
-    Deadline,
-    Shutdown,
-}
-
-impl FreezeRegistry {
-    /// An empty registry; thaws the daemon makes by itself are recorded in `audit`.
-    pub(crate) fn new(audit: Option<AuditLog>) -> Arc<Self> {
-        Arc::new(Self {
-            frozen: Mutex::default(),
-            next_id: AtomicU64::new(1),
-            audit,
-        })
-    }
-
-    /// Takes out `domain`'s record (only the one numbered `id`, when given) and ends its
-    /// watchdog; whether there was one.
-    fn take(&self, domain: &str, id: Option<u64>) -> Option<Frozen> {
-        let mut map = lock(&self.frozen);
-        if id.is_some_and(|id| map.get(domain).is_none_or(|f| f.id != id)) {
-            return None;
-        }
-        let f = map.remove(domain)?;
-        f.cancel.cancel();
-        Some(f)
-    }
-
-    /// Thaws every guest this daemon froze (at shutdown), recording each thaw.
-    pub(crate) async fn thaw_all(self: &Arc<Self>) {
-        let all: Vec<(String, Frozen)> = {
-            let mut map = lock(&self.frozen);
-            map.drain().collect()
-        };
-        let mut tasks = tokio::task::JoinSet::new();
-        for (domain, f) in all {
-            f.cancel.cancel();
-            let me = Arc::clone(self);
-            tasks.spawn(async move { me.auto_thaw(&domain, f, AutoThaw::Shutdown).await });
-        }
-        while tasks.join_next().await.is_some() {}
-    }
-
-    /// Thaws `f`'s guest (retried), and records it as the daemon's own act.
-    async fn auto_thaw(&self, domain: &str, f: Frozen, why: AutoThaw) {
-        let mut result = Err(QgaError::InvalidArgument("not tried".into()));
-        for attempt in 0..THAW_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            result = f.client.fsthaw().await;
-            if result.is_ok() {
-                break;
-            }
-        }
-        let why_text = match why {
-            AutoThaw::Deadline => "deadline",
-            AutoThaw::Shutdown => "shutdown",
-        };
-        match &result {
-            Ok(n) => tracing::info!(
-                domain,
-                thawed = n,
-                why = why_text,
-                "file systems thawed by the daemon"
-            ),
-            Err(e) => {
-                tracing::error!(domain, error = %e, why = why_text, "thaw failed: the guest may stay frozen")
-            }
-        }
-        let Some(log) = &self.audit else { return };
-        let caller = Caller {
-            id: "daemon".into(),
-            ..Caller::default()
-        };
-        let mut e = AuditEntry::new(
-            EntryKind::Daemon,
-            f.request_id.clone(),
-            caller,
-            "FsThaw",
-            domain,
-        );
-        e.status = Some(
-            code_name(if result.is_ok() {
-                tonic::Code::Ok
-            } else {
-                tonic::Code::Unavailable
-            })
-            .into(),
-        );
-        e.message = Some(match &result {
-            Ok(_) => format!("thawed at the freeze's {why_text}"),
-            Err(err) => format!("thaw at the freeze's {why_text} failed: {err}"),
-        });
-        e.extra = Some(serde_json::json!({
-            "why": why_text,
-            "frozen_by": f.by,
-            "thawed": result.as_ref().ok(),
-        }));
-        if let Err(err) = log.record(e).await {
-            tracing::error!(error = %err, domain, "audit record of a thaw not written");
-        }
-    }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
@@ -223,57 +77,14 @@ pub(crate) async fn freeze(
         .fsfreeze_status()
         .await
         .map_err(|e| s.agent_error(&domain, e))?;
-    let (id, cancel, deadline_at) = {
-        let mut map = lock(&reg.frozen);
-        match map.get(&domain) {
-            Some(f) if !f.confirmed => {
-                return Err(ApiError::FsFrozen(format!(
-                    "a freeze of {domain} by {} is in progress",
-                    f.by
-                ))
-                .into());
-            }
-            // The guest was reset or thawed by another client: the record is stale.
-            Some(_) if status == FsfreezeStatus::Thawed => {
-                if let Some(old) = map.remove(&domain) {
-                    old.cancel.cancel();
-                }
-            }
-            _ => {}
-        }
-        if status == FsfreezeStatus::Frozen {
-            let by = map
-                .get(&domain)
-                .map(|f| {
-                    format!(
-                        "by {} until {} ms since the epoch",
-                        f.by,
-                        unix_ms(f.deadline)
-                    )
-                })
-                .unwrap_or_else(|| "by another agent client".into());
-            return Err(ApiError::FsFrozen(format!(
-                "{domain} is already frozen ({by}); FsThaw first"
-            ))
-            .into());
-        }
-        let id = reg.next_id.fetch_add(1, Ordering::Relaxed);
-        let cancel = CancellationToken::new();
-        let deadline_at = SystemTime::now() + wait;
-        map.insert(
-            domain.clone(),
-            Frozen {
-                id,
-                deadline: deadline_at,
-                by: call.caller().id.clone(),
-                request_id: call.request_id().to_owned(),
-                confirmed: false,
-                cancel: cancel.clone(),
-                client: client.clone(),
-            },
-        );
-        (id, cancel, deadline_at)
-    };
+    let (id, cancel, deadline_at) = reg.begin(
+        &domain,
+        status,
+        wait,
+        call.caller(),
+        call.request_id(),
+        &client,
+    )?;
     let (tx, rx) = oneshot::channel();
     let mounts = r.mountpoints;
     let task_domain = domain.clone();
@@ -281,13 +92,7 @@ pub(crate) async fn freeze(
         let res = client.fsfreeze(&mounts, FREEZE_TIMEOUT).await;
         let keep = match &res {
             Ok(_) => {
-                let mine = match lock(&reg.frozen).get_mut(&task_domain) {
-                    Some(f) if f.id == id => {
-                        f.confirmed = true;
-                        true
-                    }
-                    _ => false,
-                };
+                let mine = reg.confirm(&task_domain, id);
                 if !mine {
                     // A thaw (or shutdown) took the record while the freeze ran; it may
                     // have reached the agent first, so thaw again (0 when it did not).
@@ -306,16 +111,8 @@ pub(crate) async fn freeze(
             }
         };
         let _ = tx.send(res);
-        if !keep {
-            return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {
-                if let Some(f) = reg.take(&task_domain, Some(id)) {
-                    reg.auto_thaw(&task_domain, f, AutoThaw::Deadline).await;
-                }
-            }
-            () = cancel.cancelled() => {}
+        if keep {
+            reg.watch(task_domain, id, cancel, wait).await;
         }
     });
     let frozen = rx
@@ -356,20 +153,12 @@ pub(crate) async fn status(
         .fsfreeze_status()
         .await
         .map_err(|e| s.agent_error(call.domain(), e))?;
-    let reg = &s.shared.freezes;
     let frozen = st == FsfreezeStatus::Frozen;
-    let mut map = lock(&reg.frozen);
-    if !frozen
-        && map.get(call.domain()).is_some_and(|f| f.confirmed)
-        && let Some(f) = map.remove(call.domain())
-    {
-        f.cancel.cancel();
-    }
-    let mine = map.get(call.domain());
+    let mine = s.shared.freezes.holder(call.domain(), frozen);
     Ok(pb::FsFreezeStatusResponse {
         frozen,
-        thaw_deadline_unix_ms: mine.map(|f| unix_ms(f.deadline)),
-        frozen_by: mine.map(|f| f.by.clone()).unwrap_or_default(),
+        thaw_deadline_unix_ms: mine.as_ref().map(|(d, _)| unix_ms(*d)),
+        frozen_by: mine.map(|(_, by)| by).unwrap_or_default(),
     })
 }
 

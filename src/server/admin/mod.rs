@@ -4,6 +4,7 @@
 
 pub(crate) mod access;
 pub(crate) mod freeze;
+pub(crate) mod freezes;
 #[cfg(test)]
 mod tests;
 
