@@ -261,3 +261,83 @@ impl FreezeRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::socket::SocketTransport;
+
+    fn client() -> AgentClient {
+        AgentClient::new(SocketTransport::new("/nonexistent/qga.sock"))
+    }
+
+    fn alice() -> Caller {
+        Caller {
+            id: "alice".into(),
+            ..Caller::default()
+        }
+    }
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn one_freeze_per_guest_and_the_agent_status_wins() {
+        let reg = FreezeRegistry::new(None);
+        let c = client();
+        let thawed = FsfreezeStatus::Thawed;
+        let (id, cancel, _) = reg.begin("vm", thawed, MIN, &alice(), "r1", &c).unwrap();
+        // While the freeze command runs, another freeze is refused.
+        let e = reg
+            .begin("vm", thawed, MIN, &alice(), "r2", &c)
+            .unwrap_err();
+        assert!(e.to_string().contains("in progress"), "{e}");
+        assert!(reg.confirm("vm", id));
+        // Frozen, as the agent says: refused, naming who froze it.
+        let e = reg
+            .begin("vm", FsfreezeStatus::Frozen, MIN, &alice(), "r3", &c)
+            .unwrap_err();
+        assert!(
+            matches!(e, ApiError::FsFrozen(_)) && e.to_string().contains("alice"),
+            "{e}"
+        );
+        assert_eq!(
+            reg.holder("vm", true).map(|(_, by)| by).as_deref(),
+            Some("alice")
+        );
+        // The guest was reset (the agent says thawed): the record is stale, its watchdog
+        // ends, and a new freeze is recorded.
+        let (id2, _, _) = reg.begin("vm", thawed, MIN, &alice(), "r4", &c).unwrap();
+        assert!(cancel.is_cancelled());
+        assert!(!reg.confirm("vm", id), "the old freeze's id is gone");
+        assert!(reg.confirm("vm", id2));
+        // FsFreezeStatus on a reset guest drops the record too.
+        assert!(reg.holder("vm", false).is_none());
+        assert!(reg.take("vm", None).is_none());
+        // Another guest is independent; a frozen guest nobody here froze is refused.
+        let e = reg
+            .begin("other", FsfreezeStatus::Frozen, MIN, &alice(), "r5", &c)
+            .unwrap_err();
+        assert!(e.to_string().contains("another agent client"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn take_ends_the_watchdog_and_only_the_right_freeze() {
+        let reg = FreezeRegistry::new(None);
+        let c = client();
+        let (id, cancel, _) = reg
+            .begin("vm", FsfreezeStatus::Thawed, MIN, &alice(), "r1", &c)
+            .unwrap();
+        assert!(
+            reg.take("vm", Some(id + 1)).is_none(),
+            "another freeze's id"
+        );
+        let watch = tokio::spawn(Arc::clone(&reg).watch("vm".into(), id, cancel.clone(), MIN));
+        let f = reg.take("vm", Some(id)).unwrap();
+        assert_eq!(f.request_id, "r1");
+        tokio::time::timeout(Duration::from_secs(5), watch)
+            .await
+            .expect("the watchdog ends when its record is taken")
+            .unwrap();
+        assert!(cancel.is_cancelled());
+    }
+}
