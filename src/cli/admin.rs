@@ -96,7 +96,9 @@ pub async fn run(conn: &Connection, cmd: AdminCommand) -> Result<(), ClientError
             deadline,
             mountpoints,
         } => {
-            let thaw_deadline_s = u32::try_from(deadline.as_secs().max(1)).unwrap_or(u32::MAX);
+            // Rounded up: `500ms` asks for 1 s; `0s` is refused by the daemon.
+            let secs = deadline.as_secs() + u64::from(deadline.subsec_nanos() > 0);
+            let thaw_deadline_s = u32::try_from(secs).unwrap_or(u32::MAX);
             let r = c
                 .fs_freeze(pb::FsFreezeRequest {
                     domain: domain.clone(),
