@@ -21,9 +21,6 @@ use crate::{
     transport::TransportError,
 };
 
-/// Longest thaw deadline a request may ask for.
-pub(crate) const MAX_THAW_DEADLINE_S: u32 = 600;
-
 /// How long the freeze command itself may take (it syncs every file system first).
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -34,22 +31,23 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// The deadline asked for, within the bounds: 1..=[`MAX_THAW_DEADLINE_S`], and not past a
-/// policy's `timeout_ms`.
-fn deadline(asked_s: u32, policy_ms: Option<u64>) -> Result<Duration, Status> {
+/// The deadline asked for, within the bounds: 1..=`max` (`limits.max_thaw_deadline_s`),
+/// and not past a policy's `timeout_ms`.
+fn deadline(asked_s: u32, max: Duration, policy_ms: Option<u64>) -> Result<Duration, Status> {
     if asked_s == 0 {
         return Err(ApiError::InvalidArgument(
             "thaw_deadline_s is required: the daemon thaws the guest at that deadline".into(),
         )
         .into());
     }
-    if asked_s > MAX_THAW_DEADLINE_S {
+    let d = Duration::from_secs(u64::from(asked_s));
+    if d > max {
         return Err(ApiError::InvalidArgument(format!(
-            "thaw_deadline_s {asked_s} is over the most, {MAX_THAW_DEADLINE_S}"
+            "thaw_deadline_s {asked_s} is over limits.max_thaw_deadline_s ({})",
+            max.as_secs()
         ))
         .into());
     }
-    let d = Duration::from_secs(u64::from(asked_s));
     if let Some(ms) = policy_ms
         && d > Duration::from_millis(ms)
     {
@@ -69,7 +67,8 @@ pub(crate) async fn freeze(
     r: pb::FsFreezeRequest,
 ) -> Result<pb::FsFreezeResponse, Status> {
     call.beyond(Beyond::ThawAtDeadline)?;
-    let wait = deadline(r.thaw_deadline_s, call.limits().timeout_ms)?;
+    let max = s.shared.limits.max_thaw_deadline;
+    let wait = deadline(r.thaw_deadline_s, max, call.limits().timeout_ms)?;
     let domain = call.domain().to_owned();
     let client = s.client(call).await?;
     let reg = Arc::clone(&s.shared.freezes);
@@ -168,11 +167,13 @@ mod tests {
 
     #[test]
     fn the_deadline_is_required_and_bounded() {
-        assert!(deadline(0, None).is_err());
-        assert_eq!(deadline(3, None).unwrap(), Duration::from_secs(3));
-        assert_eq!(deadline(600, None).unwrap(), Duration::from_secs(600));
-        assert!(deadline(601, None).is_err());
-        assert!(deadline(30, Some(10_000)).is_err());
-        assert!(deadline(10, Some(10_000)).is_ok());
+        let max = Duration::from_secs(600);
+        assert!(deadline(0, max, None).is_err());
+        assert_eq!(deadline(3, max, None).unwrap(), Duration::from_secs(3));
+        assert_eq!(deadline(600, max, None).unwrap(), max);
+        let e = deadline(601, max, None).unwrap_err();
+        assert!(e.message().contains("limits.max_thaw_deadline_s"), "{e:?}");
+        assert!(deadline(30, max, Some(10_000)).is_err());
+        assert!(deadline(10, max, Some(10_000)).is_ok());
     }
 }
