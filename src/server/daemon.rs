@@ -112,8 +112,8 @@ pub(super) async fn build(config: &Config) -> Result<Daemon, ServeError> {
 
 impl Daemon {
     /// Serves on every listener until `shutdown` completes (or a listener fails), then
-    /// reports NOT_SERVING, cancels open streams, drains for the grace period, closes
-    /// parked guest handles, records left-out denials, closes the audit log and removes
+    /// reports NOT_SERVING, cancels open streams, drains for the grace period, thaws the
+    /// guests it froze (FsFreeze), closes parked guest handles, records left-out denials, closes the audit log and removes
     /// the UNIX sockets.
     pub(super) async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let Daemon {

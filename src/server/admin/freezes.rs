@@ -23,8 +23,13 @@ use crate::{
     sync::lock,
 };
 
-/// Thaw attempts at a deadline or at shutdown, one second apart.
+/// Thaw attempts at a deadline, one second apart, each with the agent's usual timeout.
 const THAW_ATTEMPTS: u32 = 5;
+
+/// At shutdown: fewer and shorter attempts, so an unreachable guest cannot hold the
+/// daemon's exit for long (at most about 11 s, all guests at once).
+const SHUTDOWN_THAW_ATTEMPTS: u32 = 2;
+const SHUTDOWN_THAW_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One freeze this daemon made (or is making) on a guest.
 #[derive(Debug)]
@@ -97,12 +102,19 @@ impl FreezeRegistry {
 
     /// Thaws `f`'s guest (retried), and records it as the daemon's own act.
     pub(crate) async fn auto_thaw(&self, domain: &str, f: Frozen, why: AutoThaw) {
+        let (attempts, client) = match why {
+            AutoThaw::Deadline => (THAW_ATTEMPTS, f.client.clone()),
+            AutoThaw::Shutdown => (
+                SHUTDOWN_THAW_ATTEMPTS,
+                f.client.clone().with_timeout(SHUTDOWN_THAW_TIMEOUT),
+            ),
+        };
         let mut result = Err(QgaError::InvalidArgument("not tried".into()));
-        for attempt in 0..THAW_ATTEMPTS {
+        for attempt in 0..attempts {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            result = f.client.fsthaw().await;
+            result = client.fsthaw().await;
             if result.is_ok() {
                 break;
             }
