@@ -26,6 +26,8 @@ SIZE=2G
 HOST=atp-debian12
 PKGS=systemd-sysv,udev,dbus,kmod,initramfs-tools,linux-image-cloud-amd64,qemu-guest-agent
 PKGS=$PKGS,nginx-light,python3,procps,util-linux,bsdutils,iproute2,rsyslog,sudo
+# Programs an interactive session is tested with (vi, less, top: procps).
+PKGS=$PKGS,vim-tiny,less
 
 [ "$(id -u)" = 0 ] || { echo "build-debian: must run as root (mmdebstrap root mode keeps owners)" >&2; exit 1; }
 for tool in mmdebstrap mkfs.ext4; do

@@ -10,13 +10,14 @@
 #   alt:    a made-up OS (id qgatestos, "QGA Test OS 1.0"), hostname qga-alt
 # Env: ATP_GUEST_WORK  scratch and .deb cache dir (default OUTDIR/../work)
 #      ATP_KERNEL_PKG  kernel package (default: what linux-image-cloud-amd64 depends on)
-# Packages needed (scripts/setup.sh installs them): qemu-guest-agent busybox-static cpio.
+# Packages needed (scripts/setup.sh installs them): qemu-guest-agent busybox-static cpio
+# (and util-linux's script, from bsdutils, which Debian always has).
 set -euo pipefail
 OUT=${1:?usage: build-guest.sh OUTDIR}
 WORK=${ATP_GUEST_WORK:-$(dirname "$OUT")/work}
 mkdir -p "$OUT" "$WORK/debs"
 
-for tool in qemu-ga cpio dpkg-deb apt-get; do
+for tool in qemu-ga script cpio dpkg-deb apt-get; do
   command -v "$tool" >/dev/null || { echo "build-guest: $tool missing; run scripts/setup.sh" >&2; exit 1; }
 done
 # The guest has no libc of its own for busybox: it must be the static build.
@@ -104,6 +105,9 @@ build_one() {
   for a in $(/bin/busybox --list); do [ -e "$R/bin/$a" ] || ln -s busybox "$R/bin/$a"; done
   cp "$QGA" "$R/usr/sbin/qemu-ga"
   for lib in $(ldd "$QGA" | grep -o '/[^ ]*'); do mkdir -p "$R$(dirname "$lib")"; cp -L "$lib" "$R$lib"; done
+  # util-linux script(1) gives interactive sessions a terminal; busybox has no such applet.
+  cp "$(command -v script)" "$R/usr/bin/script"
+  for lib in $(ldd "$(command -v script)" | grep -o '/[^ ]*'); do mkdir -p "$R$(dirname "$lib")"; cp -L "$lib" "$R$lib"; done
   : > "$R/etc/modules-order"
   for m in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console; do
     f=$(find "$KX/lib/modules/$KVER" -name "$m.ko*" | head -1)

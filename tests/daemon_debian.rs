@@ -3,10 +3,13 @@
 //! own agent unit). Exec (live output, stdin, env, cwd, a timeout killing a process tree
 //! under systemd, cancel, attach), ReadFile/WriteFile (large, atomic, modes and owners),
 //! GetGuestInfo with every section filled, AgentCommand, tasks (one really restarts nginx),
+//! `atp sh -it` driven through tmux (bash line editing, top, vi, less, resize, Ctrl-C/Z),
 //! and a `block-rpcs` list in Debian's qemu-ga.conf. One guest, one test.
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
 mod common;
+#[path = "daemon_debian/terminal.rs"]
+mod terminal;
 
 use std::{collections::HashMap, time::Instant};
 
@@ -219,6 +222,9 @@ async fn every_rpc_on_debian() {
         .unwrap()
         .into_inner();
     assert!(tasks.tasks.iter().any(|t| t.name == "restart_service"));
+
+    // A terminal session typed into through tmux (`atp sh -it`).
+    terminal::atp_sh_it(&d.socket, LV, "admin-token").await;
 
     block_rpcs(&mut c).await;
     drop(dom);

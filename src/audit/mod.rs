@@ -34,7 +34,7 @@ mod verify;
 
 use std::{path::PathBuf, sync::Arc};
 
-pub use record::{AuditEntry, Caller, EntryKind, GENESIS};
+pub use record::{AuditEntry, Caller, EntryKind, GENESIS, SessionRecording};
 pub use sink::AuditLog;
 pub use verify::{ChainBroken, VerifyError, VerifyReport, verify, verify_against};
 

@@ -75,6 +75,23 @@ pub struct AuditEntry {
     /// Outcome: time taken.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub duration_ms: Option<u64>,
+    /// Outcome of an interactive session: its recording, kept on the daemon's host.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recording: Option<SessionRecording>,
+}
+
+/// An interactive session's recording (asciicast v2) as the outcome record names it: the
+/// SHA-256 in the sealed log proves the file was not edited afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionRecording {
+    /// The file, on the daemon's host.
+    pub path: std::path::PathBuf,
+    /// SHA-256 of the whole file, hex.
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
+    /// False when a write failed and the file ends early.
+    pub complete: bool,
 }
 
 impl AuditEntry {
@@ -105,6 +122,7 @@ impl AuditEntry {
             signal: None,
             bytes: None,
             duration_ms: None,
+            recording: None,
         }
     }
 }

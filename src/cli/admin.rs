@@ -269,7 +269,7 @@ fn prompt_twice(user: &str) -> Result<String, ClientError> {
 }
 
 fn prompt(text: &str) -> Result<String, ClientError> {
-    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    use rustix::termios::{self, LocalModes, OptionalActions};
     use std::io::Write;
     let no_tty = |e: std::io::Error| {
         ClientError::new(
@@ -282,14 +282,14 @@ fn prompt(text: &str) -> Result<String, ClientError> {
         .write(true)
         .open("/dev/tty")
         .map_err(no_tty)?;
-    let saved = tcgetattr(&tty).map_err(|e| no_tty(e.into()))?;
+    let saved = termios::tcgetattr(&tty).map_err(|e| no_tty(e.into()))?;
     let mut quiet = saved.clone();
-    quiet.local_flags.remove(LocalFlags::ECHO);
-    tcsetattr(&tty, SetArg::TCSANOW, &quiet).map_err(|e| no_tty(e.into()))?;
+    quiet.local_modes.remove(LocalModes::ECHO);
+    termios::tcsetattr(&tty, OptionalActions::Now, &quiet).map_err(|e| no_tty(e.into()))?;
     let _ = write!(tty, "{text}");
     let _ = tty.flush();
     let line = first_line(std::io::BufReader::new(&tty));
-    let _ = tcsetattr(&tty, SetArg::TCSANOW, &saved);
+    let _ = termios::tcsetattr(&tty, OptionalActions::Now, &saved);
     let _ = writeln!(tty);
     line.or_else(|_| Ok(String::new()))
 }

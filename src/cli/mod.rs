@@ -11,6 +11,7 @@ mod policy;
 mod remote;
 mod run;
 mod serve;
+mod tty;
 
 use std::path::PathBuf;
 
@@ -93,12 +94,13 @@ enum Command {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
-    /// Run a command line with the guest's shell (/bin/sh -c, or cmd.exe /c).
+    /// Run a command line with the guest's shell (/bin/sh -c, or cmd.exe /c); `atp sh
+    /// -it DOM` opens the guest user's login shell on a terminal.
     Sh {
         /// The guest.
         domain: String,
-        /// The command line.
-        command: String,
+        /// The command line (optional with -t: the login shell).
+        command: Option<String>,
         #[command(flatten)]
         opts: run::ExecOpts,
     },

@@ -23,6 +23,10 @@ pub struct ExecOpts {
     /// Stream this process's stdin to the program as it comes (EOF included).
     #[arg(long, short = 'i')]
     pub stdin: bool,
+    /// Run the program on a terminal in the guest (implies -i): the local terminal goes
+    /// raw, its size follows the window, Ctrl-C/Ctrl-Z/Ctrl-D reach the guest program.
+    #[arg(long, short = 't')]
+    pub tty: bool,
 }
 
 fn request(
@@ -59,10 +63,10 @@ pub async fn exec_many(
     o: &ExecOpts,
     fanout: &super::fanout::FanoutOpts,
 ) -> Result<u8, ClientError> {
-    if o.stdin {
+    if o.stdin || o.tty {
         return Err(ClientError::new(
             exit::OTHER,
-            "-i streams one stdin to one program: it cannot be used with --guests",
+            "-i/-t stream one stdin to one program: they cannot be used with --guests",
         ));
     }
     let req = request(String::new(), argv_command(argv)?, o)?;
@@ -83,13 +87,23 @@ fn argv_command(argv: Vec<String>) -> Result<pb::exec_request::Command, ClientEr
     }))
 }
 
-/// `atp sh DOM 'CMD'`
+/// `atp sh DOM 'CMD'`; `atp sh -it DOM` opens the guest user's login shell.
 pub async fn sh(
     conn: &Connection,
     domain: String,
-    line: String,
+    line: Option<String>,
     o: &ExecOpts,
 ) -> Result<u8, ClientError> {
+    let line = match line {
+        Some(l) => l,
+        None if o.tty => super::tty::LOGIN_SHELL.to_owned(),
+        None => {
+            return Err(ClientError::new(
+                exit::OTHER,
+                "nothing to run: atp sh DOM 'COMMAND LINE', or atp sh -it DOM for a login shell",
+            ));
+        }
+    };
     start(
         conn,
         request(domain, pb::exec_request::Command::Shell(line), o)?,
@@ -102,6 +116,9 @@ pub async fn sh(
 async fn start(conn: &Connection, req: pb::ExecRequest, o: &ExecOpts) -> Result<u8, ClientError> {
     let server = conn.server();
     let mut c = conn.connect().await?;
+    if o.tty {
+        return terminal(&server, &mut c, req).await;
+    }
     let stream = if o.stdin {
         c.exec_interactive(stdin_stream(req)).await
     } else {
@@ -109,6 +126,45 @@ async fn start(conn: &Connection, req: pb::ExecRequest, o: &ExecOpts) -> Result<
     };
     let stream = stream.map_err(|s| explain(&server, &s))?.into_inner();
     follow(&server, &mut c, stream).await
+}
+
+/// A terminal session: raw mode while it lasts, the window size at start and on every
+/// change, keystrokes as they come; the exit status is the guest program's.
+async fn terminal(
+    server: &str,
+    c: &mut Client,
+    mut req: pb::ExecRequest,
+) -> Result<u8, ClientError> {
+    use pb::exec_input::Msg;
+    req.tty = true;
+    req.tty_size = Some(super::tty::window());
+    if !req.env.iter().any(|e| e.starts_with("TERM="))
+        && let Ok(term) = std::env::var("TERM")
+        && !term.is_empty()
+    {
+        req.env.push(format!("TERM={term}"));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let _ = tx.try_send(pb::ExecInput {
+        msg: Some(Msg::Start(req)),
+    });
+    read_stdin(tx.clone());
+    super::tty::forward_resizes(tx);
+    let raw = super::tty::RawMode::enter();
+    let res = async {
+        let stream = c
+            .exec_interactive(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|s| explain(server, &s))?
+            .into_inner();
+        tokio::select! {
+            r = follow(server, c, stream) => r,
+            () = super::tty::terminated() => Ok(129),
+        }
+    }
+    .await;
+    drop(raw);
+    res
 }
 
 /// `start`, then this process's stdin as it comes, then `eof`: read on a thread of its
@@ -119,6 +175,13 @@ fn stdin_stream(req: pb::ExecRequest) -> tokio_stream::wrappers::ReceiverStream<
     let _ = tx.try_send(pb::ExecInput {
         msg: Some(Msg::Start(req)),
     });
+    read_stdin(tx);
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Passes this process's stdin to `tx` as `stdin` messages, then `eof`, from a thread.
+fn read_stdin(tx: tokio::sync::mpsc::Sender<pb::ExecInput>) {
+    use pb::exec_input::Msg;
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buf = vec![0u8; 64 << 10];
@@ -138,7 +201,6 @@ fn stdin_stream(req: pb::ExecRequest) -> tokio_stream::wrappers::ReceiverStream<
             }
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// `atp run DOM TASK key=value...`

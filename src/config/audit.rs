@@ -13,6 +13,8 @@ pub struct AuditConfig {
     pub refuse_on_failure: bool,
     /// Anonymous denials recorded one by one per minute; the rest are counted.
     pub anonymous_denials_per_minute: u32,
+    /// Where interactive sessions are recorded (asciicast v2, one file per session).
+    pub recordings: PathBuf,
 }
 
 /// Default for `audit.anonymous_denials_per_minute`.
@@ -31,8 +33,14 @@ pub(super) fn audit(a: RawAudit, base: &Path) -> Result<AuditConfig, ConfigError
             ));
         }
     };
+    let path = base.join(&a.path);
+    let recordings = match &a.recordings {
+        Some(dir) => base.join(dir),
+        None => path.parent().unwrap_or(base).join("sessions"),
+    };
     Ok(AuditConfig {
-        path: base.join(&a.path),
+        path,
+        recordings,
         refuse_on_failure,
         anonymous_denials_per_minute: a
             .anonymous_denials_per_minute

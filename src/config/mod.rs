@@ -74,6 +74,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Accepted bearer tokens.
     pub tokens: Vec<TokenEntry>,
+    /// Roles of local users calling on the UNIX listeners (`[[server.unix_roles]]`), by uid.
+    pub unix_roles: std::collections::HashMap<u32, Vec<String>>,
     /// Run-time limit for execs that give none.
     pub exec_timeout: Duration,
     /// Minimum idle time of an abandoned exec directory before it is swept; `None`: off.
@@ -139,6 +141,11 @@ impl Config {
             .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_millis);
         let tls = server.tls.map(|t| auth::tls(t, base)).transpose()?;
         let tokens = auth::tokens(server.tokens)?;
+        let unix_roles = server
+            .unix_roles
+            .into_iter()
+            .map(|u| (u.uid, u.roles))
+            .collect();
         auth::check_exposure(
             &listen,
             tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
@@ -167,6 +174,7 @@ impl Config {
             shutdown_grace,
             tls,
             tokens,
+            unix_roles,
             exec_timeout,
             sweep_exec_dirs_after,
             metrics_listen,

@@ -89,6 +89,8 @@ pub struct RawAudit {
     pub on_failure: Option<String>,
     /// Anonymous denials recorded one by one per minute (default 60); 0 records none.
     pub anonymous_denials_per_minute: Option<u32>,
+    /// Directory for interactive sessions' recordings (default: `sessions` beside the log).
+    pub recordings: Option<String>,
 }
 
 /// `[server]`: where the daemon listens.
@@ -108,6 +110,19 @@ pub struct RawServer {
     /// Allow TCP on a non-loopback address without TLS or tokens.
     #[serde(default)]
     pub insecure: bool,
+    /// Roles for local users on the UNIX listeners, by uid.
+    #[serde(default)]
+    pub unix_roles: Vec<RawUnixRoles>,
+}
+
+/// `[[server.unix_roles]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnixRoles {
+    /// The local user's uid (from the socket's peer credentials).
+    pub uid: u32,
+    /// Roles given to that user's calls.
+    pub roles: Vec<String>,
 }
 
 /// `[server.tls]`

@@ -113,6 +113,12 @@ pub struct PluginDecision {
     pub timeout_ms: Option<u64>,
     /// `with(#{ max_bytes })`: the most bytes a file transfer or exec output may move.
     pub max_bytes: Option<u64>,
+    /// `with(#{ idle_timeout_ms })`: an interactive session with no input for this long
+    /// is ended (its program killed).
+    pub idle_timeout_ms: Option<u64>,
+    /// `with(#{ record_input: true })`: an interactive session's recording keeps its
+    /// input too (off by default: passwords are typed there).
+    pub record_input: bool,
 }
 
 fn positive(m: &Map, key: &str) -> Option<u64> {
@@ -168,6 +174,10 @@ pub fn build() -> Engine {
             let mut d = d.clone();
             d.timeout_ms = positive(&limits, "timeout_ms").or(d.timeout_ms);
             d.max_bytes = positive(&limits, "max_bytes").or(d.max_bytes);
+            d.idle_timeout_ms = positive(&limits, "idle_timeout_ms").or(d.idle_timeout_ms);
+            if let Some(v) = limits.get("record_input").and_then(|v| v.as_bool().ok()) {
+                d.record_input = v;
+            }
             d
         })
         .register_get("allowed", |d: &mut PluginDecision| d.allow)

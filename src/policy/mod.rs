@@ -49,20 +49,26 @@ pub enum PolicyError {
 /// Limits an allowing plugin attached with `.with(#{ .. })`; the tightest wins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest an exec may run.
+    /// Longest an exec (an interactive session included) may run.
     pub timeout_ms: Option<u64>,
     /// Most bytes a transfer or an exec's output may move.
     pub max_bytes: Option<u64>,
+    /// Longest an interactive session may go without input.
+    pub idle_timeout_ms: Option<u64>,
+    /// An interactive session's recording keeps its input (any allowing plugin asks).
+    pub record_input: bool,
 }
 
 impl Limits {
-    fn tighten(&mut self, timeout_ms: Option<u64>, max_bytes: Option<u64>) {
+    fn tighten(&mut self, d: &engine::PluginDecision) {
         let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(x), Some(y)) => Some(x.min(y)),
             (x, y) => x.or(y),
         };
-        self.timeout_ms = min(self.timeout_ms, timeout_ms);
-        self.max_bytes = min(self.max_bytes, max_bytes);
+        self.timeout_ms = min(self.timeout_ms, d.timeout_ms);
+        self.max_bytes = min(self.max_bytes, d.max_bytes);
+        self.idle_timeout_ms = min(self.idle_timeout_ms, d.idle_timeout_ms);
+        self.record_input |= d.record_input;
     }
 }
 

@@ -129,7 +129,7 @@ impl PolicySet {
                 Ok(d) => match d.try_cast::<PluginDecision>() {
                     Some(pd) if !pd.allow => return Decision::deny(Some(&p.name), pd.reason),
                     Some(pd) => {
-                        limits.tighten(pd.timeout_ms, pd.max_bytes);
+                        limits.tighten(&pd);
                         allowed.get_or_insert((p.name.clone(), pd.reason));
                     }
                     None => {

@@ -70,7 +70,7 @@ pub struct ExecInfo {
     pub has_stdin: bool,
     /// ExecInteractive: stdin is streamed while the program runs.
     pub interactive: bool,
-    /// The program gets a terminal (interactive sessions; not yet offered).
+    /// The program gets a terminal (ExecInteractive with `tty`).
     pub tty: bool,
     /// Requested time limit (0 = server default).
     pub timeout_ms: i64,

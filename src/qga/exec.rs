@@ -53,6 +53,9 @@ pub struct GuestExecCommand {
     pub timeout: Option<Duration>,
     /// Working directory (needs the guest's `/bin/sh`; not supported on Windows guests).
     pub cwd: Option<String>,
+    /// Run the program on a terminal of this size (POSIX guests with util-linux
+    /// `script`; streamed sessions only): stdout and stderr arrive merged, as stdout.
+    pub tty: Option<super::TerminalSize>,
 }
 
 impl GuestExecCommand {
@@ -386,6 +389,11 @@ impl AgentClient {
     /// On Windows guests output arrives at exit (captured by the agent).
     pub async fn exec_stream(&self, cmd: &GuestExecCommand) -> Result<ExecSession, QgaError> {
         cmd.validate()?;
+        if cmd.tty.is_some() {
+            return Err(QgaError::InvalidArgument(
+                "a terminal session takes its input as it comes: use exec_interactive".into(),
+            ));
+        }
         let os = self.os().await?;
         let started = Instant::now();
         if os.is_windows() {

@@ -24,6 +24,7 @@ pub mod ssh_key;
 mod stdin;
 mod stream;
 mod sweep;
+mod tty;
 mod wrapper;
 
 pub use admin::{check_password, check_username};
@@ -35,4 +36,5 @@ pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand, v
 pub use file::{DEFAULT_CHUNK, OpenFile};
 pub use kill::KillOutcome;
 pub use ssh_key::SshPublicKey;
-pub use stdin::StdinFeed;
+pub use stdin::{FAST_MAX, StdinFeed};
+pub use tty::{ALLOWED_SIGNALS, DEFAULT_TERM, TerminalSize};

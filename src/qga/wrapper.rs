@@ -39,13 +39,53 @@ i=1; while [ "$i" -lt "$m" ]; do set -- "$@" "$1"; shift; i=$((i + 1)); done
 set -- "$k" "$@"
 while [ "$1" -gt 0 ]; do c=$(($1 - 1)); e=$2; shift 2; set -- "$c" "$@"; export "$e"; done
 shift; exec "$@""#;
-const SETUP: &str = r#"umask 077; mkdir -- "$1" && : >"$1/out" && : >"$1/err" && { [ -z "$2" ] || mkfifo "$1/in"; }"#;
+/// The wrapper of a terminal session. Positional parameters: `DIR CWD INNER`. It records
+/// its pid and start time like [`WRAPPER`], takes the FIFO as stdin, and runs util-linux
+/// `script` (found in the fixed `PATH`), which runs `INNER` (see [`super::tty`]) with
+/// `/bin/sh` on a new PTY in a session of its own and copies the PTY's output to `out`.
+/// `-e`: script exits with the program's status. `setsid` (no fork, as in [`WRAPPER`])
+/// keeps script out of the agent's process group: on SIGTERM script signals its group.
+const TTY_WRAPPER: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; echo "$q/$1"; return 0; fi; done; IFS=$o; return 1; }
+t() { shift 19; echo "$1"; }
+d=$1; c=$2; i=$3
+echo $$ >"$d/pid"
+if read -r s </proc/$$/stat; then t ${s##*) } >"$d/start"; fi
+if [ -p "$d/in" ]; then exec <"$d/in"; fi
+exec >"$d/out" 2>"$d/err"
+if [ -n "$c" ]; then cd -- "$c" || exit 126; fi
+x=$(w script) || { echo "atp-exec: a terminal needs script(1) from util-linux in the guest" >&2; exit 127; }
+SHELL=/bin/sh; export SHELL
+if y=$(w setsid); then exec "$y" "$x" -q -e -c "$i" /dev/null; fi
+exec "$x" -q -e -c "$i" /dev/null"#;
+/// Makes the exec directory (`$1`); `$2` non-empty: with the FIFO `in`; `$3` non-empty:
+/// exit [`NO_SCRIPT`] first when the guest has no `script` for a terminal.
+const SETUP: &str = r#"umask 077
+if [ -n "$3" ] && ! command -v script >/dev/null 2>&1; then exit 42; fi
+mkdir -- "$1" && : >"$1/out" && : >"$1/err" && { [ -z "$2" ] || mkfifo "$1/in"; }"#;
+/// [`SETUP`]'s exit code when a terminal was asked for and the guest has no `script`.
+const NO_SCRIPT: i32 = 42;
 
 impl GuestExecCommand {
     /// The same command under the redirecting wrapper, writing into `dir`. The wrapper's
     /// own environment is only the fixed `PATH`; the caller's entries travel as arguments
     /// and are applied to the program alone.
     pub(crate) fn redirected(&self, dir: &str) -> GuestExec {
+        if let Some(size) = self.tty {
+            return GuestExec {
+                path: "/bin/sh".into(),
+                arg: vec![
+                    "-c".to_owned(),
+                    TTY_WRAPPER.to_owned(),
+                    "atp-exec".to_owned(),
+                    dir.to_owned(),
+                    self.cwd.clone().unwrap_or_default(),
+                    self.tty_inner(dir, size),
+                ],
+                env: vec![DEFAULT_PATH.to_owned()],
+                input_data: None,
+                capture_output: false,
+            };
+        }
         let mut arg = vec![
             "-c".to_owned(),
             WRAPPER.to_owned(),
@@ -71,11 +111,12 @@ impl GuestExecCommand {
 impl AgentClient {
     /// Creates a private per-exec directory in the guest's /tmp.
     pub(crate) async fn make_exec_dir(&self) -> Result<String, QgaError> {
-        self.make_dir(false).await
+        self.make_dir(false, false).await
     }
 
-    /// [`AgentClient::make_exec_dir`], with a FIFO `in` for streamed stdin when `fifo`.
-    pub(crate) async fn make_dir(&self, fifo: bool) -> Result<String, QgaError> {
+    /// [`AgentClient::make_exec_dir`], with a FIFO `in` for streamed stdin when `fifo`;
+    /// `tty`: fails with `Unsupported` first when the guest has no `script(1)`.
+    pub(crate) async fn make_dir(&self, fifo: bool, tty: bool) -> Result<String, QgaError> {
         let dir = format!(
             "{}{}",
             super::sweep::EXEC_DIR_PREFIX,
@@ -89,11 +130,21 @@ impl AgentClient {
                 "atp-setup".into(),
                 dir.clone(),
                 if fifo { "fifo" } else { "" }.into(),
+                if tty { "tty" } else { "" }.into(),
             ],
+            env: vec![DEFAULT_PATH.to_owned()],
             ..GuestExec::default()
         };
         let pid = self.call(&setup).await?.pid;
         let st = self.wait_exit(pid).await?;
+        if st.exit_code == Some(NO_SCRIPT) {
+            return Err(QgaError::Agent {
+                command: "guest-exec".into(),
+                class: "Unsupported".into(),
+                desc: "a terminal needs script(1) from util-linux in the guest, which has none"
+                    .into(),
+            });
+        }
         if st.exit_code != Some(0) {
             return Err(QgaError::Agent {
                 command: "guest-exec".into(),

@@ -2,7 +2,7 @@
 //! subject of a verified client certificate (mTLS). Runs as a tonic interceptor and puts
 //! a [`Caller`] into each request's extensions.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status, transport::server::UdsConnectInfo};
@@ -16,6 +16,8 @@ pub use crate::caller::{AuthMethod, Caller};
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     tokens: Arc<Vec<TokenEntry>>,
+    /// Roles of local users on UNIX listeners, by uid.
+    unix_roles: Arc<HashMap<u32, Vec<String>>>,
     /// TCP callers must present a token or certificate.
     require_tcp_auth: bool,
 }
@@ -24,8 +26,18 @@ impl Authenticator {
     /// An authenticator for the configured tokens; TCP callers must authenticate when
     /// tokens or mTLS are configured.
     pub fn new(tokens: Vec<TokenEntry>, mtls: bool) -> Self {
+        Self::with_unix_roles(tokens, mtls, HashMap::new())
+    }
+
+    /// [`Authenticator::new`], with roles for local users on the UNIX listeners.
+    pub fn with_unix_roles(
+        tokens: Vec<TokenEntry>,
+        mtls: bool,
+        unix_roles: HashMap<u32, Vec<String>>,
+    ) -> Self {
         let require_tcp_auth = !tokens.is_empty() || mtls;
         Self {
+            unix_roles: Arc::new(unix_roles),
             tokens: Arc::new(tokens),
             require_tcp_auth,
         }
@@ -66,7 +78,9 @@ impl Authenticator {
             return Ok(Caller {
                 id: uid.map_or_else(|| "unix:unknown".to_owned(), |u| format!("uid:{u}")),
                 auth: AuthMethod::Unix,
-                roles: Vec::new(),
+                roles: uid
+                    .and_then(|u| self.unix_roles.get(&u).cloned())
+                    .unwrap_or_default(),
                 peer,
             });
         }

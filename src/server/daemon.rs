@@ -53,7 +53,8 @@ pub(super) async fn build(config: &Config) -> Result<Daemon, ServeError> {
         .tls
         .as_ref()
         .is_some_and(|t| t.client_ca_pem.is_some());
-    let auth = Authenticator::new(config.tokens.clone(), mtls);
+    let auth =
+        Authenticator::with_unix_roles(config.tokens.clone(), mtls, config.unix_roles.clone());
 
     let (health, health_svc) = tonic_health::server::health_reporter();
     health

@@ -59,6 +59,8 @@ pub(crate) struct Call {
     policy: Option<Arc<PolicyEngine>>,
     /// The reason of the status the call failed with, for its outcome record.
     error_reason: Option<String>,
+    /// An interactive session's recording, for its outcome record.
+    recording: Option<crate::audit::SessionRecording>,
 }
 
 fn entry(kind: EntryKind, request_id: &str, caller: &Caller, rpc: Rpc, domain: &str) -> AuditEntry {
@@ -144,6 +146,7 @@ impl Gate {
             decided: preq.file.is_some().then(|| preq.clone()),
             policy: self.policy.clone(),
             error_reason: None,
+            recording: None,
         };
         if !decision.allow {
             self.budget_anonymous_denial(&mut call).await;
@@ -237,6 +240,7 @@ impl Gate {
             decided: None,
             policy: None,
             error_reason: None,
+            recording: None,
         };
         call.fail(st.clone()).await;
     }
@@ -253,14 +257,19 @@ impl Call {
         &self.domain
     }
 
-    /// The request id (in both audit records of the call).
+    /// The limits the deciding plugins attached.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Ties decision and outcome records (names the session's recording too).
     pub(crate) fn request_id(&self) -> &str {
         &self.request_id
     }
 
-    /// The limits the deciding plugins attached.
-    pub(crate) fn limits(&self) -> &Limits {
-        &self.limits
+    /// The session's recording, named in the outcome record.
+    pub(crate) fn set_recording(&mut self, r: crate::audit::SessionRecording) {
+        self.recording = Some(r);
     }
 
     /// Checks that this call's RPC declares `work` beyond its request ([`Rpc::beyond`]):
@@ -404,6 +413,7 @@ impl Call {
         e.signal = o.signal;
         e.bytes = o.bytes;
         e.duration_ms = Some(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        e.recording = self.recording.clone();
         e
     }
 }

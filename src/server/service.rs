@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) streams: Arc<StreamRegistry>,
     /// The file-system freezes this daemon made, with their thaw deadlines.
     pub(crate) freezes: Arc<FreezeRegistry>,
+    /// Where interactive sessions are recorded (with an audit log only).
+    pub(crate) recordings: Option<exec_rpc::Recordings>,
 }
 
 impl GuestAgentService {
@@ -81,6 +83,10 @@ impl GuestAgentService {
                 new_file_mode: config.new_file_mode,
                 streams: StreamRegistry::new(config.limits.streams_per_caller),
                 freezes,
+                recordings: config.audit.as_ref().map(|a| exec_rpc::Recordings {
+                    dir: a.recordings.clone(),
+                    refuse: a.refuse_on_failure,
+                }),
             }),
         }
     }
@@ -172,7 +178,7 @@ pub(crate) fn exec_info(r: &pb::ExecRequest) -> ExecInfo {
             .collect(),
         has_stdin: !r.stdin.is_empty(),
         interactive: false,
-        tty: false,
+        tty: r.tty,
         timeout_ms: i64::try_from(r.timeout_ms).unwrap_or(i64::MAX),
         cwd: r.cwd.clone(),
         mode: if r.mode == pb::ExecMode::Collect as i32 {
@@ -285,6 +291,12 @@ impl GuestAgent for GuestAgentService {
         let r = request.get_ref();
         // Entries a guest shell could take as code never reach the policy or the guest.
         exec_rpc::check_env(&r.env)?;
+        if r.tty {
+            return Err(ApiError::InvalidArgument(
+                "`tty` needs ExecInteractive: a terminal takes its input as it comes".into(),
+            )
+            .into());
+        }
         let action = Action::Exec(exec_info(request.get_ref()));
         let domain = request.get_ref().domain.clone();
         let call = self.admit(action, &request, &domain).await?;

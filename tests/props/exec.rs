@@ -106,6 +106,8 @@ fn exec_request(dir: String) -> impl Strategy<Value = ExecRequest> {
                 cwd,
                 mode,
                 detach,
+                // A terminal needs ExecInteractive: Exec refuses it (tests/exec_tty.rs).
+                ..Default::default()
             },
         )
 }

@@ -9,6 +9,7 @@
 
 mod attachment;
 pub(crate) mod interactive;
+mod recording;
 mod registry;
 mod runner;
 
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+pub(crate) use recording::Recordings;
 pub(crate) use registry::{ExecRegistry, Owner};
 
 use self::{
@@ -187,7 +189,7 @@ pub(crate) async fn exec(
             return fail(call, st).await;
         }
     };
-    Ok(hand_over(s, call, &r, entry, cmds, session, limits).0)
+    Ok(hand_over(s, call, &r, (entry, cmds), session, limits, None).0)
 }
 
 /// The running part of Exec and ExecInteractive, once `session` started for `entry`:
@@ -197,10 +199,10 @@ fn hand_over(
     s: &GuestAgentService,
     call: Call,
     r: &pb::ExecRequest,
-    entry: std::sync::Arc<registry::ExecEntry>,
-    cmds: mpsc::Receiver<registry::Cmd>,
+    (entry, cmds): registry::Reserved,
     session: crate::qga::ExecSession,
     limits: ExecLimits,
+    recording: Option<std::sync::Arc<recording::Recording>>,
 ) -> (EventStream<pb::ExecEvent>, registry::EventTx) {
     entry.set_pid(session.pid());
     let (tx, rx) = events(s);
@@ -218,7 +220,7 @@ fn hand_over(
     });
     let guard = s.shared.execs.task_guard(&entry);
     let collect = r.mode == pb::ExecMode::Collect as i32;
-    let runner = Runner::new(
+    let mut runner = Runner::new(
         s.clone(),
         entry,
         session,
@@ -229,6 +231,7 @@ fn hand_over(
         limits,
         guard,
     );
+    runner.recording = recording;
     tokio::spawn(runner.run());
     (ReceiverStream::new(rx), tx)
 }

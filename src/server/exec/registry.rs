@@ -57,6 +57,9 @@ pub(crate) enum Cmd {
     Cancel {
         reply: oneshot::Sender<Result<bool, Status>>,
     },
+    /// An interactive session went without input past its policy's `idle_timeout_ms`:
+    /// kill the program.
+    Idle,
 }
 
 /// One exec this daemon started.
@@ -72,6 +75,9 @@ pub(crate) struct ExecEntry {
     live: AtomicBool,
     /// How it ended, for attachers after the task has ended.
     finished: Mutex<Option<pb::ExecExited>>,
+    /// Stdin was just written (interactive sessions): the task looks for output now,
+    /// where the echo will be, instead of finishing its back-off pause.
+    pub(crate) input: tokio::sync::Notify,
 }
 
 impl ExecEntry {
@@ -143,6 +149,7 @@ impl ExecRegistry {
             cmds: tx,
             live: AtomicBool::new(true),
             finished: Mutex::new(None),
+            input: tokio::sync::Notify::new(),
         });
         map.insert(id, Arc::clone(&entry));
         Ok((entry, rx))

@@ -22,6 +22,7 @@ pub(super) enum Kill {
     Timeout,
     MaxBytes,
     Cancelled,
+    Idle,
 }
 
 impl Runner {
@@ -94,6 +95,9 @@ impl Runner {
                 self.kill(Kill::MaxBytes).await;
             }
         }
+        if let Some(r) = &self.recording {
+            r.output(&d).await;
+        }
         if self.collect {
             let (kept, capped) = if stdout {
                 (&mut self.collected.0, &mut self.capped.0)
@@ -138,9 +142,12 @@ impl Runner {
         if self.exit.is_some() {
             self.entry.mark_ended();
         }
-        let Some(call) = self.call.take() else {
+        let Some(mut call) = self.call.take() else {
             return;
         };
+        if let Some(r) = self.finish_recording().await {
+            call.set_recording(r);
+        }
         let mut parts = Vec::new();
         match self.killed {
             Some(Kill::Timeout) => parts.push(format!(
@@ -152,6 +159,9 @@ impl Runner {
                 self.limits.output.limit().unwrap_or_default()
             )),
             Some(Kill::Cancelled) => parts.push("cancelled by ExecCancel".to_owned()),
+            Some(Kill::Idle) => parts.push(
+                "killed: the session had no input for its policy's idle_timeout_ms".to_owned(),
+            ),
             None => {}
         }
         if self.client.is_none() {
@@ -159,5 +169,11 @@ impl Runner {
         }
         call.finish_with(Code::Ok, &parts.join("; "), self.outcome())
             .await;
+    }
+
+    /// Closes the session's recording (interactive sessions), for the outcome record.
+    pub(super) async fn finish_recording(&mut self) -> Option<crate::audit::SessionRecording> {
+        let r = self.recording.take()?;
+        r.finish().await
     }
 }

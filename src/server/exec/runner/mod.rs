@@ -23,6 +23,7 @@ use tonic::{Code, Status};
 use super::{
     FINISHED_TTL, PARK_TTL,
     attachment::{self, Attachment, Detached},
+    recording::Recording,
     registry::{Cmd, ExecEntry, TaskGuard},
 };
 use crate::{
@@ -40,6 +41,8 @@ use crate::{
 const PARK_POLL: Duration = Duration::from_secs(1);
 const POLL_MIN: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(250);
+/// The first pause after stdin was written (an echo takes a few ms to come back).
+const POLL_ECHO: Duration = Duration::from_millis(2);
 /// Consecutive failed status polls (one per [`PARK_POLL`]) after which a parked exec's
 /// task gives up: the agent is gone.
 const MAX_FAILURES: u32 = 120;
@@ -66,6 +69,8 @@ enum End {
 
 enum Wake {
     Tick,
+    /// Stdin was written: poll soon (the echo is coming).
+    Input,
     Cmd(Option<Cmd>),
     Deadline,
     ClientGone,
@@ -98,6 +103,8 @@ pub(super) struct Runner {
     exited_at: Option<Instant>,
     poll: Duration,
     failures: u32,
+    /// An interactive session's recording.
+    pub(super) recording: Option<Arc<Recording>>,
 }
 
 impl Runner {
@@ -134,6 +141,7 @@ impl Runner {
             exited_at: None,
             poll: POLL_MIN,
             failures: 0,
+            recording: None,
         }
     }
 
@@ -151,10 +159,14 @@ impl Runner {
             }
             End::Shutdown => {
                 self.session.release_handles().await;
+                let recording = self.finish_recording().await;
                 let st: Status = ApiError::ShuttingDown.into();
                 self.end_client(Code::Unavailable, st.message(), Some(st.clone()))
                     .await;
-                if let Some(call) = self.call.take() {
+                if let Some(mut call) = self.call.take() {
+                    if let Some(r) = recording {
+                        call.set_recording(r);
+                    }
                     call.finish_with(
                         Code::Unavailable,
                         "the daemon shut down; the program was left running",
@@ -165,10 +177,14 @@ impl Runner {
             }
             End::Failed(e) => {
                 self.session.release_handles().await;
+                let recording = self.finish_recording().await;
                 let st = self.svc.agent_error(&self.entry.domain, e);
                 self.end_client(st.code(), st.message(), Some(st.clone()))
                     .await;
-                if let Some(call) = self.call.take() {
+                if let Some(mut call) = self.call.take() {
+                    if let Some(r) = recording {
+                        call.set_recording(r);
+                    }
                     call.finish_status(&st, self.outcome()).await;
                 }
                 self.svc.shared.execs.remove(&self.entry.id);
@@ -181,6 +197,7 @@ impl Runner {
                 Cmd::Cancel { reply } => {
                     let _ = reply.send(Ok(false));
                 }
+                Cmd::Idle => {}
                 Cmd::Attach { tx, call, reply } => {
                     let _ = reply.send(Err((
                         ApiError::ExecEnded(self.entry.id.clone()).into(),
@@ -273,6 +290,7 @@ impl Runner {
             };
             tokio::select! {
                 () = tokio::time::sleep(pause) => Wake::Tick,
+                () = self.entry.input.notified() => Wake::Input,
                 cmd = self.cmds.recv() => Wake::Cmd(cmd),
                 () = tokio::time::sleep_until(self.limits.deadline.into()), if deadline => Wake::Deadline,
                 () = closed => Wake::ClientGone,
@@ -347,6 +365,10 @@ impl Runner {
     async fn handle(&mut self, wake: Wake) -> bool {
         match wake {
             Wake::Tick => return true,
+            Wake::Input => {
+                self.poll = POLL_ECHO;
+                return true;
+            }
             Wake::Cmd(Some(cmd)) => self.command(cmd).await,
             Wake::Cmd(None) | Wake::Shutdown | Wake::Sent(_) => {}
             Wake::Deadline => {
@@ -376,6 +398,7 @@ impl Runner {
                 };
                 let _ = reply.send(res);
             }
+            Cmd::Idle => self.kill(Kill::Idle).await,
             Cmd::Attach { tx, call, reply } => {
                 if self.client.is_some() {
                     let st: Status = ApiError::ExecAttached.into();

@@ -199,9 +199,14 @@ class GuestAgentServicer:
         ExecRequest whose `stdin` is empty), then `stdin` chunks in order, then `eof`, which
         closes the program's stdin once it has read them. The server streams the same
         ExecEvents as Exec. A client that half-closes its stream sends EOF; one that goes away
-        closes stdin too (the program keeps running: ExecAttach, ExecCancel). `resize` and
-        `signal` are for terminals and answer FAILED_PRECONDITION until `tty` exists.
-        Policies see it as `req.rpc == "ExecInteractive"` with `req.exec.interactive` set.
+        closes stdin too (the program keeps running: ExecAttach, ExecCancel). With `tty` the
+        program runs on a terminal in the guest (POSIX guests with util-linux `script`; others
+        answer FAILED_PRECONDITION): output arrives merged as `stdout`, `resize` changes the
+        window size (the program gets SIGWINCH) and `signal` reaches the terminal's
+        foreground process group; without `tty`, `signal` goes to the program's process group
+        and `resize` answers FAILED_PRECONDITION. Policies see it as
+        `req.rpc == "ExecInteractive"` with `req.exec.interactive` and `req.exec.tty`. The
+        daemon records the session's output (asciicast v2) next to its audit log.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
