@@ -7,7 +7,8 @@
 //! tests/faults), GUEST_PERMISSION_DENIED (the host agent runs as root), GUEST_PATH_CHANGED
 //! (tests/security_files swaps paths), GUEST_UNSUPPORTED (a guest without /proc),
 //! GUEST_WRITE_INCOMPLETE (a full guest disk), CLIENT_CANCELLED (only audit records see
-//! it) and INTERNAL; the unit table in src/server/status maps each of them.
+//! it), FS_FROZEN (tests/daemon_admin freezes a Debian guest) and INTERNAL; the unit table
+//! in src/server/status maps each of them.
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
 mod common;

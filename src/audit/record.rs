@@ -19,6 +19,9 @@ pub enum EntryKind {
     Outcome,
     /// How many anonymous denials a minute left out of the log (their budget was spent).
     Suppressed,
+    /// What the daemon did by itself for an earlier request (`request_id`), e.g. a thaw
+    /// at an FsFreeze's deadline or at shutdown.
+    Daemon,
 }
 
 /// What the gate hands to the log; `seq`, `time`, `prev` and `hash` are added by the sink.

@@ -120,7 +120,8 @@ pub fn exit_code(reason: Reason) -> u8 {
         | R::LimitExceeded
         | R::GuestPathChanged
         | R::DaemonShuttingDown
-        | R::ClientTooSlow => exit::TEMPFAIL,
+        | R::ClientTooSlow
+        | R::FsFrozen => exit::TEMPFAIL,
         R::InvalidArgument
         | R::GuestNotRunning
         | R::CommandDisabled

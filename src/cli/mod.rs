@@ -1,5 +1,6 @@
 //! The `atp` command line: subcommands, logging setup and exit codes.
 
+mod admin;
 mod audit;
 mod client;
 mod cp;
@@ -126,6 +127,9 @@ enum Command {
         /// Parameters, key=value.
         params: Vec<String>,
     },
+    /// Typed admin operations (freeze, thaw, passwd, ssh-key, time-sync).
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -228,6 +232,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             params,
         } => run::run(conn, domain, task, params).await,
         Command::Cp { src, dst, opts } => cp::cp(conn, &src, &dst, &opts).await.map(|()| 0),
+        Command::Admin(cmd) => admin::run(conn, cmd).await.map(|()| 0),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "atp", &mut std::io::stdout());

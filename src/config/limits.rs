@@ -28,6 +28,8 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// HTTP/2 keepalive ping interval (a peer that does not answer is dropped).
     pub http2_keepalive: Duration,
+    /// Longest FsFreeze `thaw_deadline_s` (the guest's writers block meanwhile).
+    pub max_thaw_deadline: Duration,
 }
 
 /// Defaults: well below qemu-ga's fd limit and the daemon's own `LimitNOFILE=`.
@@ -43,6 +45,7 @@ impl Default for Limits {
             max_connections: 512,
             handshake_timeout: Duration::from_secs(10),
             http2_keepalive: Duration::from_secs(30),
+            max_thaw_deadline: Duration::from_secs(600),
         }
     }
 }
@@ -104,6 +107,17 @@ pub(super) fn limits(raw: RawLimits) -> Result<Limits, ConfigError> {
             raw.http2_keepalive_ms,
             d.http2_keepalive,
         )?,
+        max_thaw_deadline: match raw.max_thaw_deadline_s {
+            None => d.max_thaw_deadline,
+            Some(s @ 1..=86_400) => Duration::from_secs(s),
+            Some(s) => {
+                return Err(invalid(
+                    "limits.max_thaw_deadline_s",
+                    &s.to_string(),
+                    "must be 1..=86400 (a day)",
+                ));
+            }
+        },
     })
 }
 
@@ -122,4 +136,29 @@ pub(super) fn new_file_mode(raw: Option<String>) -> Result<u32, ConfigError> {
         return Err(invalid(key, &s, "only permission bits (at most 0777)"));
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_thaw_deadline_bound_is_one_second_to_a_day() {
+        let with = |s| RawLimits {
+            max_thaw_deadline_s: Some(s),
+            ..RawLimits::default()
+        };
+        assert_eq!(
+            limits(RawLimits::default()).unwrap().max_thaw_deadline,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            limits(with(30)).unwrap().max_thaw_deadline,
+            Duration::from_secs(30)
+        );
+        for bad in [0, 86_401] {
+            let e = limits(with(bad)).unwrap_err().to_string();
+            assert!(e.contains("limits.max_thaw_deadline_s"), "{e}");
+        }
+    }
 }

@@ -55,6 +55,8 @@ pub struct RawLimits {
     pub handshake_timeout_ms: Option<u64>,
     /// HTTP/2 keepalive ping interval, in milliseconds.
     pub http2_keepalive_ms: Option<u64>,
+    /// Longest FsFreeze thaw deadline a request may ask for, in seconds.
+    pub max_thaw_deadline_s: Option<u64>,
 }
 
 /// `[files]`: how WriteFile creates files.

@@ -16,6 +16,7 @@ pub mod path;
 pub mod plugin;
 pub mod reload;
 pub mod request;
+mod request_admin;
 pub mod tasks;
 
 use std::{

@@ -33,6 +33,10 @@ pub struct PolicyRequest {
     pub exec_ref: Option<ExecRefInfo>,
     /// For PushTree and PullTree: the tree's summary and the transfer's options.
     pub tree: Option<TreeInfo>,
+    /// For FsFreeze.
+    pub fsfreeze: Option<FreezeInfo>,
+    /// For SetUserPassword, GetAuthorizedKeys, AddAuthorizedKeys, RemoveAuthorizedKeys.
+    pub account: Option<AccountInfo>,
     /// `[policy] settings` from the config, for plugins to read (e.g. allowed paths).
     pub settings: serde_json::Value,
 }
@@ -161,6 +165,7 @@ impl PolicyRequest {
 }
 
 pub use super::path::normalize_path;
+pub use super::request_admin::{AccountInfo, FreezeInfo};
 
 #[cfg(test)]
 mod tests {

@@ -66,6 +66,8 @@ pub(crate) struct AgentState {
     pub(crate) handles: Arc<tokio::sync::Semaphore>,
     /// The number of permits `handles` started with (for the error message).
     pub(crate) handle_limit: usize,
+    /// A Windows guest's OEM code page, once learnt (`codepage`).
+    pub(crate) oem_code_page: Mutex<Option<u16>>,
 }
 
 impl Default for AgentState {
@@ -83,12 +85,14 @@ impl AgentState {
             redirected: Mutex::default(),
             handles: Arc::new(tokio::sync::Semaphore::new(limit)),
             handle_limit: limit,
+            oem_code_page: Mutex::default(),
         }
     }
 
     fn forget(&self) {
         *lock(&self.caps) = None;
         *lock(&self.os) = None;
+        *lock(&self.oem_code_page) = None;
     }
 }
 

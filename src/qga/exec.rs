@@ -69,11 +69,12 @@ impl GuestExecCommand {
         }
     }
 
-    /// The command line `cmdline` run by the guest's shell: `cmd.exe /c` on Windows,
-    /// `/bin/sh -c` elsewhere.
+    /// The command line `cmdline` run by the guest's shell: `cmd.exe /c` on Windows
+    /// (after `chcp 65001`, so that its output is UTF-8), `/bin/sh -c` elsewhere.
     pub fn shell(os: &OsInfo, cmdline: &str) -> Self {
         if os.is_windows() {
-            Self::simple("cmd.exe", vec!["/c".into(), cmdline.into()])
+            let line = format!("{}{cmdline}", super::codepage::UTF8_PREFIX);
+            Self::simple("cmd.exe", vec!["/c".into(), line])
         } else {
             Self::simple("/bin/sh", vec!["-c".into(), cmdline.into()])
         }
@@ -371,11 +372,17 @@ impl AgentClient {
     /// Windows) and waits for it.
     pub async fn exec_shell(&self, cmdline: &str) -> Result<ExecResult, QgaError> {
         let os = self.os().await?;
-        self.exec_and_wait(
-            &GuestExecCommand::shell(&os, cmdline),
-            Duration::from_millis(50),
-        )
-        .await
+        let mut r = self
+            .exec_and_wait(
+                &GuestExecCommand::shell(&os, cmdline),
+                Duration::from_millis(50),
+            )
+            .await?;
+        if os.is_windows() {
+            r.stdout = self.windows_text(std::mem::take(&mut r.stdout)).await;
+            r.stderr = self.windows_text(std::mem::take(&mut r.stderr)).await;
+        }
+        Ok(r)
     }
 
     /// Starts `cmd` for live output; read events with [`ExecSession::next_event`].
@@ -393,13 +400,9 @@ impl AgentClient {
             let mut direct = cmd.direct();
             direct.capture_output = true;
             let pid = self.call(&direct).await?.pid;
-            return Ok(ExecSession::new(
-                self.clone(),
-                pid,
-                None,
-                started,
-                cmd.timeout,
-            ));
+            let mut session = ExecSession::new(self.clone(), pid, None, started, cmd.timeout);
+            session.console_text = super::codepage::is_cmd(&cmd.path);
+            return Ok(session);
         }
         let dir = self.make_exec_dir().await?;
         self.start_in(cmd, dir, started).await

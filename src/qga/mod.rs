@@ -5,10 +5,14 @@
 //! - [`AgentClient`]: the async client over a [`Transport`](crate::transport::Transport):
 //!   typed calls, capability checks, exec (collecting or streaming) and chunked files;
 //! - [`QgaClient`]: the seed guide's blocking API on top of it;
+//! - admin operations (freeze, passwords, SSH keys, time) on [`AgentClient`], keys
+//!   checked by [`SshPublicKey`];
 //! - [`QgaError`]: what can go wrong, from the transport to the agent's own refusals.
 
+mod admin;
 mod blocking;
 mod client;
+pub mod codepage;
 mod command;
 pub mod commands;
 mod error;
@@ -16,6 +20,7 @@ mod exec;
 mod file;
 pub mod guestpath;
 mod kill;
+pub mod ssh_key;
 mod stdin;
 mod stream;
 mod sweep;
@@ -23,6 +28,7 @@ pub mod tree;
 mod tty;
 mod wrapper;
 
+pub use admin::{check_password, check_username};
 pub use blocking::QgaClient;
 pub use client::{AgentClient, DEFAULT_TIMEOUT, Submitted};
 pub use command::Command;
@@ -30,5 +36,6 @@ pub use error::QgaError;
 pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand, valid_env_entry};
 pub use file::{DEFAULT_CHUNK, OpenFile};
 pub use kill::KillOutcome;
+pub use ssh_key::SshPublicKey;
 pub use stdin::{FAST_MAX, StdinFeed};
 pub use tty::{ALLOWED_SIGNALS, DEFAULT_TERM, TerminalSize};

@@ -45,6 +45,8 @@ pub struct ExecSession {
     pub(crate) finished: bool,
     /// Windows fallback: captured output not yet emitted.
     pending: Vec<ExecEvent>,
+    /// Windows: a `cmd.exe` command whose console output is made UTF-8 (`codepage`).
+    pub(crate) console_text: bool,
 }
 
 const POLL_MIN: Duration = Duration::from_millis(20);
@@ -72,6 +74,7 @@ impl ExecSession {
             poll: POLL_MIN,
             finished: false,
             pending: Vec::new(),
+            console_text: false,
         }
     }
 
@@ -308,9 +311,13 @@ impl ExecSession {
         };
         self.finished = true;
         let exit = self.exit_of(&st);
-        let (out, err) = (st.stdout(), st.stderr());
+        let (mut out, mut err) = (st.stdout(), st.stderr());
         self.out.offset = out.len() as u64;
         self.err.offset = err.len() as u64;
+        if self.console_text {
+            out = self.client.windows_text(out).await;
+            err = self.client.windows_text(err).await;
+        }
         if !out.is_empty() {
             self.pending.push(ExecEvent::Stdout(out));
         }

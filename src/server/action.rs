@@ -5,7 +5,8 @@
 //! its request names (documented in docs/policies.md, "Work beyond the request").
 
 use crate::policy::request::{
-    AgentInfo, ExecInfo, ExecRefInfo, FileInfo, PolicyRequest, TaskInfo, TreeInfo,
+    AccountInfo, AgentInfo, ExecInfo, ExecRefInfo, FileInfo, FreezeInfo, PolicyRequest, TaskInfo,
+    TreeInfo,
 };
 
 /// Every RPC of the `GuestAgent` service.
@@ -29,12 +30,21 @@ pub(crate) enum Rpc {
     PushTree,
     PullTree,
     ListDir,
+    // Typed admin operations.
+    FsFreeze,
+    FsThaw,
+    FsFreezeStatus,
+    SetUserPassword,
+    GetAuthorizedKeys,
+    AddAuthorizedKeys,
+    RemoveAuthorizedKeys,
+    SyncTime,
 }
 
 impl Rpc {
     /// All of them, in the proto's order.
     #[cfg(test)]
-    pub(crate) const ALL: [Rpc; 17] = [
+    pub(crate) const ALL: [Rpc; 25] = [
         Rpc::Ping,
         Rpc::GetAgentInfo,
         Rpc::GetOsInfo,
@@ -49,6 +59,14 @@ impl Rpc {
         Rpc::AgentCommand,
         Rpc::ListTasks,
         Rpc::RunTask,
+        Rpc::FsFreeze,
+        Rpc::FsThaw,
+        Rpc::FsFreezeStatus,
+        Rpc::SetUserPassword,
+        Rpc::GetAuthorizedKeys,
+        Rpc::AddAuthorizedKeys,
+        Rpc::RemoveAuthorizedKeys,
+        Rpc::SyncTime,
         // Directory trees (issue 15).
         Rpc::PushTree,
         Rpc::PullTree,
@@ -76,6 +94,14 @@ impl Rpc {
             Rpc::PushTree => "PushTree",
             Rpc::PullTree => "PullTree",
             Rpc::ListDir => "ListDir",
+            Rpc::FsFreeze => "FsFreeze",
+            Rpc::FsThaw => "FsThaw",
+            Rpc::FsFreezeStatus => "FsFreezeStatus",
+            Rpc::SetUserPassword => "SetUserPassword",
+            Rpc::GetAuthorizedKeys => "GetAuthorizedKeys",
+            Rpc::AddAuthorizedKeys => "AddAuthorizedKeys",
+            Rpc::RemoveAuthorizedKeys => "RemoveAuthorizedKeys",
+            Rpc::SyncTime => "SyncTime",
         }
     }
 
@@ -99,6 +125,8 @@ impl Rpc {
             Rpc::PushTree | Rpc::PullTree | Rpc::ListDir => {
                 &[Beyond::FileHelpers, Beyond::TreeHelpers]
             }
+            Rpc::FsFreeze => &[Beyond::ThawAtDeadline],
+            Rpc::SyncTime => &[Beyond::ReadGuestClock],
             _ => &[],
         }
     }
@@ -135,6 +163,15 @@ pub(crate) enum Action {
     PushTree(FileInfo, TreeInfo),
     PullTree(FileInfo, TreeInfo),
     ListDir(FileInfo),
+    // Typed admin operations.
+    FsFreeze(FreezeInfo),
+    FsThaw,
+    FsFreezeStatus,
+    SetUserPassword(AccountInfo),
+    GetAuthorizedKeys(AccountInfo),
+    AddAuthorizedKeys(AccountInfo),
+    RemoveAuthorizedKeys(AccountInfo),
+    SyncTime,
 }
 
 impl Action {
@@ -159,6 +196,14 @@ impl Action {
             Action::PushTree(..) => Rpc::PushTree,
             Action::PullTree(..) => Rpc::PullTree,
             Action::ListDir(_) => Rpc::ListDir,
+            Action::FsFreeze(_) => Rpc::FsFreeze,
+            Action::FsThaw => Rpc::FsThaw,
+            Action::FsFreezeStatus => Rpc::FsFreezeStatus,
+            Action::SetUserPassword(_) => Rpc::SetUserPassword,
+            Action::GetAuthorizedKeys(_) => Rpc::GetAuthorizedKeys,
+            Action::AddAuthorizedKeys(_) => Rpc::AddAuthorizedKeys,
+            Action::RemoveAuthorizedKeys(_) => Rpc::RemoveAuthorizedKeys,
+            Action::SyncTime => Rpc::SyncTime,
         }
     }
 
@@ -171,7 +216,10 @@ impl Action {
             | Action::GetOsInfo
             | Action::ListDomains
             | Action::GetGuestInfo
-            | Action::ListTasks => {}
+            | Action::ListTasks
+            | Action::FsThaw
+            | Action::FsFreezeStatus
+            | Action::SyncTime => {}
             Action::AgentCommand(a) => preq.agent = Some(a),
             Action::Exec(e) | Action::ExecInteractive(e) => preq.exec = Some(e),
             Action::ExecAttach(r) | Action::ExecCancel(r) => preq.exec_ref = Some(r),
@@ -183,6 +231,11 @@ impl Action {
                 preq.tree = Some(t);
             }
             Action::ListDir(f) => preq.file = Some(f),
+            Action::FsFreeze(f) => preq.fsfreeze = Some(f),
+            Action::SetUserPassword(a)
+            | Action::GetAuthorizedKeys(a)
+            | Action::AddAuthorizedKeys(a)
+            | Action::RemoveAuthorizedKeys(a) => preq.account = Some(a),
         }
     }
 }
@@ -215,6 +268,13 @@ pub(crate) enum Beyond {
     /// `tar c` into a private directory (and its removal), one checksum-verify, `tar x`
     /// and rename in the staging directory, or one listing with `stat` and `readlink`.
     TreeHelpers,
+    /// FsFreeze asks `guest-fsfreeze-status` first, and thaws (`guest-fsfreeze-thaw`) at
+    /// the request's deadline or when the daemon shuts down, whether or not its client
+    /// is still there (an audit record of kind `daemon` says so).
+    ThawAtDeadline,
+    /// SyncTime reads the guest clock (`guest-get-time`) before setting it, to report
+    /// the offset it corrected.
+    ReadGuestClock,
 }
 
 #[cfg(test)]

@@ -113,8 +113,8 @@ pub(super) async fn build(config: &Config) -> Result<Daemon, ServeError> {
 
 impl Daemon {
     /// Serves on every listener until `shutdown` completes (or a listener fails), then
-    /// reports NOT_SERVING, cancels open streams, drains for the grace period, closes
-    /// parked guest handles, records left-out denials, closes the audit log and removes
+    /// reports NOT_SERVING, cancels open streams, drains for the grace period, thaws the
+    /// guests it froze (FsFreeze), closes parked guest handles, records left-out denials, closes the audit log and removes
     /// the UNIX sockets.
     pub(super) async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let Daemon {
@@ -155,6 +155,8 @@ impl Daemon {
         } else {
             tracing::info!("all connections drained");
         }
+        // Before the audit log closes: each thaw is recorded.
+        service.thaw_frozen().await;
         service.close_parked().await;
         if let (Some(b), Some(a)) = (&service.shared.gate.denials, &audit)
             && let Some(left_out) = b.take_pending()

@@ -3,6 +3,7 @@
 
 mod accept;
 mod action;
+mod admin;
 pub mod auth;
 mod authority;
 mod budget;

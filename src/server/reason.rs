@@ -136,6 +136,9 @@ reasons! {
     /// The archive's checksum differs between daemon and guest.
     TreeChecksumMismatch = "TREE_CHECKSUM_MISMATCH", DataLoss,
         "the tree archive differs between the daemon and the guest (SHA-256 on push, size on pull); nothing was kept";
+    /// The guest's file systems are frozen (FsFreeze, or another agent client).
+    FsFrozen = "FS_FROZEN", FailedPrecondition,
+        "the guest's file systems are frozen: the agent answers little until FsThaw";
 }
 
 impl Reason {

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{
     action::Action,
+    admin::{self, access, freezes::FreezeRegistry},
     exec::{self as exec_rpc, ExecRegistry},
     exec_dir_sweeps::ExecDirSweeps,
     facts, files,
@@ -24,7 +25,7 @@ use crate::{
     guests::GuestRegistry,
     pb::{self, guest_agent_server::GuestAgent},
     policy::request::{
-        AgentInfo, ExecInfo, ExecRefInfo, FileInfo, TaskInfo, TreeInfo, normalize_path,
+        AgentInfo, ExecInfo, ExecRefInfo, FileInfo, FreezeInfo, TaskInfo, TreeInfo, normalize_path,
     },
     qga::{AgentClient, QgaError},
 };
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) new_file_mode: u32,
     /// Open streams per caller (`limits.streams_per_caller`).
     pub(crate) streams: Arc<StreamRegistry>,
+    /// The file-system freezes this daemon made, with their thaw deadlines.
+    pub(crate) freezes: Arc<FreezeRegistry>,
     /// Where interactive sessions are recorded (with an audit log only).
     pub(crate) recordings: Option<exec_rpc::Recordings>,
 }
@@ -67,6 +70,7 @@ impl GuestAgentService {
         config: &crate::config::Config,
         gate: Gate,
     ) -> Self {
+        let freezes = FreezeRegistry::new(gate.audit.clone());
         Self {
             shared: Arc::new(Shared {
                 guests: Guests::new(guests),
@@ -78,6 +82,7 @@ impl GuestAgentService {
                 limits: config.limits.clone(),
                 new_file_mode: config.new_file_mode,
                 streams: StreamRegistry::new(config.limits.streams_per_caller),
+                freezes,
                 recordings: config.audit.as_ref().map(|a| exec_rpc::Recordings {
                     dir: a.recordings.clone(),
                     refuse: a.refuse_on_failure,
@@ -90,6 +95,11 @@ impl GuestAgentService {
     /// shutdown token fired (daemon shutdown); the programs keep running.
     pub async fn close_parked(&self) {
         self.shared.execs.wait_tasks(Duration::from_secs(5)).await;
+    }
+
+    /// Thaws every guest this daemon froze (daemon shutdown), recording each thaw.
+    pub async fn thaw_frozen(&self) {
+        self.shared.freezes.thaw_all().await;
     }
 
     /// Counts one more open stream for the caller of `call` (held for the stream's life),
@@ -476,5 +486,123 @@ impl GuestAgent for GuestAgentService {
         let res = files::list_dir(self, &mut call, request.into_inner(), info).await;
         call.end(&res, Default::default()).await;
         res.map(Response::new)
+    }
+    // ---- Typed admin operations (src/server/admin) ----
+
+    async fn fs_freeze(
+        &self,
+        request: Request<pb::FsFreezeRequest>,
+    ) -> Result<Response<pb::FsFreezeResponse>, Status> {
+        let r = request.get_ref();
+        let detail = FreezeInfo {
+            mountpoints: r.mountpoints.clone(),
+            thaw_deadline_s: i64::from(r.thaw_deadline_s),
+        };
+        unary!(
+            self,
+            Action::FsFreeze(detail),
+            request,
+            request.get_ref().domain.clone(),
+            admin::freeze::freeze
+        )
+    }
+
+    async fn fs_thaw(
+        &self,
+        request: Request<pb::FsThawRequest>,
+    ) -> Result<Response<pb::FsThawResponse>, Status> {
+        unary!(
+            self,
+            Action::FsThaw,
+            request,
+            request.get_ref().domain.clone(),
+            admin::freeze::thaw
+        )
+    }
+
+    async fn fs_freeze_status(
+        &self,
+        request: Request<pb::FsFreezeStatusRequest>,
+    ) -> Result<Response<pb::FsFreezeStatusResponse>, Status> {
+        unary!(
+            self,
+            Action::FsFreezeStatus,
+            request,
+            request.get_ref().domain.clone(),
+            admin::freeze::status
+        )
+    }
+
+    async fn set_user_password(
+        &self,
+        request: Request<pb::SetUserPasswordRequest>,
+    ) -> Result<Response<pb::SetUserPasswordResponse>, Status> {
+        let detail = access::password_info(request.get_ref());
+        unary!(
+            self,
+            Action::SetUserPassword(detail),
+            request,
+            request.get_ref().domain.clone(),
+            access::set_password
+        )
+    }
+
+    async fn get_authorized_keys(
+        &self,
+        request: Request<pb::GetAuthorizedKeysRequest>,
+    ) -> Result<Response<pb::GetAuthorizedKeysResponse>, Status> {
+        let detail = access::keys_info(&request.get_ref().username, &[], false);
+        unary!(
+            self,
+            Action::GetAuthorizedKeys(detail),
+            request,
+            request.get_ref().domain.clone(),
+            access::get_keys
+        )
+    }
+
+    async fn add_authorized_keys(
+        &self,
+        request: Request<pb::AddAuthorizedKeysRequest>,
+    ) -> Result<Response<pb::AddAuthorizedKeysResponse>, Status> {
+        let r = request.get_ref();
+        let keys = access::parse_keys(&r.keys)?;
+        let detail = access::keys_info(&r.username, &keys, r.reset);
+        unary!(
+            self,
+            Action::AddAuthorizedKeys(detail),
+            request,
+            request.get_ref().domain.clone(),
+            access::add_keys
+        )
+    }
+
+    async fn remove_authorized_keys(
+        &self,
+        request: Request<pb::RemoveAuthorizedKeysRequest>,
+    ) -> Result<Response<pb::RemoveAuthorizedKeysResponse>, Status> {
+        let r = request.get_ref();
+        let keys = access::parse_keys(&r.keys)?;
+        let detail = access::keys_info(&r.username, &keys, false);
+        unary!(
+            self,
+            Action::RemoveAuthorizedKeys(detail),
+            request,
+            request.get_ref().domain.clone(),
+            access::remove_keys
+        )
+    }
+
+    async fn sync_time(
+        &self,
+        request: Request<pb::SyncTimeRequest>,
+    ) -> Result<Response<pb::SyncTimeResponse>, Status> {
+        unary!(
+            self,
+            Action::SyncTime,
+            request,
+            request.get_ref().domain.clone(),
+            admin::sync_time
+        )
     }
 }

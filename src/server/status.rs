@@ -136,6 +136,9 @@ pub enum ApiError {
     /// The archive's SHA-256 differs between the daemon and the guest.
     #[error("{0}")]
     TreeChecksum(String),
+    /// The guest's file systems are frozen (a second FsFreeze, or what needs them thawed).
+    #[error("{0}")]
+    FsFrozen(String),
 }
 
 /// A reason and what a client may need to act on it.
@@ -218,6 +221,7 @@ fn classify(err: &ApiError) -> Classified {
             (r, r.code(), vec![("entry", entry.clone())])
         }
         ApiError::TreeChecksum(_) => plain(Reason::TreeChecksumMismatch),
+        ApiError::FsFrozen(_) => plain(Reason::FsFrozen),
     }
 }
 

@@ -67,7 +67,11 @@ impl AgentError {
         let (reason, code) = match &self.error {
             QgaError::Transport(t) => transport(t),
             QgaError::Agent { class, desc, .. } => {
-                if class == "CommandNotFound" && desc.contains("disabled") {
+                // qemu-ga refuses most commands while frozen as "has been disabled: the
+                // agent is in frozen state" (CommandNotFound): not a blocklist.
+                if desc.contains("frozen state") {
+                    (Reason::FsFrozen, Code::FailedPrecondition)
+                } else if class == "CommandNotFound" && desc.contains("disabled") {
                     (Reason::CommandDisabled, Code::FailedPrecondition)
                 } else if class == "CommandNotFound" {
                     (Reason::CommandUnknown, Code::Unimplemented)
@@ -115,6 +119,11 @@ impl AgentError {
     /// The client-facing message, with what to do where we know it.
     pub(super) fn message(&self) -> String {
         match &self.error {
+            QgaError::Agent { desc, .. } if desc.contains("frozen state") => format!(
+                "{}; the guest's file systems are frozen: FsThaw (or the freeze's deadline) \
+                 thaws them",
+                self.error
+            ),
             QgaError::Agent { class, desc, .. }
                 if class == "CommandNotFound" && desc.contains("disabled") =>
             {
@@ -175,7 +184,7 @@ fn generic(desc: &str) -> (Reason, Code) {
         ),
         ("is invalid for argument", Other, Code::InvalidArgument),
         ("Invalid parameter", Other, Code::InvalidArgument),
-        ("frozen state", Other, Code::FailedPrecondition),
+        ("frozen state", Reason::FsFrozen, Code::FailedPrecondition),
     ];
     TABLE
         .iter()

@@ -180,6 +180,15 @@ fn cases() -> Vec<(ApiError, Code, Reason)> {
             R::CommandDisabled,
         ),
         (
+            // qemu-ga 7.2 while frozen: not a blocklist.
+            q(agent(
+                "CommandNotFound",
+                "Command guest-exec has been disabled: the agent is in frozen state",
+            )),
+            Code::FailedPrecondition,
+            R::FsFrozen,
+        ),
+        (
             q(agent(
                 "CommandNotFound",
                 "The command guest-x has not been found",
@@ -398,6 +407,11 @@ fn cases() -> Vec<(ApiError, Code, Reason)> {
             Code::DataLoss,
             R::TreeChecksumMismatch,
         ),
+        (
+            ApiError::FsFrozen("frozen".into()),
+            Code::FailedPrecondition,
+            R::FsFrozen,
+        ),
     ]
 }
 
@@ -431,9 +445,10 @@ fn variant(e: &ApiError) -> usize {
         // Directory trees (issue 15).
         ApiError::TreeEntryRefused { .. } => 23,
         ApiError::TreeChecksum(_) => 24,
+        ApiError::FsFrozen(_) => 25,
     }
 }
-const VARIANTS: usize = 25;
+const VARIANTS: usize = 26;
 
 #[test]
 fn status_table() {

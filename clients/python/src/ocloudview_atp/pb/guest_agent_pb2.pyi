@@ -577,3 +577,129 @@ class ListDirResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[TreeEntry]
     truncated: bool
     def __init__(self, stat: _Optional[_Union[TreeEntry, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[TreeEntry, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class FsFreezeRequest(_message.Message):
+    __slots__ = ("domain", "mountpoints", "thaw_deadline_s")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    MOUNTPOINTS_FIELD_NUMBER: _ClassVar[int]
+    THAW_DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    mountpoints: _containers.RepeatedScalarFieldContainer[str]
+    thaw_deadline_s: int
+    def __init__(self, domain: _Optional[str] = ..., mountpoints: _Optional[_Iterable[str]] = ..., thaw_deadline_s: _Optional[int] = ...) -> None: ...
+
+class FsFreezeResponse(_message.Message):
+    __slots__ = ("frozen", "thaw_deadline_unix_ms")
+    FROZEN_FIELD_NUMBER: _ClassVar[int]
+    THAW_DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    frozen: int
+    thaw_deadline_unix_ms: int
+    def __init__(self, frozen: _Optional[int] = ..., thaw_deadline_unix_ms: _Optional[int] = ...) -> None: ...
+
+class FsThawRequest(_message.Message):
+    __slots__ = ("domain",)
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    def __init__(self, domain: _Optional[str] = ...) -> None: ...
+
+class FsThawResponse(_message.Message):
+    __slots__ = ("thawed",)
+    THAWED_FIELD_NUMBER: _ClassVar[int]
+    thawed: int
+    def __init__(self, thawed: _Optional[int] = ...) -> None: ...
+
+class FsFreezeStatusRequest(_message.Message):
+    __slots__ = ("domain",)
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    def __init__(self, domain: _Optional[str] = ...) -> None: ...
+
+class FsFreezeStatusResponse(_message.Message):
+    __slots__ = ("frozen", "thaw_deadline_unix_ms", "frozen_by")
+    FROZEN_FIELD_NUMBER: _ClassVar[int]
+    THAW_DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FROZEN_BY_FIELD_NUMBER: _ClassVar[int]
+    frozen: bool
+    thaw_deadline_unix_ms: int
+    frozen_by: str
+    def __init__(self, frozen: _Optional[bool] = ..., thaw_deadline_unix_ms: _Optional[int] = ..., frozen_by: _Optional[str] = ...) -> None: ...
+
+class SetUserPasswordRequest(_message.Message):
+    __slots__ = ("domain", "username", "password", "crypted")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    CRYPTED_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    username: str
+    password: str
+    crypted: bool
+    def __init__(self, domain: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ..., crypted: _Optional[bool] = ...) -> None: ...
+
+class SetUserPasswordResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetAuthorizedKeysRequest(_message.Message):
+    __slots__ = ("domain", "username")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    username: str
+    def __init__(self, domain: _Optional[str] = ..., username: _Optional[str] = ...) -> None: ...
+
+class GetAuthorizedKeysResponse(_message.Message):
+    __slots__ = ("keys", "fingerprints")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    fingerprints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., fingerprints: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AddAuthorizedKeysRequest(_message.Message):
+    __slots__ = ("domain", "username", "keys", "reset")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    username: str
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    reset: bool
+    def __init__(self, domain: _Optional[str] = ..., username: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., reset: _Optional[bool] = ...) -> None: ...
+
+class AddAuthorizedKeysResponse(_message.Message):
+    __slots__ = ("fingerprints",)
+    FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    fingerprints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, fingerprints: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RemoveAuthorizedKeysRequest(_message.Message):
+    __slots__ = ("domain", "username", "keys")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    username: str
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, domain: _Optional[str] = ..., username: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RemoveAuthorizedKeysResponse(_message.Message):
+    __slots__ = ("fingerprints",)
+    FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
+    fingerprints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, fingerprints: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SyncTimeRequest(_message.Message):
+    __slots__ = ("domain",)
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    def __init__(self, domain: _Optional[str] = ...) -> None: ...
+
+class SyncTimeResponse(_message.Message):
+    __slots__ = ("host_time_ns", "offset_before_ms")
+    HOST_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    host_time_ns: int
+    offset_before_ms: int
+    def __init__(self, host_time_ns: _Optional[int] = ..., offset_before_ms: _Optional[int] = ...) -> None: ...

@@ -105,6 +105,46 @@ class GuestAgentStub:
                 request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RunTaskRequest.SerializeToString,
                 response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.FromString,
                 _registered_method=True)
+        self.FsFreeze = channel.unary_unary(
+                '/ocloudview.atp.v1.GuestAgent/FsFreeze',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeResponse.FromString,
+                _registered_method=True)
+        self.FsThaw = channel.unary_unary(
+                '/ocloudview.atp.v1.GuestAgent/FsThaw',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsThawRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsThawResponse.FromString,
+                _registered_method=True)
+        self.FsFreezeStatus = channel.unary_unary(
+                '/ocloudview.atp.v1.GuestAgent/FsFreezeStatus',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeStatusRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeStatusResponse.FromString,
+                _registered_method=True)
+        self.SetUserPassword = channel.unary_unary(
+                '/ocloudview.atp.v1.GuestAgent/SetUserPassword',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SetUserPasswordRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SetUserPasswordResponse.FromString,
+                _registered_method=True)
+        self.GetAuthorizedKeys = channel.unary_unary(
+                '/ocloudview.atp.v1.GuestAgent/GetAuthorizedKeys',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.GetAuthorizedKeysRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.GetAuthorizedKeysResponse.FromString,
+                _registered_method=True)
+        self.AddAuthorizedKeys = channel.unary_unary(
+                '/ocloudview.atp.v1.GuestAgent/AddAuthorizedKeys',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.AddAuthorizedKeysRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.AddAuthorizedKeysResponse.FromString,
+                _registered_method=True)
+        self.RemoveAuthorizedKeys = channel.unary_unary(
+                '/ocloudview.atp.v1.GuestAgent/RemoveAuthorizedKeys',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RemoveAuthorizedKeysRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RemoveAuthorizedKeysResponse.FromString,
+                _registered_method=True)
+        self.SyncTime = channel.unary_unary(
+                '/ocloudview.atp.v1.GuestAgent/SyncTime',
+                request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SyncTimeRequest.SerializeToString,
+                response_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SyncTimeResponse.FromString,
+                _registered_method=True)
         self.PushTree = channel.stream_unary(
                 '/ocloudview.atp.v1.GuestAgent/PushTree',
                 request_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.PushTreeRequest.SerializeToString,
@@ -236,6 +276,69 @@ class GuestAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FsFreeze(self, request, context):
+        """---- Typed admin operations (each policy-checked and audited; see docs/api.md) ----
+        guest-fsfreeze-freeze(-list): freezes the guest's file systems and returns once they
+        are frozen. `thaw_deadline_s` is required: the daemon thaws at that deadline even when
+        the client is gone, and on its own shutdown. A second freeze of a frozen guest fails
+        FAILED_PRECONDITION (reason FS_FROZEN).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FsThaw(self, request, context):
+        """guest-fsfreeze-thaw: thaws the guest's file systems (whoever froze them) and cancels
+        the daemon's deadline for them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FsFreezeStatus(self, request, context):
+        """guest-fsfreeze-status, with the deadline the daemon keeps for its own freeze.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetUserPassword(self, request, context):
+        """guest-set-user-password. The password reaches neither policies nor the audit log:
+        they see only that one was given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuthorizedKeys(self, request, context):
+        """guest-ssh-get-authorized-keys: a user's authorized keys, with their fingerprints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddAuthorizedKeys(self, request, context):
+        """guest-ssh-add-authorized-keys: validated keys; policies and the audit log see their
+        SHA256 fingerprints, never the keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveAuthorizedKeys(self, request, context):
+        """guest-ssh-remove-authorized-keys (keys that are not there are not an error).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncTime(self, request, context):
+        """guest-set-time from the host's clock (and the guest's offset before, when readable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PushTree(self, request_iterator, context):
         """--- Directory trees (issue 15) ---
         Copies a local tree into the guest: a `header` (destination and the tree's summary,
@@ -340,6 +443,46 @@ def add_GuestAgentServicer_to_server(servicer, server):
                     servicer.RunTask,
                     request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RunTaskRequest.FromString,
                     response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.SerializeToString,
+            ),
+            'FsFreeze': grpc.unary_unary_rpc_method_handler(
+                    servicer.FsFreeze,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeResponse.SerializeToString,
+            ),
+            'FsThaw': grpc.unary_unary_rpc_method_handler(
+                    servicer.FsThaw,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsThawRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsThawResponse.SerializeToString,
+            ),
+            'FsFreezeStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.FsFreezeStatus,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeStatusRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeStatusResponse.SerializeToString,
+            ),
+            'SetUserPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUserPassword,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SetUserPasswordRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SetUserPasswordResponse.SerializeToString,
+            ),
+            'GetAuthorizedKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuthorizedKeys,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.GetAuthorizedKeysRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.GetAuthorizedKeysResponse.SerializeToString,
+            ),
+            'AddAuthorizedKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddAuthorizedKeys,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.AddAuthorizedKeysRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.AddAuthorizedKeysResponse.SerializeToString,
+            ),
+            'RemoveAuthorizedKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveAuthorizedKeys,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RemoveAuthorizedKeysRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RemoveAuthorizedKeysResponse.SerializeToString,
+            ),
+            'SyncTime': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncTime,
+                    request_deserializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SyncTimeRequest.FromString,
+                    response_serializer=ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SyncTimeResponse.SerializeToString,
             ),
             'PushTree': grpc.stream_unary_rpc_method_handler(
                     servicer.PushTree,
@@ -736,6 +879,222 @@ class GuestAgent:
             '/ocloudview.atp.v1.GuestAgent/RunTask',
             ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RunTaskRequest.SerializeToString,
             ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.ExecEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FsFreeze(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/FsFreeze',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FsThaw(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/FsThaw',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsThawRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsThawResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FsFreezeStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/FsFreezeStatus',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeStatusRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.FsFreezeStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUserPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/SetUserPassword',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SetUserPasswordRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SetUserPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuthorizedKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/GetAuthorizedKeys',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.GetAuthorizedKeysRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.GetAuthorizedKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddAuthorizedKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/AddAuthorizedKeys',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.AddAuthorizedKeysRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.AddAuthorizedKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveAuthorizedKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/RemoveAuthorizedKeys',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RemoveAuthorizedKeysRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.RemoveAuthorizedKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncTime(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocloudview.atp.v1.GuestAgent/SyncTime',
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SyncTimeRequest.SerializeToString,
+            ocloudview_dot_atp_dot_v1_dot_guest__agent__pb2.SyncTimeResponse.FromString,
             options,
             channel_credentials,
             insecure,
