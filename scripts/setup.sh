@@ -20,6 +20,8 @@ PACKAGES=(
   mmdebstrap              # builds the Debian 12 guest's root tree (scripts/build-debian.sh)
   e2fsprogs               # mkfs.ext4 -d: that tree into a raw disk image
   qemu-utils              # qemu-img: per-domain qcow2 overlays of that image under libvirt
+  openssh-server          # sshd on 127.0.0.1: a remote libvirtd over qemu+ssh (tests/faults/remote.rs)
+  openssh-client          # ssh and ssh-keygen, run by libvirt's qemu+ssh transport and the test bed
 )
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
