@@ -12,11 +12,16 @@
 //!    `virsh qemu-agent-command` loop;
 //! 3. 100 host agents behind one daemon, 32 concurrent clients, Ping/GetOsInfo for 10 s;
 //! 4. daemon RSS while streaming a 1 GiB file;
-//! 5. Ping latency during a large ReadFile (fairness) vs idle.
+//! 5. Ping latency during a large ReadFile (fairness) vs idle;
+//! 6. 1,000 host agents behind one daemon, 32 concurrent clients running Ping, GetOsInfo,
+//!    Exec with output and 1 MiB ReadFile for 30 s, ListDomains asked during the load;
+//!    daemon RSS and open fds sampled (`ATP_BENCH_FLEET=N` for another number of agents).
 
 mod daemon;
+mod fleet;
 mod guest;
 mod host;
+mod load;
 mod loops;
 mod rss;
 mod scale;
@@ -28,7 +33,8 @@ use ocloudview_atp::{pb::guest_agent_client::GuestAgentClient, testbed::HostAgen
 use tonic::transport::Channel;
 
 use crate::{
-    guest::guest_section, host::host_section, rss::rss_section, scale::scale_section, table::Table,
+    fleet::fleet_section, guest::guest_section, host::host_section, rss::rss_section,
+    scale::scale_section, table::Table,
 };
 
 const MIB: usize = 1 << 20;
@@ -117,6 +123,12 @@ async fn main() {
         );
         if let Err(e) = scale_section(&mut out).await {
             failed(&mut out, 3, &e);
+        }
+    }
+    if want(6) {
+        eprintln!("bench: 6, a thousand guests ({:.0?} so far)", t0.elapsed());
+        if let Err(e) = fleet_section(&mut out).await {
+            failed(&mut out, 6, &e);
         }
     }
     out.sort_by(|a, b| a.title.cmp(&b.title));
