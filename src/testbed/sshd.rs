@@ -138,7 +138,8 @@ impl SshServer {
     }
 
     /// Every process serving a client session (the listener's descendants: the per-session
-    /// sshd processes and the command they run, `virt-ssh-helper` or `nc`).
+    /// sshd processes and the command they run: with `socket=` in the URI, libvirt 9.0
+    /// runs `sh -c 'nc -U SOCKET'`, so `nc` (netcat-openbsd) must be installed).
     pub fn session_pids(&self) -> Vec<u32> {
         let Some(root) = self.pid() else {
             return Vec::new();

@@ -79,9 +79,15 @@ async fn a_remote_libvirtd_over_ssh_killed_or_hung_is_unavailable_then_reconnect
             "first ping through ssh (connect included): {:?}",
             t.elapsed()
         );
+        let relay: Vec<String> = sshd
+            .session_pids()
+            .iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim().to_owned())
+            .collect();
+        eprintln!("ssh session processes: {relay:?}");
         assert!(
-            !sshd.session_pids().is_empty(),
-            "the daemon reached the guest without an ssh session: {}",
+            relay.iter().any(|c| c == "virt-ssh-helper" || c == "nc"),
+            "the daemon reached the guest without an ssh session relaying to libvirtd: {relay:?} {}",
             sshd.log()
         );
         let made = run_sh(
