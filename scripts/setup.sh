@@ -22,6 +22,9 @@ PACKAGES=(
   qemu-utils              # qemu-img: per-domain qcow2 overlays of that image under libvirt
   tmux                    # drives `atp sh -it` from a real terminal (tests/daemon_debian.rs)
   bsdutils                # script(1), copied into the busybox guest for terminal sessions
+  openssh-server          # sshd on 127.0.0.1: a remote libvirtd over qemu+ssh (tests/faults/remote.rs)
+  openssh-client          # ssh and ssh-keygen, run by libvirt's qemu+ssh transport and the test bed
+  netcat-openbsd          # nc -U: the relay qemu+ssh runs on the remote side when the URI has socket=
 )
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }

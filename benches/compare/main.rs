@@ -17,11 +17,16 @@
 //!    TCG guest vs a per-file WriteFile/ReadFile loop and vs raw `tar` through guest-exec
 //!    (`ATP_BENCH_TREE_FILES`, `ATP_BENCH_TREE_BIG_MIB`, `ATP_BENCH_TREE_LOOP`).
 //! 7. interactive sessions: keystroke echo through a terminal, streamed stdin vs WriteFile.
+//! 8. 1,000 host agents behind one daemon, 32 concurrent clients running Ping, GetOsInfo,
+//!    Exec with output and 1 MiB ReadFile for 30 s, ListDomains asked during the load;
+//!    daemon RSS and open fds sampled (`ATP_BENCH_FLEET=N` for another number of agents).
 
 mod daemon;
+mod fleet;
 mod guest;
 mod host;
 mod interactive;
+mod load;
 mod loops;
 mod rss;
 mod scale;
@@ -34,7 +39,8 @@ use ocloudview_atp::{pb::guest_agent_client::GuestAgentClient, testbed::HostAgen
 use tonic::transport::Channel;
 
 use crate::{
-    guest::guest_section, host::host_section, rss::rss_section, scale::scale_section, table::Table,
+    fleet::fleet_section, guest::guest_section, host::host_section, rss::rss_section,
+    scale::scale_section, table::Table,
 };
 
 const MIB: usize = 1 << 20;
@@ -139,6 +145,12 @@ async fn main() {
         );
         if let Err(e) = interactive::interactive_section(&mut out).await {
             failed(&mut out, 7, &e);
+        }
+    }
+    if want(8) {
+        eprintln!("bench: 8, a thousand guests ({:.0?} so far)", t0.elapsed());
+        if let Err(e) = fleet_section(&mut out).await {
+            failed(&mut out, 8, &e);
         }
     }
     out.sort_by(|a, b| a.title.cmp(&b.title));

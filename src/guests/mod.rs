@@ -135,7 +135,9 @@ impl GuestRegistry {
                 let client = by_key
                     .entry(key)
                     .or_insert_with(|| {
-                        let transport = LibvirtTransport::new(dom, domain)
+                        // Errors name the guest as `hypervisor/domain`, so a lost
+                        // connection says which hypervisor went away.
+                        let transport = LibvirtTransport::new(dom, format!("{}/{domain}", hv.name))
                             .with_limiter(Arc::clone(&hv.limiter));
                         AgentClient::new(transport)
                             .with_timeout(self.agent_timeout)

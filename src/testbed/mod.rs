@@ -10,7 +10,9 @@
 //!   built from Debian's mirror and cached the same way; slower to boot (about 10 s);
 //! - [`QemuGuest`]: either image booted by plain QEMU, agent socket on the host;
 //! - [`LibvirtSession`] / [`LibvirtDomain`]: a session libvirtd and a transient domain with two
-//!   agent channels (one for libvirt, one bound to a host socket), of either image.
+//!   agent channels (one for libvirt, one bound to a host socket), of either image;
+//! - [`SshServer`]: an sshd on 127.0.0.1 with throwaway keys, reaching a session libvirtd
+//!   through libvirt's real remote transport (`qemu+ssh://`).
 
 mod debian;
 mod host_agent;
@@ -19,6 +21,7 @@ mod libvirtd;
 mod machine;
 mod process;
 mod qemu;
+mod sshd;
 
 use std::{
     path::PathBuf,
@@ -30,6 +33,7 @@ pub use host_agent::{HOST_BLOCKED_COMMANDS, HostAgent};
 pub use image::{Flavour, GuestImage};
 pub use libvirtd::{LibvirtDomain, LibvirtSession, libvirtd_command};
 pub use qemu::{BootOptions, DebianBootOptions, QemuGuest};
+pub use sshd::SshServer;
 
 use crate::{
     qga::AgentClient,

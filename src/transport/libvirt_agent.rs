@@ -234,7 +234,7 @@ fn classify(
         "keepalive timeout",
     ];
     if LOST.iter().any(|m| msg.contains(m)) {
-        return Err(TransportError::ConnectionLost(msg.to_owned()));
+        return Err(TransportError::ConnectionLost(format!("{domain}: {msg}")));
     }
     Err(if code.is(ErrorNumber::AgentUnresponsive) {
         if msg.contains("not available for now") {

@@ -5,7 +5,9 @@
 //! libvirtd restarted under a ping load; SIGTERM in the middle of a 64 MiB ReadFile (exit
 //! 0, handles closed, the audit outcome written); a ReadFile asking for 64 MiB chunks
 //! over libvirt, which must be clamped and leave the domain's agent healthy; and a hung
-//! (SIGSTOPped) libvirtd, which keepalive turns into UNAVAILABLE, then a reconnect.
+//! (SIGSTOPped) libvirtd, which keepalive turns into UNAVAILABLE, then a reconnect; and a
+//! remote libvirtd over `qemu+ssh://` (an sshd on 127.0.0.1), killed mid-ReadFile and its
+//! ssh session hung mid-Exec, then reconnected.
 //!
 //! Every wait is bounded. The tests that boot a guest hold [`GUEST`] while it runs, so at
 //! most one TCG guest runs at a time.
@@ -20,6 +22,7 @@ mod helpers;
 mod libvirtd;
 mod libvirtd_hung;
 mod libvirtd_process;
+mod remote;
 mod respawned;
 mod shutdown;
 
