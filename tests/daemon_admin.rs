@@ -5,6 +5,10 @@
 //! stops a writer, passwords through Debian's chpasswd). Guests boot one after the other.
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
+#[path = "tree_copy/bed.rs"]
+mod bed;
+#[path = "tree_copy/cases.rs"]
+mod cases;
 mod common;
 
 use std::{
@@ -339,6 +343,10 @@ async fn debian_guest() {
         .await
         .unwrap();
     eprintln!("Debian guest: agent after {:.2?}", guest.boot_time());
+    // The same boot first serves the directory-tree cases that depend on the guest's tools
+    // (GNU tar, which opens files with O_NOFOLLOW, GNU stat, dash as /bin/sh), with their
+    // own daemon and policy; it lets go of the agent before the admin daemon connects.
+    trees_on_debian(&guest.agent_socket()).await;
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let mut d = daemon(&guest.agent_socket(), &audit).await;
@@ -507,4 +515,25 @@ async fn debian_guest() {
     );
     t.close().await;
     assert!(read(&audit).contains("\"why\":\"shutdown\""));
+}
+
+/// Issue 15 item 1 on a real distribution: the directory tree cases of `tree_copy` that
+/// depend on the guest's tools: `atp cp -r` both ways, ListDir, overwrite, the guest's
+/// hostile trees, a file swapped for a link while it is pulled, and a guest without `tar`.
+/// The daemon-side rules (the client's hostile trees, policies) do not depend on the guest
+/// and run only in `tree_copy`.
+async fn trees_on_debian(agent: &Path) {
+    use cases::*;
+    let bed = bed::Bed::start(agent).await;
+    let mut admin = bed.client("admin-token").await;
+    bed::sh(&mut admin, "mkdir -p /data && chmod 755 /data").await;
+    let tar = bed::sh(&mut admin, "tar --version | head -n 1").await;
+    assert!(tar.contains("GNU tar"), "{tar}");
+    round_trip(&bed, &mut admin).await;
+    listing(&bed, &mut admin).await;
+    overwrite(&mut admin).await;
+    hostile_guest(&bed, &mut admin).await;
+    swapped_while_pulled(&mut admin).await;
+    no_tar(&mut admin).await;
+    bed::no_stage_left(&mut admin).await;
 }

@@ -134,6 +134,7 @@ async fn every_rpc_on_debian() {
         &format!(
             "[[server.tokens]]\nsha256 = \"{token}\"\nidentity = \"root\"\nroles = [\"admin\"]\n\n\
              [policy]\ndir = \"{}\"\ndefault = \"allow\"\n\n\
+             [audit]\npath = \"audit.log\"\n\n\
              [[hypervisors]]\nname = \"lab\"\nuri = \"{}\"\n\n\
              [[guests]]\nname = \"direct\"\nsocket = \"{}\"\n",
             policies.path().display(),
@@ -224,7 +225,13 @@ async fn every_rpc_on_debian() {
     assert!(tasks.tasks.iter().any(|t| t.name == "restart_service"));
 
     // A terminal session typed into through tmux (`atp sh -it`).
-    terminal::atp_sh_it(&d.socket, LV, "admin-token").await;
+    terminal::atp_sh_it(
+        &d.socket,
+        &d.dir.path().join("audit.log"),
+        LV,
+        "admin-token",
+    )
+    .await;
 
     block_rpcs(&mut c).await;
     drop(dom);

@@ -5,7 +5,8 @@
 //! the policy asks); a policy's idle time ends a quiet session; a client that goes away
 //! hangs the terminal up; one session's backlog (stdin nobody reads, output nobody reads)
 //! does not stall other callers of the same guest; a daemon killed mid-session leaves no
-//! shell behind once its lease runs out, and the next session works.
+//! shell behind once its lease runs out, and the next session works. Then a recorded
+//! terminal session in the busybox TCG guest.
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
 mod common;
@@ -403,4 +404,53 @@ async fn a_daemon_killed_mid_session_leaves_no_shell_behind() {
     until(&mut s, "next-ok").await;
     assert_eq!(exit(&mut s).await.0, Some(0));
     drop(tx);
+}
+
+/// The same through the daemon on the busybox TCG guest (its direct socket): a shell on a
+/// terminal, resize, signal, EOF ending it, and the recording with its SHA-256.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_in_the_busybox_guest_is_recorded() {
+    let image = common::image().await;
+    let guest = ocloudview_atp::testbed::QemuGuest::boot(
+        &image,
+        ocloudview_atp::testbed::BootOptions::default(),
+    )
+    .await
+    .unwrap();
+    let d = common::Daemon::start(
+        &[],
+        &format!(
+            "[audit]\npath = \"audit.log\"\n\n[[guests]]\nname = \"host\"\nsocket = \"{}\"\n",
+            guest.agent_socket().display()
+        ),
+    )
+    .await;
+    let (tx, mut s) = open(&d, &["/bin/sh"]).await;
+    send(&tx, Msg::Stdin(b"echo busybox-$((6*7))\n".to_vec())).await;
+    until(&mut s, "busybox-42").await;
+    send(
+        &tx,
+        Msg::Resize(TerminalSize {
+            rows: 50,
+            cols: 132,
+        }),
+    )
+    .await;
+    send(&tx, Msg::Stdin(b"stty size\n".to_vec())).await;
+    until(&mut s, "50 132").await;
+    send(&tx, Msg::Stdin(b"sleep 60\n".to_vec())).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    send(&tx, Msg::Signal(2)).await;
+    send(&tx, Msg::Stdin(b"echo after-$?\n".to_vec())).await;
+    until(&mut s, "after-130").await;
+    // EOF at the prompt: the shell exits, status 0.
+    send(&tx, Msg::Eof(true)).await;
+    assert_eq!(exit(&mut s).await.0, Some(0));
+    let (rec, text) = recording_with(&d, "busybox-42").await;
+    assert_eq!(
+        rec["recording"]["sha256"].as_str().unwrap(),
+        format!("{:x}", Sha256::digest(text.as_bytes()))
+    );
+    assert!(events(&text, "r").contains(&"132x50".to_owned()), "{text}");
+    assert!(events(&text, "o").concat().contains("after-130"), "{text}");
 }

@@ -4,7 +4,7 @@
 //! directions (`..`, absolute paths, links leading out, FIFOs, devices, a file that does
 //! not match its announced size, a file swapped for a link while it is pulled), each
 //! refused naming the entry with the destination untouched; overwrite; policy denials.
-//! The cases are in `tree_copy/cases.rs` (`tree_copy_debian` runs them on GNU tar).
+//! The cases are in `tree_copy/cases.rs` (`daemon_admin` runs the guest-dependent ones on Debian's GNU tar).
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
 #[path = "tree_copy/bed.rs"]

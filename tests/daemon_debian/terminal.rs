@@ -85,7 +85,7 @@ impl Drop for Tmux {
     }
 }
 
-pub async fn atp_sh_it(socket: &Path, domain: &str, token: &str) {
+pub async fn atp_sh_it(socket: &Path, audit_log: &Path, domain: &str, token: &str) {
     let atp = env!("CARGO_BIN_EXE_atp");
     let t = Tmux::start(&format!(
         "ATP_SERVER=unix://{} ATP_TOKEN={token} TERM=xterm-256color {atp} sh -it {domain}; \
@@ -155,4 +155,52 @@ pub async fn atp_sh_it(socket: &Path, domain: &str, token: &str) {
         after.lines().any(|l| l.trim() == "icanon"),
         "the local terminal is not back in canonical mode:\n{after}"
     );
+    recorded(audit_log).await;
+}
+
+/// The session's recording: named with its SHA-256 in the outcome record, holding what
+/// the screen showed (top's header, the file vi wrote), and not the typed input.
+async fn recorded(audit_log: &Path) {
+    use sha2::{Digest, Sha256};
+    let t0 = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(audit_log).unwrap_or_default();
+        let rec = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["kind"] == "outcome" && r["rpc"] == "ExecInteractive");
+        if let Some(rec) = rec {
+            let path = rec["recording"]["path"].as_str().unwrap().to_owned();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(
+                rec["recording"]["sha256"].as_str().unwrap(),
+                format!("{:x}", Sha256::digest(text.as_bytes())),
+                "the outcome record carries the recording's SHA-256"
+            );
+            assert_eq!(rec["exit_code"], 7, "{rec}");
+            for seen in ["edit-5", "load average", "vi-works-in-a-terminal", "40 120"] {
+                assert!(text.contains(seen), "{seen:?} not in the recording");
+            }
+            assert!(
+                !text
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .any(|e| e[1] == "i"),
+                "input recorded without the policy asking"
+            );
+            eprintln!(
+                "recording: {} bytes, {} events, {path}",
+                text.len(),
+                text.lines().count() - 1
+            );
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no ExecInteractive outcome record in {}",
+            audit_log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

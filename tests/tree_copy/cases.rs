@@ -1,5 +1,5 @@
 //! The cases of the directory tree tests (issue 15), shared by `tree_copy` (busybox
-//! guest) and `tree_copy_debian` (Debian 12, GNU tar and dash).
+//! guest) and `daemon_admin` (its Debian 12 boot: GNU tar and dash).
 // Each test binary runs the cases its guest needs.
 #![allow(dead_code, clippy::unwrap_used)]
 
