@@ -36,6 +36,8 @@ impl Daemon {
             .args(["serve", "--config"])
             .arg(&cfg)
             .env("ATP_LOG", "error")
+            // As deploy/atp.service runs it (the daemon's memory: see there).
+            .env("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")
             .spawn()
             .context("atp serve")?;
         Ok(Self {
