@@ -139,7 +139,7 @@ impl Gate {
             rpc,
             request_id,
             domain: domain.to_owned(),
-            limits: decision.limits,
+            limits: decision.limits.clone(),
             audit: self.audit.clone(),
             timer: Some(timer),
             started: Instant::now(),
