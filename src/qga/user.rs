@@ -233,4 +233,38 @@ mod tests {
         ));
         assert!(RunAs::user("root;id").validate().is_err());
     }
+
+    #[test]
+    fn windows_guests_refuse_a_user() {
+        let os = crate::qga::commands::OsInfo {
+            id: Some("mswindows".into()),
+            ..Default::default()
+        };
+        let cmd = crate::qga::GuestExecCommand::simple("cmd.exe", vec![]);
+        assert!(cmd.check_user_os(&os).is_ok());
+        let err = cmd.run_as(RunAs::user("alice")).check_user_os(&os);
+        assert!(
+            matches!(&err, Err(QgaError::Agent { class, .. }) if class == "Unsupported"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_terminal_drops_privileges_last_and_execs_positional_parameters() {
+        let cmd = crate::qga::GuestExecCommand::simple("vi", vec![])
+            .env("p=/bin/evil")
+            .run_as(RunAs {
+                login: true,
+                ..RunAs::user("alice")
+            });
+        let s = cmd.tty_inner("/d", crate::qga::TerminalSize::default());
+        let drop_at = s.find(DROP_PREPEND).unwrap();
+        let export_at = s.find("export 'TERM=").unwrap();
+        assert!(s.contains("a=login; wd=\n"), "{s}");
+        assert!(
+            s.find(READ).unwrap() < drop_at && drop_at < export_at,
+            "{s}"
+        );
+        assert!(s.ends_with("\nexec \"$@\""), "{s}");
+    }
 }
