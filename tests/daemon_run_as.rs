@@ -377,7 +377,7 @@ printf '#!/bin/sh\nexec id -un\n' >/usr/local/bin/uptime && chmod 755 /usr/local
         "tcg",
         &guest.agent_socket(),
         &format!(
-            "[[server.unix_roles]]\nuid = {}\nroles = [\"ops\"]\n\n[policy]\ndir = \"{shipped}\"\ndefault = \"deny\"\n",
+            "[[server.unix_roles]]\nuid = {}\nroles = [\"ops\"]\n\n[policy]\ndir = \"{shipped}\"\ndefault = \"deny\"\n\n[audit]\npath = \"audit.log\"\n",
             std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
         ),
     )
@@ -398,4 +398,21 @@ printf '#!/bin/sh\nexec id -un\n' >/usr/local/bin/uptime && chmod 755 /usr/local
     let mut g = req("tcg", "alice", &["uptime"]);
     g.group = "root".into();
     assert_eq!(refused(&mut c, g).await.code(), Code::PermissionDenied);
+    // The decision records name the default user the policy set.
+    let log = std::fs::read_to_string(ops.dir.path().join("audit.log")).unwrap();
+    let run_as: Vec<_> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "decision" && r["rpc"] == "Exec" && r["decision"] == "allow")
+        .map(|r| {
+            r["summary"]["run_as"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        !run_as.is_empty() && run_as.iter().all(|u| u == "nobody"),
+        "{run_as:?}"
+    );
 }

@@ -348,6 +348,11 @@ impl Call {
         let mut summary = serde_json::to_value(&preq).unwrap_or_default();
         if let Some(m) = summary.as_object_mut() {
             m.retain(|_, v| !v.is_null());
+            // A default user an allowing plugin set (`run_as`): who the program runs as
+            // when the request names nobody.
+            if let (true, Some(u)) = (decision.allow, &decision.limits.run_as) {
+                m.insert("run_as".into(), u.clone().into());
+            }
         }
         e.summary = Some(summary);
         e.decision = Some(if decision.allow { "allow" } else { "deny" }.into());
