@@ -39,8 +39,9 @@ struct Target {
     uid: &'static str,
     group: &'static str,
     home: &'static str,
-    /// `login` with this `cwd` (the host's `nobody` has no usable home).
-    login_cwd: &'static str,
+    /// Where `login` starts: the home, or `/` when it cannot be entered (the host's
+    /// `nobody` has `/nonexistent`).
+    login_dir: &'static str,
     /// The guest can choose a group (setpriv/runuser; BusyBox su cannot).
     group_tool: bool,
 }
@@ -173,15 +174,15 @@ async fn exercise(d: &common::Daemon, t: &Target) {
         &["/bin/sh", "-c", r#"echo "$HOME|$USER|$LOGNAME|$(pwd)""#],
     );
     l.login = true;
-    l.cwd = t.login_cwd.into();
-    let want_dir = if t.login_cwd.is_empty() {
-        t.home
-    } else {
-        t.login_cwd
-    };
+    assert_eq!(
+        out(&mut c, l.clone()).await.trim(),
+        format!("{}|{}|{}|{}", t.home, t.user, t.user, t.login_dir)
+    );
+    // A working directory given wins over the home.
+    l.cwd = "/tmp".into();
     assert_eq!(
         out(&mut c, l).await.trim(),
-        format!("{}|{}|{}|{want_dir}", t.home, t.user, t.user)
+        format!("{}|{}|{}|/tmp", t.home, t.user, t.user)
     );
 
     // Unknown user or group: a clear refusal before anything runs.
@@ -317,7 +318,7 @@ async fn as_nobody_on_the_host_agent() {
             uid: "65534",
             group: "nogroup",
             home: "/nonexistent",
-            login_cwd: "/",
+            login_dir: "/",
             group_tool: true,
         },
     )
@@ -361,7 +362,7 @@ printf '#!/bin/sh\nexec id -un\n' >/usr/local/bin/uptime && chmod 755 /usr/local
             uid: "1000",
             group: "alice",
             home: "/home/alice",
-            login_cwd: "",
+            login_dir: "/home/alice",
             group_tool: false,
         },
     )

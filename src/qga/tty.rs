@@ -51,9 +51,9 @@ case $p in -*) p=./$p ;; esac
 
 /// With a run-as user (after [`super::user::READ`]): the PTY becomes the user's, so
 /// programs that open their terminal by name (`/dev/tty`, `tty`) may; `login` without a
-/// working directory starts in the user's home.
+/// working directory starts in the user's home (or `/`, with a warning, when it cannot).
 const INNER_AS: &str = r#"chown "$U" "$(tty)" 2>/dev/null
-if [ "$a" = login ] && [ -z "$wd" ]; then cd -- "$H" || exit 126; fi
+if [ "$a" = login ] && [ -z "$wd" ]; then cd -- "$H" 2>/dev/null || { echo "atp-exec: cannot enter $H; starting in /" >&2; cd /; }; fi
 "#;
 
 /// Resizes the session's PTY: `$1` dir, `$2` rows, `$3` cols. Exit 3: no terminal yet.

@@ -15,7 +15,8 @@
 //!   group choice). Any other `su` is not used: it forks into a session of its own.
 //!
 //! `login` exports `HOME`, `USER`, `LOGNAME` and `SHELL` from the passwd entry and starts
-//! the program in `HOME` (unless a working directory is given). A terminal's PTY is
+//! the program in `HOME` (unless a working directory is given; `/`, with a warning on
+//! stderr, when `HOME` cannot be entered, as `login` does). A terminal's PTY is
 //! chowned to the user before the drop, so programs that open their tty by name work.
 
 use super::QgaError;

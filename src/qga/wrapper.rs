@@ -41,7 +41,7 @@ if read -r s </proc/$$/stat; then t ${s##*) } >"$d/start"; fi
 if [ -p "$d/in" ]; then exec <"$d/in"; fi
 exec >"$d/out" 2>"$d/err"
 "#;
-const WRAPPER_MID: &str = r#"if [ "$a" = login ] && [ -z "$c" ]; then c=$H; fi
+const WRAPPER_MID: &str = r#"if [ "$a" = login ] && [ -z "$c" ]; then cd -- "$H" 2>/dev/null || { echo "atp-exec: cannot enter $H; starting in /" >&2; cd /; }; fi
 if [ -n "$c" ]; then cd -- "$c" || exit 126; fi
 p=$1; shift
 case $p in */*) ;; *) n=$p; p=$(w "$n") || { echo "atp-exec: $n: not found" >&2; exit 127; } ;; esac
