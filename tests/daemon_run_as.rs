@@ -401,19 +401,22 @@ printf '#!/bin/sh\nexec id -un\n' >/usr/local/bin/uptime && chmod 755 /usr/local
     assert_eq!(refused(&mut c, g).await.code(), Code::PermissionDenied);
     // The decision records name the default user the policy set.
     let log = std::fs::read_to_string(ops.dir.path().join("audit.log")).unwrap();
-    let run_as: Vec<_> = log
+    let run_as: Vec<(String, String)> = log
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|r| r["kind"] == "decision" && r["rpc"] == "Exec" && r["decision"] == "allow")
         .map(|r| {
-            r["summary"]["run_as"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
+            let s = &r["summary"];
+            let field = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            (field(&s["exec"]["user"]), field(&s["run_as"]))
         })
         .collect();
-    assert!(
-        !run_as.is_empty() && run_as.iter().all(|u| u == "nobody"),
-        "{run_as:?}"
+    // (requested user, recorded default) of the allowed decisions.
+    assert_eq!(
+        run_as,
+        [
+            (String::new(), "nobody".to_owned()),
+            ("alice".to_owned(), String::new())
+        ]
     );
 }

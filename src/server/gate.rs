@@ -348,9 +348,10 @@ impl Call {
         let mut summary = serde_json::to_value(&preq).unwrap_or_default();
         if let Some(m) = summary.as_object_mut() {
             m.retain(|_, v| !v.is_null());
-            // A default user an allowing plugin set (`run_as`): who the program runs as
-            // when the request names nobody.
-            if let (true, Some(u)) = (decision.allow, &decision.limits.run_as) {
+            // A default user an allowing plugin set (`run_as`) and the request names none:
+            // who the program runs as.
+            let unnamed = preq.exec.as_ref().is_none_or(|e| e.user.is_empty());
+            if let (true, true, Some(u)) = (decision.allow, unnamed, &decision.limits.run_as) {
                 m.insert("run_as".into(), u.clone().into());
             }
         }
