@@ -52,6 +52,32 @@ async fn exit_codes_follow_the_guest_program() {
         .assert()
         .success()
         .stdout("hi\n");
+    // As another user (the host agent's nobody: harmless), with a group and its login
+    // environment.
+    atp(&d)
+        .args(["exec", "--user", "nobody", "host", "--", "id", "-un"])
+        .assert()
+        .success()
+        .stdout("nobody\n");
+    atp(&d)
+        .args([
+            "exec",
+            "-u",
+            "nobody",
+            "--group",
+            "0",
+            "--login",
+            "--cwd",
+            "/",
+            "host",
+            "--",
+            "sh",
+            "-c",
+            "echo $USER $HOME $(id -gn)",
+        ])
+        .assert()
+        .success()
+        .stdout("nobody /nonexistent root\n");
     atp(&d)
         .args(["exec", "-i", "host", "--", "cat"])
         .write_stdin("piped")

@@ -4,10 +4,13 @@
 //! under systemd, cancel, attach), ReadFile/WriteFile (large, atomic, modes and owners),
 //! GetGuestInfo with every section filled, AgentCommand, tasks (one really restarts nginx),
 //! `atp sh -it` driven through tmux (bash line editing, top, vi, less, resize, Ctrl-C/Z),
-//! and a `block-rpcs` list in Debian's qemu-ga.conf. One guest, one test.
+//! `atp sh -it --user carol` (her login shell), Exec as a user (`run_as`), and a
+//! `block-rpcs` list in Debian's qemu-ga.conf. One guest, one test.
 #![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
 mod common;
+#[path = "daemon_debian/run_as.rs"]
+mod run_as;
 #[path = "daemon_debian/terminal.rs"]
 mod terminal;
 
@@ -178,6 +181,7 @@ async fn every_rpc_on_debian() {
 
     exec(&mut c).await;
     exec_cancel_and_attach(&d).await;
+    run_as::run_as(&mut c).await;
     files(&mut c).await;
     guest_info(&mut c).await;
 
@@ -232,6 +236,7 @@ async fn every_rpc_on_debian() {
         "admin-token",
     )
     .await;
+    terminal::atp_sh_it_as(&d.socket, LV, "admin-token", "carol").await;
 
     block_rpcs(&mut c).await;
     drop(dom);

@@ -27,6 +27,17 @@ pub struct ExecOpts {
     /// raw, its size follows the window, Ctrl-C/Ctrl-Z/Ctrl-D reach the guest program.
     #[arg(long, short = 't')]
     pub tty: bool,
+    /// Run the program as this guest user (name or uid) instead of root; with -t, `atp
+    /// sh` opens that user's login shell.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// The program's primary group (name or gid; with --user).
+    #[arg(long, requires = "user")]
+    pub group: Option<String>,
+    /// With --user: the user's login environment (HOME, USER, LOGNAME, SHELL), starting
+    /// in HOME unless --cwd is given.
+    #[arg(long)]
+    pub login: bool,
 }
 
 fn request(
@@ -42,6 +53,9 @@ fn request(
             .timeout
             .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         cwd: o.cwd.clone().unwrap_or_default(),
+        user: o.user.clone().unwrap_or_default(),
+        group: o.group.clone().unwrap_or_default(),
+        login: o.login,
         ..Default::default()
     })
 }

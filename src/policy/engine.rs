@@ -119,6 +119,9 @@ pub struct PluginDecision {
     /// `with(#{ record_input: true })`: an interactive session's recording keeps its
     /// input too (off by default: passwords are typed there).
     pub record_input: bool,
+    /// `with(#{ run_as: "nobody" })`: the user an Exec or interactive session runs as
+    /// when its request names none (a user name or a numeric uid).
+    pub run_as: Option<String>,
 }
 
 fn positive(m: &Map, key: &str) -> Option<u64> {
@@ -172,13 +175,24 @@ pub fn build() -> Engine {
         })
         .register_fn(WITH_METHOD, |d: &mut PluginDecision, limits: Map| {
             let mut d = d.clone();
+            if let Some(v) = limits.get("run_as") {
+                let name = v.clone().into_string().ok().filter(|n| crate::qga::valid_account(n));
+                match name {
+                    Some(n) => d.run_as = Some(n),
+                    None => {
+                        return Err(Box::<rhai::EvalAltResult>::from(format!(
+                            "run_as must be a user name ([a-z_][a-z0-9_.-]*[$]?) or a numeric uid, not {v}"
+                        )));
+                    }
+                }
+            }
             d.timeout_ms = positive(&limits, "timeout_ms").or(d.timeout_ms);
             d.max_bytes = positive(&limits, "max_bytes").or(d.max_bytes);
             d.idle_timeout_ms = positive(&limits, "idle_timeout_ms").or(d.idle_timeout_ms);
             if let Some(v) = limits.get("record_input").and_then(|v| v.as_bool().ok()) {
                 d.record_input = v;
             }
-            d
+            Ok(d)
         })
         .register_get("allowed", |d: &mut PluginDecision| d.allow)
         .register_get("reason", |d: &mut PluginDecision| d.reason.clone());

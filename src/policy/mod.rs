@@ -47,7 +47,7 @@ pub enum PolicyError {
 }
 
 /// Limits an allowing plugin attached with `.with(#{ .. })`; the tightest wins.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
     /// Longest an exec (an interactive session included) may run.
     pub timeout_ms: Option<u64>,
@@ -57,6 +57,9 @@ pub struct Limits {
     pub idle_timeout_ms: Option<u64>,
     /// An interactive session's recording keeps its input (any allowing plugin asks).
     pub record_input: bool,
+    /// The user an exec runs as when its request names none (the first allowing plugin
+    /// that sets one decides): a policy cannot rewrite the request, so it sets a default.
+    pub run_as: Option<String>,
 }
 
 impl Limits {
@@ -69,6 +72,9 @@ impl Limits {
         self.max_bytes = min(self.max_bytes, d.max_bytes);
         self.idle_timeout_ms = min(self.idle_timeout_ms, d.idle_timeout_ms);
         self.record_input |= d.record_input;
+        if self.run_as.is_none() {
+            self.run_as.clone_from(&d.run_as);
+        }
     }
 }
 

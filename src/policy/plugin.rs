@@ -299,4 +299,27 @@ mod tests {
         let s = set(&[("10-abstain", "fn authorize(req) { () }")]);
         assert!(!s.evaluate(&req("Exec")).allow);
     }
+
+    #[test]
+    fn run_as_comes_from_the_first_allowing_plugin_and_must_be_a_name() {
+        let s = set(&[
+            ("10-a", "fn authorize(req) { allow(\"a\") }"),
+            (
+                "20-b",
+                "fn authorize(req) { allow(\"b\").with(#{ run_as: \"nobody\" }) }",
+            ),
+            (
+                "30-c",
+                "fn authorize(req) { allow(\"c\").with(#{ run_as: \"65534\" }) }",
+            ),
+        ]);
+        let d = s.evaluate(&req("Exec"));
+        assert_eq!(d.limits.run_as.as_deref(), Some("nobody"), "{d:?}");
+        let bad = set(&[(
+            "10-bad",
+            "fn authorize(req) { allow(\"x\").with(#{ run_as: \"root;id\" }) }",
+        )]);
+        let d = bad.evaluate(&req("Exec"));
+        assert!(!d.allow && d.reason.contains("run_as"), "{d:?}");
+    }
 }

@@ -80,6 +80,13 @@ pub struct ExecInfo {
     pub cwd: String,
     /// `stream` or `collect`.
     pub mode: String,
+    /// The user the program is to run as (empty: the agent's, root, unless an allowing
+    /// plugin sets `run_as`); a name or a numeric uid, validated before the policy.
+    pub user: String,
+    /// Its primary group (empty: the user's own).
+    pub group: String,
+    /// Whether the program gets the user's login environment and starts in its home.
+    pub login: bool,
 }
 
 /// `req.file`

@@ -56,6 +56,9 @@ pub struct GuestExecCommand {
     /// Run the program on a terminal of this size (POSIX guests with util-linux
     /// `script`; streamed sessions only): stdout and stderr arrive merged, as stdout.
     pub tty: Option<super::TerminalSize>,
+    /// Run the program as this user (POSIX guests, under the wrapper, dropping
+    /// privileges as its last step). Windows guests answer `Unsupported`.
+    pub user: Option<super::RunAs>,
 }
 
 impl GuestExecCommand {
@@ -104,6 +107,27 @@ impl GuestExecCommand {
         self
     }
 
+    /// Runs the program as `who` instead of the agent's user (root).
+    pub fn run_as(mut self, who: super::RunAs) -> Self {
+        self.user = Some(who);
+        self
+    }
+
+    /// `Unsupported` for a run-as user on a Windows guest (the agent runs as SYSTEM and
+    /// there is no wrapper to drop privileges with).
+    pub(crate) fn check_user_os(&self, os: &OsInfo) -> Result<(), QgaError> {
+        if self.user.is_some() && os.is_windows() {
+            return Err(QgaError::Agent {
+                command: "guest-exec".into(),
+                class: "Unsupported".into(),
+                desc: "running as a user needs a POSIX guest; Windows guests run programs \
+                       as the agent's account"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn validate(&self) -> Result<(), QgaError> {
         let bad = |what: &str| Err(QgaError::InvalidArgument(what.to_owned()));
         if self.path.is_empty() {
@@ -111,6 +135,9 @@ impl GuestExecCommand {
         }
         if self.path.contains('\0') || self.args.iter().any(|a| a.contains('\0')) {
             return bad("exec: NUL byte in program or argument");
+        }
+        if let Some(u) = &self.user {
+            u.validate()?;
         }
         if let Some(bad_entry) = self.env.iter().find(|e| !valid_env_entry(e)) {
             let name = bad_entry.split('=').next().unwrap_or_default();
@@ -239,15 +266,17 @@ impl AgentClient {
     pub async fn exec(&self, cmd: &GuestExecCommand) -> Result<i64, QgaError> {
         cmd.validate()?;
         let os = self.os().await?;
+        cmd.check_user_os(&os)?;
         if cmd.cwd.is_some() && os.is_windows() {
             return Err(QgaError::InvalidArgument(
                 "exec: a working directory is not supported on Windows guests".into(),
             ));
         }
-        let redirect =
-            cmd.cwd.is_some() || (cmd.capture_output && self.transport().kind() == "libvirt");
+        let redirect = cmd.cwd.is_some()
+            || cmd.user.is_some()
+            || (cmd.capture_output && self.transport().kind() == "libvirt");
         if redirect && !os.is_windows() {
-            let dir = self.make_exec_dir().await?;
+            let dir = self.make_exec_dir(cmd).await?;
             let pid = match self.call(&cmd.redirected(&dir)).await {
                 Ok(p) => p.pid,
                 Err(e) => {
@@ -395,6 +424,7 @@ impl AgentClient {
             ));
         }
         let os = self.os().await?;
+        cmd.check_user_os(&os)?;
         let started = Instant::now();
         if os.is_windows() {
             let mut direct = cmd.direct();
@@ -404,7 +434,7 @@ impl AgentClient {
             session.console_text = super::codepage::is_cmd(&cmd.path);
             return Ok(session);
         }
-        let dir = self.make_exec_dir().await?;
+        let dir = self.make_exec_dir(cmd).await?;
         self.start_in(cmd, dir, started).await
     }
 

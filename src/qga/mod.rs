@@ -26,6 +26,7 @@ mod stream;
 mod sweep;
 pub mod tree;
 mod tty;
+mod user;
 mod wrapper;
 
 pub use admin::{check_password, check_username};
@@ -39,3 +40,4 @@ pub use kill::KillOutcome;
 pub use ssh_key::SshPublicKey;
 pub use stdin::{FAST_MAX, StdinFeed};
 pub use tty::{ALLOWED_SIGNALS, DEFAULT_TERM, TerminalSize};
+pub use user::{RunAs, valid_account};

@@ -117,7 +117,9 @@ impl AgentClient {
                 "an interactive exec takes its stdin from the feed, not from input_data".into(),
             ));
         }
-        if self.os().await?.is_windows() {
+        let os = self.os().await?;
+        cmd.check_user_os(&os)?;
+        if os.is_windows() {
             return Err(QgaError::Agent {
                 command: "guest-exec".into(),
                 class: "Unsupported".into(),
@@ -125,7 +127,9 @@ impl AgentClient {
             });
         }
         let started = std::time::Instant::now();
-        let dir = self.make_dir(true, cmd.tty.is_some()).await?;
+        let dir = self
+            .make_dir(true, cmd.tty.is_some(), cmd.user.as_ref())
+            .await?;
         let holder = GuestExec {
             path: "/bin/sh".into(),
             arg: vec![

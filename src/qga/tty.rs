@@ -49,6 +49,13 @@ case $p in */*) ;; *) n=$p; p=$(w "$n") || { echo "atp-exec: $n: not found" >&2;
 case $p in -*) p=./$p ;; esac
 "#;
 
+/// With a run-as user (after [`super::user::READ`]): the PTY becomes the user's, so
+/// programs that open their terminal by name (`/dev/tty`, `tty`) may; `login` without a
+/// working directory starts in the user's home (or `/`, with a warning, when it cannot).
+const INNER_AS: &str = r#"chown "$U" "$(tty)" 2>/dev/null
+if [ "$a" = login ] && [ -z "$wd" ]; then cd -- "$H" 2>/dev/null || { echo "atp-exec: cannot enter $H; starting in /" >&2; cd /; }; fi
+"#;
+
 /// Resizes the session's PTY: `$1` dir, `$2` rows, `$3` cols. Exit 3: no terminal yet.
 const RESIZE: &str = r#"read -r t 2>/dev/null <"$1/tty" || exit 3
 n=${t#/dev/pts/}
@@ -88,17 +95,30 @@ impl GuestExecCommand {
     /// The script `script(1)` runs on the PTY for this command, in `dir`, at `size`.
     pub(crate) fn tty_inner(&self, dir: &str, size: TerminalSize) -> String {
         let mut s = format!(
-            "d={}; r={}; k={}\n{INNER_PRELUDE}set --",
+            "d={}; r={}; k={}\n{INNER_PRELUDE}",
             quote(dir),
             size.rows,
             size.cols
         );
+        if let Some(who) = &self.user {
+            s.push_str(&format!(
+                "a={}; wd={}\n{}{INNER_AS}",
+                super::user::mode(Some(who)),
+                if self.cwd.is_some() { "1" } else { "" },
+                super::user::READ
+            ));
+        }
+        s.push_str("set --");
         for a in std::iter::once(&self.path).chain(&self.args) {
             s.push(' ');
             s.push_str(&quote(a));
         }
         s.push('\n');
         s.push_str(INNER_EXEC);
+        s.push_str("set -- \"$p\" \"$@\"\n");
+        if self.user.is_some() {
+            s.push_str(super::user::DROP_PREPEND);
+        }
         let mut env: Vec<&str> = Vec::new();
         if !self.env.iter().any(|e| e.starts_with("TERM=")) {
             env.push(DEFAULT_TERM);
@@ -109,7 +129,8 @@ impl GuestExecCommand {
             s.push(' ');
             s.push_str(&quote(e));
         }
-        s.push_str("\nexec \"$p\" \"$@\"");
+        // `"$@"`, not a variable: an entry just exported could have replaced one.
+        s.push_str("\nexec \"$@\"");
         s
     }
 }

@@ -2,15 +2,18 @@
 //! `/bin/sh` wrapper that starts the program there, in its own session, with a clean
 //! environment of its own and the caller's entries applied to the program alone.
 
+use std::sync::LazyLock;
+
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
 use super::{
-    AgentClient, QgaError,
+    AgentClient, QgaError, RunAs,
     commands::GuestExec,
     exec::{DEFAULT_PATH, GuestExecCommand},
+    user,
 };
 
-/// The redirecting wrapper. Positional parameters: `DIR CWD M K ARGV(M) ENV(K)`.
+/// The redirecting wrapper. Positional parameters: `DIR CWD M K A ARGV(M) ENV(K)`.
 ///
 /// It runs with a clean environment (only [`DEFAULT_PATH`]), records its pid and start
 /// time (field 22 of `/proc/$$/stat`) in `DIR`, resolves the program in the fixed `PATH`
@@ -20,21 +23,33 @@ use super::{
 /// `setsid` (no fork: qemu-ga's child is not a group leader) gives the program its own
 /// session and process group, keeping the pid; without a `setsid` the program runs in
 /// the agent's group and only its process tree is killed. When `DIR` holds a FIFO `in`
-/// (streamed stdin, see [`super::stdin`]), it is the program's stdin.
-const WRAPPER: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; echo "$q/$1"; return 0; fi; done; IFS=$o; return 1; }
+/// (streamed stdin, see [`super::stdin`]), it is the program's stdin. `A` (`as` or
+/// `login`): the program runs as the user of `DIR/as` (see [`super::user`]), the drop
+/// being the last step before it; the wrapper itself stays root.
+static WRAPPER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{WRAPPER_HEAD}{}{WRAPPER_MID}{}{WRAPPER_TAIL}",
+        user::READ,
+        user::DROP_APPEND
+    )
+});
+const WRAPPER_HEAD: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; echo "$q/$1"; return 0; fi; done; IFS=$o; return 1; }
 t() { shift 19; echo "$1"; }
-d=$1; c=$2; m=$3; k=$4; shift 4
+d=$1; c=$2; m=$3; k=$4; a=$5; shift 5
 echo $$ >"$d/pid"
 if read -r s </proc/$$/stat; then t ${s##*) } >"$d/start"; fi
 if [ -p "$d/in" ]; then exec <"$d/in"; fi
 exec >"$d/out" 2>"$d/err"
+"#;
+const WRAPPER_MID: &str = r#"if [ "$a" = login ] && [ -z "$c" ]; then cd -- "$H" 2>/dev/null || { echo "atp-exec: cannot enter $H; starting in /" >&2; cd /; }; fi
 if [ -n "$c" ]; then cd -- "$c" || exit 126; fi
 p=$1; shift
 case $p in */*) ;; *) n=$p; p=$(w "$n") || { echo "atp-exec: $n: not found" >&2; exit 127; } ;; esac
 case $p in -*) p=./$p ;; esac
 x=$(w setsid) || x=
 if [ -n "$x" ]; then set -- "$@" "$x"; fi
-set -- "$@" "$p"
+"#;
+const WRAPPER_TAIL: &str = r#"set -- "$@" "$p"
 i=1; while [ "$i" -lt "$m" ]; do set -- "$@" "$1"; shift; i=$((i + 1)); done
 set -- "$k" "$@"
 while [ "$1" -gt 0 ]; do c=$(($1 - 1)); e=$2; shift 2; set -- "$c" "$@"; export "$e"; done
@@ -58,10 +73,21 @@ SHELL=/bin/sh; export SHELL
 if y=$(w setsid); then exec "$y" "$x" -q -e -c "$i" /dev/null; fi
 exec "$x" -q -e -c "$i" /dev/null"#;
 /// Makes the exec directory (`$1`); `$2` non-empty: with the FIFO `in`; `$3` non-empty:
-/// exit [`NO_SCRIPT`] first when the guest has no `script` for a terminal.
-const SETUP: &str = r#"umask 077
+/// exit [`NO_SCRIPT`] first when the guest has no `script` for a terminal; `$4`
+/// non-empty: the program runs as that user (`$5`: group), looked up first (see
+/// [`user::RESOLVE`]) and recorded in `as`.
+static SETUP: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{SETUP_CHECK}{}{SETUP_MAKE} && {}",
+        user::RESOLVE,
+        user::WRITE
+    )
+});
+const SETUP_CHECK: &str = r#"umask 077
 if [ -n "$3" ] && ! command -v script >/dev/null 2>&1; then exit 42; fi
-mkdir -- "$1" && : >"$1/out" && : >"$1/err" && { [ -z "$2" ] || mkfifo "$1/in"; }"#;
+"#;
+const SETUP_MAKE: &str =
+    r#"mkdir -- "$1" && : >"$1/out" && : >"$1/err" && { [ -z "$2" ] || mkfifo "$1/in"; }"#;
 /// [`SETUP`]'s exit code when a terminal was asked for and the guest has no `script`.
 const NO_SCRIPT: i32 = 42;
 
@@ -88,12 +114,13 @@ impl GuestExecCommand {
         }
         let mut arg = vec![
             "-c".to_owned(),
-            WRAPPER.to_owned(),
+            WRAPPER.clone(),
             "atp-exec".to_owned(),
             dir.to_owned(),
             self.cwd.clone().unwrap_or_default(),
             (self.args.len() + 1).to_string(),
             self.env.len().to_string(),
+            user::mode(self.user.as_ref()).to_owned(),
             self.path.clone(),
         ];
         arg.extend(self.args.iter().cloned());
@@ -109,14 +136,22 @@ impl GuestExecCommand {
 }
 
 impl AgentClient {
-    /// Creates a private per-exec directory in the guest's /tmp.
-    pub(crate) async fn make_exec_dir(&self) -> Result<String, QgaError> {
-        self.make_dir(false, false).await
+    /// Creates a private per-exec directory in the guest's /tmp for `cmd` (with its
+    /// run-as entry when it names a user).
+    pub(crate) async fn make_exec_dir(&self, cmd: &GuestExecCommand) -> Result<String, QgaError> {
+        self.make_dir(false, false, cmd.user.as_ref()).await
     }
 
     /// [`AgentClient::make_exec_dir`], with a FIFO `in` for streamed stdin when `fifo`;
-    /// `tty`: fails with `Unsupported` first when the guest has no `script(1)`.
-    pub(crate) async fn make_dir(&self, fifo: bool, tty: bool) -> Result<String, QgaError> {
+    /// `tty`: fails with `Unsupported` first when the guest has no `script(1)`; `user`:
+    /// fails with `Unsupported` first when the guest has no such user or no tool to
+    /// become it (see [`super::user`]).
+    pub(crate) async fn make_dir(
+        &self,
+        fifo: bool,
+        tty: bool,
+        user: Option<&RunAs>,
+    ) -> Result<String, QgaError> {
         let dir = format!(
             "{}{}",
             super::sweep::EXEC_DIR_PREFIX,
@@ -126,11 +161,13 @@ impl AgentClient {
             path: "/bin/sh".into(),
             arg: vec![
                 "-c".into(),
-                SETUP.into(),
+                SETUP.clone(),
                 "atp-setup".into(),
                 dir.clone(),
                 if fifo { "fifo" } else { "" }.into(),
                 if tty { "tty" } else { "" }.into(),
+                user.map(|u| u.user.clone()).unwrap_or_default(),
+                user.and_then(|u| u.group.clone()).unwrap_or_default(),
             ],
             env: vec![DEFAULT_PATH.to_owned()],
             ..GuestExec::default()
@@ -145,7 +182,11 @@ impl AgentClient {
                     .into(),
             });
         }
+        if let Some(e) = user.and_then(|u| user::resolve_error(st.exit_code, u)) {
+            return Err(e);
+        }
         if st.exit_code != Some(0) {
+            self.remove_dir(&dir).await;
             return Err(QgaError::Agent {
                 command: "guest-exec".into(),
                 class: "ExecSetupFailed".into(),

@@ -139,7 +139,7 @@ impl Gate {
             rpc,
             request_id,
             domain: domain.to_owned(),
-            limits: decision.limits,
+            limits: decision.limits.clone(),
             audit: self.audit.clone(),
             timer: Some(timer),
             started: Instant::now(),
@@ -348,6 +348,12 @@ impl Call {
         let mut summary = serde_json::to_value(&preq).unwrap_or_default();
         if let Some(m) = summary.as_object_mut() {
             m.retain(|_, v| !v.is_null());
+            // A default user an allowing plugin set (`run_as`) and the request names none:
+            // who the program runs as.
+            let unnamed = preq.exec.as_ref().is_none_or(|e| e.user.is_empty());
+            if let (true, true, Some(u)) = (decision.allow, unnamed, &decision.limits.run_as) {
+                m.insert("run_as".into(), u.clone().into());
+            }
         }
         e.summary = Some(summary);
         e.decision = Some(if decision.allow { "allow" } else { "deny" }.into());

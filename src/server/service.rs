@@ -187,6 +187,9 @@ pub(crate) fn exec_info(r: &pb::ExecRequest) -> ExecInfo {
             "stream"
         }
         .into(),
+        user: r.user.clone(),
+        group: r.group.clone(),
+        login: r.login,
     }
 }
 
@@ -291,6 +294,7 @@ impl GuestAgent for GuestAgentService {
         let r = request.get_ref();
         // Entries a guest shell could take as code never reach the policy or the guest.
         exec_rpc::check_env(&r.env)?;
+        exec_rpc::check_user(r)?;
         if r.tty {
             return Err(ApiError::InvalidArgument(
                 "`tty` needs ExecInteractive: a terminal takes its input as it comes".into(),

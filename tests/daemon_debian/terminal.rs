@@ -204,3 +204,25 @@ async fn recorded(audit_log: &Path) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `atp sh -it --user USER` opens USER's login shell (bash, in its home) on a terminal
+/// the user owns; its status is atp's.
+pub async fn atp_sh_it_as(socket: &Path, domain: &str, token: &str, user: &str) {
+    let atp = env!("CARGO_BIN_EXE_atp");
+    let t = Tmux::start(&format!(
+        "ATP_SERVER=unix://{} ATP_TOKEN={token} TERM=xterm-256color {atp} sh -it --user {user} \
+         {domain}; echo \"EXIT=$?\"; sleep 600",
+        socket.display()
+    ));
+    t.wait_for(&format!("{user}@")).await;
+    t.line(
+        "echo \"who=$(id -un) home=$HOME pwd=$(pwd) login=$(shopt -q login_shell && echo yes) \
+         tty=$(stat -c %U $(tty))\"",
+    );
+    t.wait_for(&format!(
+        "who={user} home=/home/{user} pwd=/home/{user} login=yes tty={user}"
+    ))
+    .await;
+    t.line("exit 5");
+    t.wait_for("EXIT=5").await;
+}

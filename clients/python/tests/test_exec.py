@@ -73,3 +73,18 @@ def test_cancel_kills_a_running_exec(client: atp.Client, domain: str) -> None:
     with pytest.raises(atp.AtpError) as e:
         client.cancel("no-such-exec")
     assert e.value.reason == "EXEC_NOT_FOUND"
+
+
+def test_run_as_a_guest_user(client: atp.Client, domain: str) -> None:
+    # The host agent's `nobody`: harmless. Its login environment, in / (no usable home).
+    stdout, _, code = client.run(
+        domain, "echo $(id -un) $(id -gn) $USER", user="nobody", group="0", login=True, cwd="/"
+    )
+    assert (stdout, code) == (b"nobody root nobody\n", 0)
+    run = client.exec_interactive(
+        domain, ["/bin/sh", "-c", "id -un; cat"], [b"fed\n"], user="65534"
+    )
+    assert run.wait().stdout == b"nobody\nfed\n"
+    with pytest.raises(atp.AtpError) as e:
+        client.run(domain, ["id"], user="Not A Name")
+    assert e.value.code.name == "INVALID_ARGUMENT", e.value

@@ -240,7 +240,7 @@ impl AgentClient {
     /// directory; two execs. `Err(refusal)` inside `Ok` when the guest lacks a tool, the
     /// source was swapped, or its tar cannot archive the tree safely.
     pub async fn tree_pack(&self, src: &str) -> Result<Result<Packed, TreeRefusal>, QgaError> {
-        let dir = self.make_dir(false, false).await?;
+        let dir = self.make_dir(false, false, None).await?;
         let r = match self.run_tree(&["-c", PACK, "atp-pack", src, &dir]).await {
             Ok(r) => r,
             Err(e) => {

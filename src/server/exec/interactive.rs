@@ -85,6 +85,7 @@ pub(crate) async fn open(
     };
     super::normalize(&mut r);
     super::check_env(&r.env)?;
+    super::check_user(&r)?;
     let mut info = exec_info(&r);
     info.interactive = true;
     let domain = r.domain.clone();

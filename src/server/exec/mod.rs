@@ -35,7 +35,7 @@ use super::{
 };
 use crate::{
     pb::{self, exec_event::Event},
-    qga::{AgentClient, GuestExecCommand, valid_env_entry},
+    qga::{AgentClient, GuestExecCommand, RunAs, valid_env_entry},
 };
 
 /// How long an exec that ended while nobody was attached keeps its output for ExecAttach.
@@ -80,6 +80,30 @@ pub(crate) fn check_env(env: &[String]) -> Result<(), Status> {
     }
 }
 
+/// Refuses a `user` or `group` that is not an account name or a numeric id, and a
+/// `group` without a `user`: checked before the policy sees the request.
+pub(crate) fn check_user(r: &pb::ExecRequest) -> Result<(), Status> {
+    if r.user.is_empty() {
+        if !r.group.is_empty() {
+            return Err(ApiError::InvalidArgument("`group` needs `user`".into()).into());
+        }
+        return Ok(());
+    }
+    run_as(r, r.user.clone())
+        .validate()
+        .map_err(|e| ApiError::InvalidArgument(e.to_string()).into())
+}
+
+/// The request's run-as user: `user` (the request's, or the policy's default), with the
+/// request's `group` and `login`.
+fn run_as(r: &pb::ExecRequest, user: String) -> RunAs {
+    RunAs {
+        user,
+        group: (!r.group.is_empty()).then(|| r.group.clone()),
+        login: r.login,
+    }
+}
+
 /// As for files: policies decide on the normalised program path and working directory,
 /// and that is what the guest runs (`/bin/../bin/rm` is `/bin/rm`). Relative paths
 /// (`systemctl`) and empty ones stay as given.
@@ -117,6 +141,17 @@ async fn command(
     cmd.env = r.env.clone();
     cmd.input_data = (!r.stdin.is_empty()).then(|| r.stdin.clone());
     cmd.cwd = (!r.cwd.is_empty()).then(|| r.cwd.clone());
+    // The request's user, else the deciding plugins' default (`with(#{ run_as })`).
+    let user = Some(r.user.clone())
+        .filter(|u| !u.is_empty())
+        .or_else(|| call.limits().run_as.clone());
+    match user {
+        Some(u) => cmd.user = Some(run_as(r, u)),
+        None if r.login => {
+            return Err(ApiError::InvalidArgument("`login` needs `user`".into()).into());
+        }
+        None => {}
+    }
     // The task enforces the deadline itself.
     cmd.timeout = None;
     Ok(cmd)

@@ -56,14 +56,21 @@ def exec_request(
     env: Mapping[str, str] | Sequence[str] | None = None,
     cwd: str | None = None,
     timeout: float | None = None,
+    user: str | None = None,
+    group: str | None = None,
+    login: bool = False,
 ) -> pb.ExecRequest:
-    """The ExecRequest for `command` (argv, or a shell string) in `domain`."""
+    """The ExecRequest for `command` (argv, or a shell string) in `domain`; `user` (name
+    or uid), `group` and `login` run it as that guest user (POSIX guests)."""
     req = pb.ExecRequest(
         domain=domain,
         env=_env(env),
         stdin=stdin or b"",
         cwd=cwd or "",
         timeout_ms=round(timeout * 1000) if timeout else 0,
+        user=user or "",
+        group=group or "",
+        login=login,
     )
     if isinstance(command, str):
         req.shell = command
@@ -155,12 +162,26 @@ class Client:
         cwd: str | None = None,
         timeout: float | None = None,
         collect: bool = False,
+        user: str | None = None,
+        group: str | None = None,
+        login: bool = False,
     ) -> Execution:
         """Starts `command` (argv list, or a string for the guest's shell) in `domain`.
         Iterate the returned `Execution` for `Started`/`Stdout`/`Stderr`/`Exited` as they
         arrive, or `.wait()` for the result. `timeout` (seconds) kills the program in the
-        guest; `collect` asks for output at exit instead of live (COLLECT mode)."""
-        req = exec_request(domain, command, stdin=stdin, env=env, cwd=cwd, timeout=timeout)
+        guest; `collect` asks for output at exit instead of live (COLLECT mode); `user`
+        (name or uid), `group` and `login` run it as that guest user."""
+        req = exec_request(
+            domain,
+            command,
+            stdin=stdin,
+            env=env,
+            cwd=cwd,
+            timeout=timeout,
+            user=user,
+            group=group,
+            login=login,
+        )
         if collect:
             req.mode = pb.EXEC_MODE_COLLECT
         return Execution(self.stub.Exec(req, **self.call_options()))
@@ -180,10 +201,22 @@ class Client:
         env: Mapping[str, str] | Sequence[str] | None = None,
         cwd: str | None = None,
         timeout: float | None = None,
+        user: str | None = None,
+        group: str | None = None,
+        login: bool = False,
     ) -> Execution:
         """Like `exec`, with stdin streamed from `stdin` (an iterable of byte chunks, read
         on gRPC's thread as the program runs); its end closes the program's stdin."""
-        req = exec_request(domain, command, env=env, cwd=cwd, timeout=timeout)
+        req = exec_request(
+            domain,
+            command,
+            env=env,
+            cwd=cwd,
+            timeout=timeout,
+            user=user,
+            group=group,
+            login=login,
+        )
 
         def messages() -> Iterator[pb.ExecInput]:
             yield pb.ExecInput(start=req)

@@ -214,7 +214,7 @@ class GuestDisk(_message.Message):
     def __init__(self, name: _Optional[str] = ..., partition: _Optional[bool] = ..., alias: _Optional[str] = ...) -> None: ...
 
 class ExecRequest(_message.Message):
-    __slots__ = ("domain", "argv", "shell", "env", "stdin", "timeout_ms", "cwd", "mode", "detach", "tty", "tty_size")
+    __slots__ = ("domain", "argv", "shell", "env", "stdin", "timeout_ms", "cwd", "mode", "detach", "tty", "tty_size", "user", "group", "login")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     ARGV_FIELD_NUMBER: _ClassVar[int]
     SHELL_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,9 @@ class ExecRequest(_message.Message):
     DETACH_FIELD_NUMBER: _ClassVar[int]
     TTY_FIELD_NUMBER: _ClassVar[int]
     TTY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    LOGIN_FIELD_NUMBER: _ClassVar[int]
     domain: str
     argv: Argv
     shell: str
@@ -237,7 +240,10 @@ class ExecRequest(_message.Message):
     detach: bool
     tty: bool
     tty_size: TerminalSize
-    def __init__(self, domain: _Optional[str] = ..., argv: _Optional[_Union[Argv, _Mapping]] = ..., shell: _Optional[str] = ..., env: _Optional[_Iterable[str]] = ..., stdin: _Optional[bytes] = ..., timeout_ms: _Optional[int] = ..., cwd: _Optional[str] = ..., mode: _Optional[_Union[ExecMode, str]] = ..., detach: _Optional[bool] = ..., tty: _Optional[bool] = ..., tty_size: _Optional[_Union[TerminalSize, _Mapping]] = ...) -> None: ...
+    user: str
+    group: str
+    login: bool
+    def __init__(self, domain: _Optional[str] = ..., argv: _Optional[_Union[Argv, _Mapping]] = ..., shell: _Optional[str] = ..., env: _Optional[_Iterable[str]] = ..., stdin: _Optional[bytes] = ..., timeout_ms: _Optional[int] = ..., cwd: _Optional[str] = ..., mode: _Optional[_Union[ExecMode, str]] = ..., detach: _Optional[bool] = ..., tty: _Optional[bool] = ..., tty_size: _Optional[_Union[TerminalSize, _Mapping]] = ..., user: _Optional[str] = ..., group: _Optional[str] = ..., login: _Optional[bool] = ...) -> None: ...
 
 class ExecInput(_message.Message):
     __slots__ = ("start", "stdin", "eof", "resize", "signal")
