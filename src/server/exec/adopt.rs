@@ -151,9 +151,15 @@ async fn adopt(s: &GuestAgentService, rec: ExecRecord) {
         };
     // The agent forgets a pid when it restarts (or the guest reboots): then the program's
     // status is gone for good. A transport error is left to the runner's retries.
-    if let Err(e @ QgaError::Agent { .. }) = session.poll_exit().await {
-        let why = format!("the guest agent no longer knows pid {} ({e})", rec.pid);
-        return lost(s, call, &rec, &why).await;
+    match session.poll_exit().await {
+        Ok(_) => {}
+        Err(e @ QgaError::Agent { .. }) => {
+            let why = format!("the guest agent no longer knows pid {} ({e})", rec.pid);
+            return lost(s, call, &rec, &why).await;
+        }
+        Err(e) => {
+            tracing::warn!(exec_id = %rec.exec_id, error = %e, "the adopted exec's status is not known yet; retried while parked");
+        }
     }
     entry.set_pid(rec.pid);
     entry.set_persisted(true);
