@@ -2,6 +2,7 @@
 //! crash (SIGKILL), a second daemon on the same config adopts the running execs. Against a
 //! real qemu-ga on the host (its pids are host processes; it keeps running across the
 //! daemon restarts) and the real `atp serve` binary.
+#![allow(clippy::unwrap_used)] // a test fails by panicking, helpers included
 
 mod common;
 
