@@ -152,15 +152,48 @@ async fn execs_survive_graceful_and_hard_restarts() {
     // guest's virtio-serial channel does not have.
     tokio::time::sleep(Duration::from_millis(500)).await;
     d.kill_hard();
+    // Beside k's record: one of an exec the agent never started (as after an agent
+    // restart: the agent does not know the pid), and one naming a directory that is not
+    // an exec directory (refused, never acted on).
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join(format!("{k}.json"))).unwrap()).unwrap();
+    let forge = |pid: i64, dir: &str| {
+        let mut r = rec.clone();
+        let id = uuid::Uuid::new_v4().to_string();
+        r["exec_id"] = id.clone().into();
+        r["request_id"] = uuid::Uuid::new_v4().to_string().into();
+        r["pid"] = pid.into();
+        r["dir"] = dir.into();
+        std::fs::write(state.join(format!("{id}.json")), r.to_string()).unwrap();
+        (id, r["request_id"].as_str().unwrap().to_owned())
+    };
+    let (lost, lost_request) = forge(i64::from(std::process::id()), rec["dir"].as_str().unwrap());
+    let (refused, _) = forge(rec["pid"].as_i64().unwrap(), "/etc");
     d.restart().await;
     let mut c = d.client().await;
     let out = attach(&mut c, &k).await;
+    for id in [&lost, &refused] {
+        let st = c
+            .exec_attach(ExecAttachRequest {
+                exec_id: id.clone(),
+            })
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(st.code(), tonic::Code::NotFound, "{id}: {st:?}");
+    }
+    assert!(state.join(format!("{refused}.refused")).exists());
     assert_eq!(out.stdout, b"one\ntwo\n", "{out:?}");
     assert_eq!(out.exited.and_then(|x| x.exit_code), Some(0));
 
     // Every record is gone once its outcome was written; each Exec has exactly one.
     common::eventually(
-        || std::fs::read_dir(&state).unwrap().count() == 0,
+        || {
+            std::fs::read_dir(&state)
+                .unwrap()
+                .flatten()
+                .all(|e| e.path().extension().is_some_and(|x| x == "refused"))
+        },
         "exec records removed after their outcomes",
     )
     .await;
@@ -173,7 +206,23 @@ async fn execs_survive_graceful_and_hard_restarts() {
         .count();
     assert_eq!(decisions, 4, "four Exec requests");
     let mut outcomes = std::collections::HashMap::<String, Vec<&serde_json::Value>>::new();
-    for r in recs.iter().filter(|r| r["rpc"] == "Exec") {
+    let lost_outcome: Vec<_> = recs
+        .iter()
+        .filter(|r| r["request_id"] == lost_request.as_str())
+        .collect();
+    assert_eq!(lost_outcome.len(), 1, "{lost_outcome:?}");
+    assert_eq!(lost_outcome[0]["status"], "UNAVAILABLE");
+    assert!(
+        lost_outcome[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lost across a daemon restart"),
+        "{lost_outcome:?}"
+    );
+    for r in recs
+        .iter()
+        .filter(|r| r["rpc"] == "Exec" && r["request_id"] != lost_request.as_str())
+    {
         let id = r["request_id"].as_str().unwrap().to_owned();
         let e = outcomes.entry(id).or_default();
         if r["kind"] == "outcome" {

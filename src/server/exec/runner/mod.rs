@@ -166,6 +166,11 @@ impl Runner {
                 let st: Status = ApiError::ShuttingDown.into();
                 self.end_client(Code::Unavailable, st.message(), Some(st.clone()))
                     .await;
+                if self.entry.persisted() && self.session.has_exited() {
+                    // The agent reported the exit (and has forgotten the pid): a later
+                    // daemon could not learn it, so the outcome is recorded now.
+                    self.record_exit().await;
+                }
                 if self.entry.persisted()
                     && let Some(call) = self.call.take()
                 {
