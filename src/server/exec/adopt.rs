@@ -39,7 +39,7 @@ pub(super) async fn save_started(
         return false;
     };
     let rec = ExecRecord {
-        v: 1,
+        v: super::persist::RECORD_VERSION,
         exec_id: entry.id.clone(),
         domain: entry.domain.clone(),
         pid: session.pid(),

@@ -19,7 +19,7 @@ use super::registry::Owner;
 use crate::{caller::Caller, qga::ExecSession, server::action::Rpc};
 
 /// Version of the record format.
-const RECORD_VERSION: u32 = 1;
+pub(super) const RECORD_VERSION: u32 = 1;
 /// Longest record file read (a record is a few hundred bytes).
 const MAX_RECORD: u64 = 64 << 10;
 
