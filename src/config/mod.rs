@@ -7,6 +7,7 @@ mod limits;
 mod listen;
 mod policy;
 pub mod raw;
+mod state;
 mod targets;
 
 pub use audit::{AuditConfig, DEFAULT_ANONYMOUS_DENIALS_PER_MINUTE};
@@ -14,6 +15,7 @@ pub use auth::{TlsConfig, TokenEntry};
 pub use limits::{DEFAULT_NEW_FILE_MODE, Limits};
 pub use listen::Listen;
 pub use policy::PolicyConfig;
+pub use state::{DEFAULT_STATE_DIR, StateConfig};
 pub use targets::{GuestConfig, HypervisorConfig};
 
 use std::{
@@ -90,6 +92,8 @@ pub struct Config {
     pub limits: Limits,
     /// Mode of a file WriteFile creates without `permissions`.
     pub new_file_mode: u32,
+    /// The state directory (`[state]`): with it, running execs survive a daemon restart.
+    pub state: Option<StateConfig>,
 }
 
 /// Default for `agent.sweep_exec_dirs_after_s`: ten minutes.
@@ -164,7 +168,9 @@ impl Config {
         let audit = raw.audit.map(|a| audit::audit(a, base)).transpose()?;
         let limits = limits::limits(raw.limits)?;
         let new_file_mode = limits::new_file_mode(raw.files.new_file_mode)?;
+        let state = raw.state.map(|s| state::state(s, base, audit.as_ref()));
         Ok(Config {
+            state,
             limits,
             new_file_mode,
             listen,
@@ -255,6 +261,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(off.sweep_exec_dirs_after, None);
+        assert_eq!(off.state, None);
+        let beside = parse(
+            "[server]\nlisten = [\"unix:///a\"]\n[audit]\npath = \"/var/log/atp/audit.jsonl\"\n[state]",
+        )
+        .unwrap();
+        assert_eq!(
+            beside.state.unwrap().dir,
+            PathBuf::from("/var/log/atp/state")
+        );
+        let given = parse("[server]\nlisten = [\"unix:///a\"]\n[state]\ndir = \"st\"").unwrap();
+        assert_eq!(given.state.unwrap().dir, PathBuf::from("/etc/atp/st"));
+        let bare = parse("[server]\nlisten = [\"unix:///a\"]\n[state]").unwrap();
+        assert_eq!(bare.state.unwrap().dir, PathBuf::from(DEFAULT_STATE_DIR));
     }
 
     #[test]

@@ -31,6 +31,16 @@ pub struct RawConfig {
     /// `[files]`
     #[serde(default)]
     pub files: RawFiles,
+    /// `[state]`
+    pub state: Option<RawState>,
+}
+
+/// `[state]`: the daemon's state directory (execs that survive a restart).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// The directory; default `state` beside the audit log, else `/var/lib/atp`.
+    pub dir: Option<String>,
 }
 
 /// `[limits]`: bounds on what one request, caller or connection may hold.

@@ -78,6 +78,38 @@ impl ExecSession {
         }
     }
 
+    /// A session for a program another client (an earlier daemon instance) started under
+    /// the redirecting wrapper in `dir`: pid `pid`, started at `started`. The output is
+    /// read again from the start of the files (offsets 0); the agent must still know the
+    /// pid (it keeps an unreaped program's status across client reconnects).
+    /// Fails with `InvalidArgument` when `dir` is not an exec directory
+    /// ([`ExecSession::is_exec_dir`]): the session reads it and removes it at the end.
+    pub fn adopt(
+        client: AgentClient,
+        pid: i64,
+        dir: String,
+        started: Instant,
+    ) -> Result<Self, QgaError> {
+        if !Self::is_exec_dir(&dir) {
+            return Err(QgaError::InvalidArgument(format!(
+                "{dir:?} is not an exec directory"
+            )));
+        }
+        Ok(Self::new(client, pid, Some(dir), started, None))
+    }
+
+    /// Whether `dir` has the form of the directories exec sessions make:
+    /// `/tmp/.atp-exec-` and 32 hex digits.
+    pub fn is_exec_dir(dir: &str) -> bool {
+        dir.strip_prefix(super::sweep::EXEC_DIR_PREFIX)
+            .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    /// The guest directory the wrapper writes the output to (`None`: Windows, captured).
+    pub fn dir(&self) -> Option<&str> {
+        self.dir.as_deref()
+    }
+
     /// The guest pid.
     pub fn pid(&self) -> i64 {
         self.pid

@@ -49,6 +49,12 @@ pub(super) async fn build(config: &Config) -> Result<Daemon, ServeError> {
     let gate = build_gate(config, &token).await?;
     let audit = gate.audit.clone();
     let service = GuestAgentService::new(guests, token.clone(), config, gate);
+    if let Some(state) = &config.state {
+        let adopted = super::exec::adopt_all(&service, &state.dir)
+            .await
+            .map_err(|e| ServeError::State(e.to_string()))?;
+        tracing::info!(dir = %state.dir.display(), adopted, "exec state directory open");
+    }
     let mtls = config
         .tls
         .as_ref()

@@ -252,6 +252,11 @@ impl Call {
         &self.caller
     }
 
+    /// The RPC admitted.
+    pub(crate) fn rpc(&self) -> Rpc {
+        self.rpc
+    }
+
     /// The admitted guest (empty for ListDomains).
     pub(crate) fn domain(&self) -> &str {
         &self.domain
@@ -364,6 +369,44 @@ impl Call {
             tracing::error!(error = %err, rpc = self.rpc.name(), "decision record not written; request refused");
             ApiError::AuditUnavailable.into()
         })
+    }
+
+    /// The Exec call of a program an earlier daemon instance started (its record in the
+    /// exec state directory), resumed so its outcome record is written under its original
+    /// request id, caller and RPC once the program ends. Not a new admission: the decision
+    /// was recorded by the daemon that started it. `started` is when it was admitted.
+    pub(crate) fn resume(
+        gate: &Gate,
+        rpc: Rpc,
+        request_id: String,
+        caller: Caller,
+        domain: String,
+        started: Instant,
+    ) -> Call {
+        Call {
+            caller,
+            rpc,
+            request_id,
+            domain,
+            limits: Limits::default(),
+            audit: gate.audit.clone(),
+            timer: None,
+            started,
+            decided: None,
+            policy: None,
+            error_reason: None,
+            recording: None,
+        }
+    }
+
+    /// Ends the call in this daemon instance without an outcome record (metrics only):
+    /// its program keeps running and a later instance, which adopts it from the exec
+    /// state directory, records the outcome once the program ends.
+    pub(crate) fn hand_off(mut self) {
+        self.audit = None;
+        if let Some(t) = self.timer.take() {
+            t.finish(Code::Unavailable);
+        }
     }
 
     /// Records the outcome of a handler's result: OK, or the status it failed with.

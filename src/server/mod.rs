@@ -55,6 +55,9 @@ pub enum ServeError {
     /// cut log is never continued silently.
     #[error("{0}")]
     AuditTampered(String),
+    /// The state directory (`[state]`) cannot be used.
+    #[error("state directory: {0}")]
+    State(String),
     /// The transport failed while serving.
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),

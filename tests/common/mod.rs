@@ -123,6 +123,29 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Sends SIGKILL (a crash: nothing is cleaned up) and reaps the process.
+    pub fn kill_hard(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts `atp serve` again on the same config (after `terminate` or `kill_hard`)
+    /// and waits until it answers.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "the daemon still runs");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_atp"))
+            .arg("serve")
+            .arg("--config")
+            .arg(self.dir.path().join("atp.toml"))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let _ = grpc_client(&self.socket).await;
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -7,8 +7,10 @@
 //! asks it to kill the program (never an exited one: see [`crate::qga::AgentClient::kill`]).
 //! COLLECT mode holds the output until the exit and sends it at once.
 
+mod adopt;
 mod attachment;
 pub(crate) mod interactive;
+mod persist;
 mod recording;
 mod registry;
 mod runner;
@@ -19,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+pub(crate) use adopt::adopt_all;
 pub(crate) use recording::Recordings;
 pub(crate) use registry::{ExecRegistry, Owner};
 
@@ -224,6 +227,8 @@ pub(crate) async fn exec(
             return fail(call, st).await;
         }
     };
+    let persisted = adopt::save_started(s, &call, &entry, &session, &r, &limits).await;
+    entry.set_persisted(persisted);
     Ok(hand_over(s, call, &r, (entry, cmds), session, limits, None).0)
 }
 

@@ -78,6 +78,8 @@ pub(crate) struct ExecEntry {
     /// Stdin was just written (interactive sessions): the task looks for output now,
     /// where the echo will be, instead of finishing its back-off pause.
     pub(crate) input: tokio::sync::Notify,
+    /// Its record is in the state directory: a later daemon adopts it after a restart.
+    persisted: AtomicBool,
 }
 
 impl ExecEntry {
@@ -104,6 +106,15 @@ impl ExecEntry {
     pub(crate) fn set_finished(&self, x: Option<pb::ExecExited>) {
         *lock(&self.finished) = x;
     }
+
+    /// Whether its record is in the state directory (see [`super::persist`]).
+    pub(crate) fn persisted(&self) -> bool {
+        self.persisted.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_persisted(&self, on: bool) {
+        self.persisted.store(on, Ordering::Relaxed);
+    }
 }
 
 /// Running and recently finished execs by id.
@@ -112,6 +123,8 @@ pub(crate) struct ExecRegistry {
     map: Mutex<HashMap<String, Arc<ExecEntry>>>,
     /// Tasks still running (for shutdown).
     tasks: Arc<AtomicUsize>,
+    /// The exec records of `[state]`, when configured.
+    store: std::sync::OnceLock<super::persist::ExecStore>,
 }
 
 /// Commands queued per exec task; more wait for room.
@@ -139,8 +152,17 @@ impl ExecRegistry {
             }
             .into());
         }
-        let (tx, rx) = mpsc::channel(CMD_QUEUE);
         let id = uuid::Uuid::new_v4().to_string();
+        Ok(Self::insert(&mut map, id, domain, owner))
+    }
+
+    fn insert(
+        map: &mut HashMap<String, Arc<ExecEntry>>,
+        id: String,
+        domain: &str,
+        owner: Owner,
+    ) -> Reserved {
+        let (tx, rx) = mpsc::channel(CMD_QUEUE);
         let entry = Arc::new(ExecEntry {
             id: id.clone(),
             domain: domain.to_owned(),
@@ -150,9 +172,32 @@ impl ExecRegistry {
             live: AtomicBool::new(true),
             finished: Mutex::new(None),
             input: tokio::sync::Notify::new(),
+            persisted: AtomicBool::new(false),
         });
         map.insert(id, Arc::clone(&entry));
-        Ok((entry, rx))
+        (entry, rx)
+    }
+
+    /// Registers an exec an earlier daemon instance started, under its id (not counted
+    /// against the owner's limit: it already runs). `None` when the id is taken.
+    pub(crate) fn adopt(&self, id: &str, domain: &str, owner: Owner) -> Option<Reserved> {
+        let mut map = lock(&self.map);
+        if map.contains_key(id) {
+            return None;
+        }
+        Some(Self::insert(&mut map, id.to_owned(), domain, owner))
+    }
+
+    /// Sets the exec records' store (`[state]`), once, before anything is served.
+    pub(crate) fn set_store(&self, store: super::persist::ExecStore) {
+        if self.store.set(store).is_err() {
+            tracing::warn!("exec state store set twice; the first is kept");
+        }
+    }
+
+    /// The exec records' store, when `[state]` is configured.
+    pub(crate) fn store(&self) -> Option<&super::persist::ExecStore> {
+        self.store.get()
     }
 
     /// The guest an exec runs in and who started it (for the gate, before it is touched).

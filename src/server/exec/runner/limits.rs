@@ -167,8 +167,14 @@ impl Runner {
         if self.client.is_none() {
             parts.push("ended while detached".to_owned());
         }
+        if self.adopted {
+            parts.push(
+                "ended under a later daemon instance than the one that started it".to_owned(),
+            );
+        }
         call.finish_with(Code::Ok, &parts.join("; "), self.outcome())
             .await;
+        self.forget_record().await;
     }
 
     /// Closes the session's recording (interactive sessions), for the outcome record.

@@ -105,6 +105,8 @@ pub(super) struct Runner {
     failures: u32,
     /// An interactive session's recording.
     pub(super) recording: Option<Arc<Recording>>,
+    /// Started by an earlier daemon instance (adopted from `[state]` at startup).
+    pub(super) adopted: bool,
 }
 
 impl Runner {
@@ -142,6 +144,7 @@ impl Runner {
             poll: POLL_MIN,
             failures: 0,
             recording: None,
+            adopted: false,
         }
     }
 
@@ -163,7 +166,18 @@ impl Runner {
                 let st: Status = ApiError::ShuttingDown.into();
                 self.end_client(Code::Unavailable, st.message(), Some(st.clone()))
                     .await;
-                if let Some(mut call) = self.call.take() {
+                if self.entry.persisted() && self.session.has_exited() {
+                    // The agent reported the exit (and has forgotten the pid): a later
+                    // daemon could not learn it, so the outcome is recorded now.
+                    self.record_exit().await;
+                }
+                if self.entry.persisted()
+                    && let Some(call) = self.call.take()
+                {
+                    // Recorded in `[state]`: the next daemon instance adopts the exec
+                    // and records its outcome once the program ends.
+                    call.hand_off();
+                } else if let Some(mut call) = self.call.take() {
                     if let Some(r) = recording {
                         call.set_recording(r);
                     }
@@ -186,6 +200,7 @@ impl Runner {
                         call.set_recording(r);
                     }
                     call.finish_status(&st, self.outcome()).await;
+                    self.forget_record().await;
                 }
                 self.svc.shared.execs.remove(&self.entry.id);
             }
@@ -452,6 +467,14 @@ impl Runner {
                 attachment::send_error(&c.tx, st);
             }
             c.finish(code, message, None).await;
+        }
+    }
+
+    /// Removes the exec's `[state]` record once its outcome is recorded.
+    pub(super) async fn forget_record(&mut self) {
+        if self.entry.persisted() {
+            self.entry.set_persisted(false);
+            super::adopt::forget(&self.svc, &self.entry.id).await;
         }
     }
 
