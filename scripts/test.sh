@@ -25,7 +25,8 @@ cargo test --all-targets --locked --no-run
 # own log, printed when the lane ends; both must pass.
 LIGHT=(audit cli cli_fanout daemon_auth daemon_exec daemon_files daemon_interactive
   daemon_ops docs_sync error_reasons grpc_tools host_agent policy_audit policy_limits
-  props python_client reflection security_audit security_bounds security_exec serve)
+  props python_client reflection security_audit security_bounds security_exec serve
+  exec_restart)
 light_args=(--lib --bins)
 for t in "${LIGHT[@]}"; do light_args+=(--test "$t"); done
 heavy_args=(--benches --examples)
