@@ -266,20 +266,11 @@ impl StdinFeed {
                 desc: "hangup needs a terminal, which this session does not have".into(),
             });
         }
-        let helper = GuestExec {
-            path: "/bin/sh".into(),
-            arg: vec![
-                "-c".into(),
-                HANGUP.into(),
-                "atp-hangup".into(),
-                self.dir.clone(),
-            ],
-            env: vec![DEFAULT_PATH.to_owned()],
-            ..GuestExec::default()
-        };
-        let pid = self.client.call(&helper).await?.pid;
-        let st = self.client.wait_exit(pid).await?;
-        Ok(st.exit_code == Some(0))
+        let code = self
+            .client
+            .run_helper(HANGUP, vec![self.dir.clone()])
+            .await?;
+        Ok(code == 0)
     }
 
     /// Sets the terminal's size; the program's foreground group gets SIGWINCH. Sessions

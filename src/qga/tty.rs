@@ -179,7 +179,11 @@ impl AgentClient {
     }
 
     /// Runs a `/bin/sh -c` helper with `args` and returns its exit code.
-    async fn run_helper(&self, script: &str, args: Vec<String>) -> Result<i32, QgaError> {
+    pub(super) async fn run_helper(
+        &self,
+        script: &str,
+        args: Vec<String>,
+    ) -> Result<i32, QgaError> {
         let mut arg = vec!["-c".to_owned(), script.to_owned(), "atp-tty".to_owned()];
         arg.extend(args);
         let helper = GuestExec {

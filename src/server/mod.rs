@@ -17,6 +17,7 @@ mod gate;
 mod guests;
 mod listeners;
 mod metrics;
+mod opening;
 mod passthrough;
 pub mod reason;
 mod service;

@@ -25,7 +25,6 @@ use crate::{
     qga::{QgaError, StdinFeed, TerminalSize},
     server::{
         action::{Action, Rpc},
-        auth,
         gate::Call,
         service::{EventStream, GuestAgentService, exec_info},
         status::ApiError,
@@ -43,33 +42,19 @@ pub(crate) async fn open(
     s: &GuestAgentService,
     request: Request<Streaming<pb::ExecInput>>,
 ) -> Result<Held<EventStream<pb::ExecEvent>>, Status> {
-    let (meta, ext, mut input) = request.into_parts();
-    let probe = Request::from_parts(meta, ext, ());
-    let gate = &s.shared.gate;
-    let caller = auth::caller(&probe)?;
-    let permit = match s.shared.streams.acquire(&caller) {
-        Ok(p) => p,
-        Err(st) => {
-            gate.refused(Rpc::ExecInteractive, &probe, &st).await;
-            return Err(st);
-        }
-    };
-    let wait = s.shared.limits.write_header_timeout;
-    let first = match tokio::time::timeout(wait, input.message()).await {
-        Ok(m) => m.map_err(ApiError::ClientStream)?,
-        Err(_) => {
-            let st: Status = ApiError::ClientTooSlow {
-                message: format!(
-                    "no ExecInteractive start message within {} (limits.write_header_timeout_ms)",
-                    humantime::format_duration(wait)
-                ),
-                limit: Some("limits.write_header_timeout_ms"),
-            }
-            .into();
-            gate.refused(Rpc::ExecInteractive, &probe, &st).await;
-            return Err(st);
-        }
-    };
+    let crate::server::opening::Opened {
+        probe,
+        stream: input,
+        permit,
+        first,
+    } = crate::server::opening::open(
+        s,
+        Rpc::ExecInteractive,
+        "ExecInteractive start message",
+        request,
+    )
+    .await?;
+    let svc_gate = &s.shared.gate;
     let mut r = match first {
         Some(pb::ExecInput {
             msg: Some(Msg::Start(r)),
@@ -79,7 +64,7 @@ pub(crate) async fn open(
                 "the first ExecInteractive message must be `start`, with an empty `stdin`".into(),
             )
             .into();
-            gate.refused(Rpc::ExecInteractive, &probe, &st).await;
+            svc_gate.refused(Rpc::ExecInteractive, &probe, &st).await;
             return Err(st);
         }
     };

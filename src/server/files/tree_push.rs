@@ -26,7 +26,6 @@ use crate::{
     },
     server::{
         action::{Action, Beyond, Rpc},
-        auth,
         gate::{Call, Outcome},
         metrics,
         service::GuestAgentService,
@@ -43,33 +42,13 @@ pub(crate) async fn push(
     svc: GuestAgentService,
     request: Request<Streaming<pb::PushTreeRequest>>,
 ) -> Result<pb::PushTreeResponse, Status> {
-    let (meta, ext, mut stream) = request.into_parts();
-    let probe = Request::from_parts(meta, ext, ());
-    let gate = &svc.shared.gate;
-    let caller = auth::caller(&probe)?;
-    let permit = match svc.shared.streams.acquire(&caller) {
-        Ok(p) => p,
-        Err(st) => {
-            gate.refused(Rpc::PushTree, &probe, &st).await;
-            return Err(st);
-        }
-    };
-    let wait = svc.shared.limits.write_header_timeout;
-    let first = match tokio::time::timeout(wait, stream.message()).await {
-        Ok(m) => m.map_err(ApiError::ClientStream)?,
-        Err(_) => {
-            let st: Status = ApiError::ClientTooSlow {
-                message: format!(
-                    "no PushTree header within {} (limits.write_header_timeout_ms)",
-                    humantime::format_duration(wait)
-                ),
-                limit: Some("limits.write_header_timeout_ms"),
-            }
-            .into();
-            gate.refused(Rpc::PushTree, &probe, &st).await;
-            return Err(st);
-        }
-    };
+    let crate::server::opening::Opened {
+        probe,
+        stream,
+        permit,
+        first,
+    } = crate::server::opening::open(&svc, Rpc::PushTree, "PushTree header", request).await?;
+    let svc_gate = &svc.shared.gate;
     let Some(pb::PushTreeRequest {
         msg: Some(pb::push_tree_request::Msg::Header(mut header)),
     }) = first
@@ -77,7 +56,7 @@ pub(crate) async fn push(
         let st: Status =
             ApiError::InvalidArgument("the first PushTree message must be the header".into())
                 .into();
-        gate.refused(Rpc::PushTree, &probe, &st).await;
+        svc_gate.refused(Rpc::PushTree, &probe, &st).await;
         return Err(st);
     };
     header.path = normalize_path(&header.path);

@@ -11,7 +11,6 @@ use crate::{
     policy::request::{FileInfo, normalize_path},
     server::{
         action::{Action, Rpc},
-        auth,
         gate::Outcome,
         service::GuestAgentService,
         status::ApiError,
@@ -24,35 +23,13 @@ pub(crate) async fn upload(
     svc: GuestAgentService,
     request: Request<Streaming<pb::WriteFileRequest>>,
 ) -> Result<pb::WriteFileResponse, Status> {
-    let (meta, ext, mut stream) = request.into_parts();
-    let probe = Request::from_parts(meta, ext, ());
-    let gate = &svc.shared.gate;
-    // The stream counts against its caller from the start: a client that opens
-    // uploads and sends nothing is bounded too.
-    let caller = auth::caller(&probe)?;
-    let permit = match svc.shared.streams.acquire(&caller) {
-        Ok(p) => p,
-        Err(st) => {
-            gate.refused(Rpc::WriteFile, &probe, &st).await;
-            return Err(st);
-        }
-    };
-    let wait = svc.shared.limits.write_header_timeout;
-    let first = match tokio::time::timeout(wait, stream.message()).await {
-        Ok(m) => m.map_err(ApiError::ClientStream)?,
-        Err(_) => {
-            let st: Status = ApiError::ClientTooSlow {
-                message: format!(
-                    "no WriteFile header within {} (limits.write_header_timeout_ms)",
-                    humantime::format_duration(wait)
-                ),
-                limit: Some("limits.write_header_timeout_ms"),
-            }
-            .into();
-            gate.refused(Rpc::WriteFile, &probe, &st).await;
-            return Err(st);
-        }
-    };
+    let crate::server::opening::Opened {
+        probe,
+        stream,
+        permit,
+        first,
+    } = crate::server::opening::open(&svc, Rpc::WriteFile, "WriteFile header", request).await?;
+    let svc_gate = &svc.shared.gate;
     let header = match first {
         Some(pb::WriteFileRequest {
             msg: Some(pb::write_file_request::Msg::Header(mut h)),
@@ -64,7 +41,7 @@ pub(crate) async fn upload(
             let st: Status =
                 ApiError::InvalidArgument("the first WriteFile message must be the header".into())
                     .into();
-            gate.refused(Rpc::WriteFile, &probe, &st).await;
+            svc_gate.refused(Rpc::WriteFile, &probe, &st).await;
             return Err(st);
         }
     };
