@@ -90,7 +90,8 @@ pub struct SessionRecording {
     pub sha256: String,
     /// Its size.
     pub bytes: u64,
-    /// False when a write failed and the file ends early.
+    /// False when the file ends early: a write failed, or it reached its size limit
+    /// (256 MiB).
     pub complete: bool,
 }
 

@@ -23,6 +23,9 @@ use crate::{audit::SessionRecording as Recorded, qga::TerminalSize};
 
 /// Events buffered between the session and the writer.
 const QUEUE: usize = 64;
+/// The most a recording holds: a session that prints without end (`yes`) must not fill
+/// the audit disk. Past it the file ends and the outcome says it is not complete.
+const MAX_BYTES: u64 = 256 << 20;
 
 enum Rec {
     Out(Vec<u8>, f64),
@@ -182,6 +185,11 @@ impl Writer {
             return;
         }
         line.push('\n');
+        if self.bytes + line.len() as u64 > MAX_BYTES {
+            tracing::warn!(path = %self.path.display(), limit = MAX_BYTES, "session recording reached its size limit; the recording ends here");
+            self.ok = false;
+            return;
+        }
         match self.file.write_all(line.as_bytes()).await {
             Ok(()) => {
                 self.sha.update(line.as_bytes());
