@@ -141,12 +141,22 @@ async fn a_reader_that_never_reads_blocks_nothing_and_abort_leaves_nothing() {
         .await
         .unwrap();
     let pid = session.pid();
-    let dir = std::fs::read_link(format!("/proc/{pid}/fd/0"))
-        .unwrap()
-        .to_string_lossy()
-        .trim_end_matches("/in")
-        .to_owned();
-    assert!(dir.contains("atp-exec-"), "{dir}");
+    // The wrapper's fd 0 is the FIFO once it has run `exec <in`; before that it briefly
+    // reads /proc/$$/stat on fd 0 (its start time), so look until it settles.
+    let t = Instant::now();
+    let dir = loop {
+        let fd0 = std::fs::read_link(format!("/proc/{pid}/fd/0"))
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if fd0.contains("atp-exec-") {
+            break fd0.trim_end_matches("/in").to_owned();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the program's stdin is not the FIFO: {fd0:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let blocked =
         tokio::time::timeout(Duration::from_secs(2), feed.write(&vec![0u8; 1 << 20])).await;
     assert!(blocked.is_err(), "a full pipe holds the write back");
