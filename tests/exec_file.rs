@@ -225,6 +225,29 @@ async fn files_round_trip_in_chunks_and_bad_handles_are_clear_errors() {
         Err(QgaError::InvalidArgument(_))
     ));
 
+    // A close given up while it waits behind other requests still reaches the agent.
+    let busy = c.open(path, "r").await.unwrap();
+    for _ in 0..3 {
+        let f = c.open(path, "r").await.unwrap();
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let (c, h) = (c.clone(), busy.handle());
+                tokio::spawn(async move { c.file_read(h, Some(1 << 20)).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let _ = tokio::time::timeout(Duration::ZERO, f.close()).await;
+        for r in readers {
+            r.await.unwrap().unwrap();
+        }
+    }
+    busy.close().await.unwrap();
+    common::eventually(
+        || agent.open_files().unwrap() == baseline,
+        "handles back to baseline after cancelled closes",
+    )
+    .await;
+
     // Readers cancelled at every stage (opening, reading, closing) leave no handle open.
     for i in 0..40u64 {
         let _ = tokio::time::timeout(Duration::from_micros(i * 250), c.read_file(path)).await;

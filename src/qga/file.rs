@@ -35,11 +35,20 @@ impl OpenFile {
     }
 
     /// Closes the handle now and reports the agent's answer.
+    ///
+    /// Cancel-safe: the close runs in its own task, so a caller that gives up while it
+    /// is queued (the transport skips queued requests whose caller left) does not leave
+    /// the handle open.
     pub async fn close(mut self) -> Result<(), QgaError> {
         self.open = false;
-        let res = self.client.file_close(self.handle).await;
-        self.permit.take();
-        res
+        let (client, handle, permit) = (self.client.clone(), self.handle, self.permit.take());
+        tokio::spawn(async move {
+            let res = client.file_close(handle).await;
+            drop(permit);
+            res
+        })
+        .await
+        .map_err(|_| QgaError::Transport(crate::transport::TransportError::Stopped))?
     }
 }
 
