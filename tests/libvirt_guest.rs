@@ -115,8 +115,8 @@ async fn libvirt_and_direct_channels_of_one_domain() {
             .into_inner();
         assert_eq!(os.id, "debian");
     }
-    // An Exec whose stdin is larger than one libvirt agent request (128 KiB) goes through
-    // the streamed-stdin path: 300,000 bytes arrive whole (an Ansible module on stdin is
+    // An Exec whose stdin is larger than one libvirt agent request (128 KiB) is written to
+    // a file the wrapper reads: 300,000 bytes arrive whole (an Ansible module on stdin is
     // often that large).
     let mut big = common::sh_request("lab/atp-lv-1", "wc -c");
     big.stdin = vec![b'x'; 300_000];

@@ -435,7 +435,22 @@ impl AgentClient {
             return Ok(session);
         }
         let dir = self.make_exec_dir(cmd).await?;
-        self.start_in(cmd, dir, started).await
+        let max = self.transport().chunk_bounds().max_write;
+        match &cmd.input_data {
+            // More than one agent request carries as `input-data`: the wrapper reads it
+            // from a regular file `in` in the private directory instead (written with
+            // `guest-file-write`: no writer process, any size).
+            Some(data) if data.len() > max => {
+                if let Err(e) = self.write_file(&format!("{dir}/in"), data).await {
+                    self.remove_dir(&dir).await;
+                    return Err(e);
+                }
+                let mut cmd = cmd.clone();
+                cmd.input_data = None;
+                self.start_in(&cmd, dir, started).await
+            }
+            _ => self.start_in(cmd, dir, started).await,
+        }
     }
 
     /// Starts `cmd` under the wrapper in `dir` (made by [`AgentClient::make_dir`]) and

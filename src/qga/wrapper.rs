@@ -23,7 +23,8 @@ use super::{
 /// `setsid` (no fork: qemu-ga's child is not a group leader) gives the program its own
 /// session and process group, keeping the pid; without a `setsid` the program runs in
 /// the agent's group and only its process tree is killed. When `DIR` holds a FIFO `in`
-/// (streamed stdin, see [`super::stdin`]), it is the program's stdin. `A` (`as` or
+/// (streamed stdin, see [`super::stdin`]) or a file `in` (stdin too large for one
+/// request's `input-data`), it is the program's stdin. `A` (`as` or
 /// `login`): the program runs as the user of `DIR/as` (see [`super::user`]), the drop
 /// being the last step before it; the wrapper itself stays root.
 static WRAPPER: LazyLock<String> = LazyLock::new(|| {
@@ -38,7 +39,7 @@ t() { shift 19; echo "$1"; }
 d=$1; c=$2; m=$3; k=$4; a=$5; shift 5
 echo $$ >"$d/pid"
 if read -r s </proc/$$/stat; then t ${s##*) } >"$d/start"; fi
-if [ -p "$d/in" ]; then exec <"$d/in"; fi
+if [ -p "$d/in" ] || [ -f "$d/in" ]; then exec <"$d/in"; fi
 exec >"$d/out" 2>"$d/err"
 "#;
 const WRAPPER_MID: &str = r#"if [ "$a" = login ] && [ -z "$c" ]; then cd -- "$H" 2>/dev/null || { echo "atp-exec: cannot enter $H; starting in /" >&2; cd /; }; fi

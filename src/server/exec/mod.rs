@@ -276,28 +276,14 @@ fn hand_over(
     (ReceiverStream::new(rx), tx)
 }
 
-/// Starts the program. Stdin larger than one agent request carries (over libvirt,
-/// `chunk_bounds().max_write`: 128 KiB) goes through the streamed-stdin path instead of
-/// `input-data`, written and closed by a task of its own, so an Exec's `stdin` of any size
-/// works on every transport (an Ansible module on stdin is often larger).
+/// Starts the program. Stdin of any size works on every transport: beyond what one agent
+/// request carries (over libvirt 128 KiB; an Ansible module on stdin is often larger) the
+/// QGA layer writes it to a file the wrapper reads.
 async fn start_session(
     client: &AgentClient,
-    mut cmd: GuestExecCommand,
+    cmd: GuestExecCommand,
 ) -> Result<crate::qga::ExecSession, crate::qga::QgaError> {
-    let max = client.transport().chunk_bounds().max_write;
-    let big = cmd.input_data.as_ref().is_some_and(|d| d.len() > max);
-    if !big || client.os().await?.is_windows() {
-        return client.exec_stream(&cmd).await;
-    }
-    let data = cmd.input_data.take().unwrap_or_default();
-    let (session, mut feed) = client.exec_interactive(&cmd).await?;
-    tokio::spawn(async move {
-        if let Err(e) = feed.write(&data).await {
-            tracing::debug!(error = %e, "exec stdin not written whole");
-        }
-        feed.abort().await;
-    });
-    Ok(session)
+    client.exec_stream(&cmd).await
 }
 
 /// A client's event channel, holding at most `limits.stream_buffer_bytes` of output: an
