@@ -38,6 +38,6 @@ pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand, v
 pub use file::{DEFAULT_CHUNK, OpenFile};
 pub use kill::KillOutcome;
 pub use ssh_key::SshPublicKey;
-pub use stdin::{FAST_MAX, StdinFeed};
+pub use stdin::{FAST_MAX, SEGMENT_MAX, SPOOL_SEGMENTS, StdinFeed};
 pub use tty::{ALLOWED_SIGNALS, DEFAULT_TERM, TerminalSize};
 pub use user::{RunAs, valid_account};

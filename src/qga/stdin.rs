@@ -1,30 +1,30 @@
 //! Streamed stdin for a guest program, with stock qemu-ga (POSIX guests).
 //!
 //! qemu-ga makes every `guest-file-open`ed descriptor non-blocking and writes through
-//! stdio, so writing into a pipe with `guest-file-write` loses track of partial writes.
-//! Instead the exec's private directory holds a FIFO `in`, which the wrapper makes the
-//! program's stdin, and:
-//! - a **holder**, started by `guest-exec` before the program (so it is the agent's child,
-//!   with its start time recorded in `hstart`), keeps a write end open, so the program does
-//!   not see EOF between chunks. It exits by itself once the directory is gone, so a daemon
-//!   that dies mid-session leaves no holder behind for long;
-//! - each chunk is one short `guest-exec` of `cat >in` with the chunk as `input-data`:
-//!   qemu-ga feeds it asynchronously, so a writer blocked on a full pipe never blocks the
-//!   agent. The next chunk waits until the previous writer exited (order, and
-//!   backpressure: a program that does not read holds the stream back);
-//! - EOF is the holder killed (verified, like every kill): the program reads what is left,
-//!   then end of file.
+//! stdio, so writing a large chunk into a pipe with `guest-file-write` loses track of
+//! partial writes. Instead the exec's private directory (root's, mode 0700) holds a FIFO
+//! `in`, which the wrapper makes the program's stdin, a FIFO `ctl`, and spool files:
+//! - a **holder** ([`HOLDER`]), started by `guest-exec` before the program, starts the
+//!   **pump** ([`PUMP`]) and watches the session: it ends the pump when the directory is
+//!   gone, and hangs the program up when the client's lease goes stale (a daemon killed
+//!   mid-session), so nothing outlives its session;
+//! - chunks are written with `guest-file-write` into spool files `s.N` (the same calls as
+//!   WriteFile, no process per chunk), up to [`SEGMENT_MAX`] each. A closed segment's
+//!   number is rung on `ctl`; the pump copies the segments into `in` in that order and
+//!   removes each once the program's pipe took it whole. At most [`SPOOL_SEGMENTS`]
+//!   closed segments wait in the guest: beyond that the writer waits until the pump took
+//!   the oldest (backpressure: a program that does not read holds the stream back);
+//! - EOF is `e` rung on `ctl`: the pump ends after the last segment and the program reads
+//!   end of file.
 //!
-//! Small chunks (keystrokes: at most [`FAST_MAX`] bytes) take a faster way, two agent
-//! calls and no process: `guest-file-write` and `guest-file-flush` on the FIFO opened
-//! `r+` (read-write never blocks the agent on open). A pipe write of at most `PIPE_BUF`
-//! bytes is atomic, and the chunk fits the agent's stdio buffer, so the flush writes it
-//! whole or (pipe full: EAGAIN) not at all; then the handle is closed and the chunk goes
-//! the slow way, which waits for room.
+//! Small chunks (keystrokes: at most [`FAST_MAX`] bytes) take a faster way when no
+//! segment is waiting: `guest-file-write` and `guest-file-flush` on the FIFO opened `r+`
+//! (read-write never blocks the agent on open). A pipe write of at most `PIPE_BUF` bytes
+//! is atomic, and the chunk fits the agent's stdio buffer, so the flush writes it whole or
+//! (pipe full: EAGAIN) not at all; then the handle is closed and the chunk is spooled.
 
-use std::time::Duration;
+use std::collections::VecDeque;
 
-use base64::{Engine as _, engine::general_purpose::STANDARD};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
@@ -32,76 +32,58 @@ use super::{
     commands::GuestExec, exec::DEFAULT_PATH, kill::KillOutcome,
 };
 
+mod guest;
+mod spool;
+
+use guest::{HANGUP, HOLDER, LEASE_POLLS, LEASE_RENEW, PUMP};
+
 /// The largest chunk written through the FIFO handle: it fits every libc's stdio buffer
 /// (musl's is 1 KiB) and is below `PIPE_BUF`, so the pipe write is atomic.
 pub const FAST_MAX: usize = 1024;
 
-/// The holder: records its start time, keeps `in` open read-write on fd 3 (never blocks,
-/// holds a write end), and polls for its directory (the sleeps do not inherit fd 3). It
-/// also watches the lease the client renews (see [`LEASE_RENEW`]): unchanged for
-/// [`LEASE_POLLS`] polls, the client is gone (a daemon killed mid-session) and nobody can
-/// feed or follow the session again, so the holder hangs it up (verified like
-/// [`HANGUP`]: SIGTERM to script with a terminal, `$2` = tty; else SIGHUP to the
-/// program's group) and exits.
-const HOLDER: &str = r#"d=$1; m=$2; k=$3
-t() { shift 19; echo "$1"; }
-if read -r s </proc/$$/stat; then t ${s##*) } >"$d/hstart"; fi
-exec 3<>"$d/in" || exit 1
-last=; n=0
-while [ -p "$d/in" ]; do
-  sleep 2 3<&-
-  c=; read -r c 2>/dev/null <"$d/lease"
-  if [ "$c" = "$last" ]; then n=$((n + 1)); else n=0; last=$c; fi
-  if [ "$n" -ge "$k" ]; then
-    p=; read -r p 2>/dev/null <"$d/pid"; w=; read -r w 2>/dev/null <"$d/start"
-    case $p in ''|*[!0-9]*) exit 0 ;; esac
-    read -r s 2>/dev/null <"/proc/$p/stat" || exit 0
-    set -- ${s##*) }; q=$2; g=$3; shift 19
-    [ "$q" = "$PPID" ] && [ "$1" = "$w" ] || exit 0
-    if [ "$m" = tty ]; then kill -TERM "$p"
-    elif [ "$g" = "$p" ]; then kill -HUP -"$p"
-    else kill -HUP "$p"; fi
-    exit 0
-  fi
-done"#;
+/// The largest spool segment. Each costs four agent calls beyond its data (open, close,
+/// and the ring's write and flush), small beside 2 MiB even over libvirt.
+pub const SEGMENT_MAX: usize = 2 << 20;
 
-/// Hangs a terminal session up: SIGTERM to `script` (the wrapper's pid, `$1`'s `pid`;
-/// script blocks SIGHUP, and on SIGTERM ends its program and itself), only while it is
-/// still the agent's child with its recorded start time. Exit 3: it has ended, nothing
-/// was signalled.
-const HANGUP: &str = r#"d=$1
-p=; read -r p 2>/dev/null <"$d/pid"; w=; read -r w 2>/dev/null <"$d/start"
-case $p in ''|*[!0-9]*) exit 3 ;; esac
-read -r s 2>/dev/null <"/proc/$p/stat" || exit 3
-set -- ${s##*) }; q=$2; shift 19
-[ "$q" = "$PPID" ] && [ "$1" = "$w" ] || exit 3
-kill -TERM "$p""#;
-
-/// How often the client renews its lease in the exec directory while stdin is open.
-pub const LEASE_RENEW: Duration = Duration::from_secs(10);
-/// Holder polls (2 s each) without a renewed lease before it lets go: 30 s.
-const LEASE_POLLS: u32 = 15;
-
-/// One chunk: stdin (the chunk, from qemu-ga) into the FIFO.
-const WRITER: &str = r#"exec cat >"$1/in""#;
+/// Closed segments that may wait in the guest for the pump (with the one being written,
+/// at most 8 MiB of the guest's /tmp per session).
+pub const SPOOL_SEGMENTS: usize = 3;
 
 /// The input side of an interactive exec: [`StdinFeed::write`] chunks in order, then
-/// [`StdinFeed::close`] (EOF). Call [`StdinFeed::abort`] when the session ends otherwise:
-/// a dropped feed leaves its holder until the exec's directory is removed.
+/// [`StdinFeed::close`] (EOF). Keep it until the session ends (it renews the lease that
+/// tells the guest its client is alive), then call [`StdinFeed::abort`], which ends a
+/// pump still waiting to deliver. A dropped feed leaves its holder until the exec's
+/// directory is removed.
 #[derive(Debug)]
 pub struct StdinFeed {
     client: AgentClient,
     dir: String,
+    /// The holder's pid, until it has been ended (or seen exited).
     holder: Option<i64>,
-    writer: Option<i64>,
-    /// Bytes per writer: the transport's write bound.
-    chunk: usize,
+    /// Stdin has been closed (EOF rung) or aborted.
+    closed: bool,
     /// The program runs on a terminal.
     tty: bool,
-    /// The FIFO, opened read-write, for small chunks (see the module notes).
+    /// The FIFO `in`, opened read-write, for small chunks (see the module notes).
     fifo: Option<OpenFile>,
-    /// Stops the lease renewal when stdin closes or the feed is dropped.
+    /// The FIFO `ctl`, opened read-write, where segment numbers are rung.
+    ctl: Option<OpenFile>,
+    /// The segment being written, if any.
+    seg: Option<Segment>,
+    /// Closed segments not yet seen taken by the pump, oldest first.
+    spooled: VecDeque<u64>,
+    /// The next segment's number.
+    next: u64,
+    /// Stops the lease renewal when the feed is aborted or dropped.
     lease: Option<DropGuard>,
+}
+
+/// A spool segment being written.
+#[derive(Debug)]
+struct Segment {
+    file: OpenFile,
+    n: u64,
+    bytes: usize,
 }
 
 impl AgentClient {
@@ -139,6 +121,7 @@ impl AgentClient {
                 dir.clone(),
                 if cmd.tty.is_some() { "tty" } else { "" }.into(),
                 LEASE_POLLS.to_string(),
+                PUMP.into(),
             ],
             env: vec![DEFAULT_PATH.to_owned()],
             ..GuestExec::default()
@@ -154,10 +137,13 @@ impl AgentClient {
             client: self.clone(),
             dir: dir.clone(),
             holder: Some(holder),
-            writer: None,
-            chunk: self.transport().chunk_bounds().max_write,
+            closed: false,
             tty: cmd.tty.is_some(),
             fifo: None,
+            ctl: None,
+            seg: None,
+            spooled: VecDeque::new(),
+            next: 0,
             lease: Some(renew_lease(self.clone(), dir.clone())),
         };
         match self.start_in(cmd, dir, started).await {
@@ -172,82 +158,110 @@ impl AgentClient {
 }
 
 impl StdinFeed {
-    /// Writes `data` to the program's stdin, in order. Returns once the guest took it
-    /// (the program may not have read it yet): a program that does not read holds it back.
+    /// Writes `data` to the program's stdin, in order. Returns once the guest holds it
+    /// (the program may not have read it yet; at most the spool's bound waits there).
     pub async fn write(&mut self, data: &[u8]) -> Result<(), QgaError> {
-        if self.holder.is_none() {
+        self.write_more(data, false).await
+    }
+
+    /// [`StdinFeed::write`] for a caller with more input at hand (`more`): the segment
+    /// being written may stay open for it, so many small chunks cost few agent calls. The
+    /// last write of a burst must say `more = false`, or the program does not see it.
+    pub async fn write_more(&mut self, data: &[u8], more: bool) -> Result<(), QgaError> {
+        if self.closed {
             return Err(QgaError::InvalidArgument("stdin is already closed".into()));
         }
-        if data.len() <= FAST_MAX && self.write_fast(data).await {
+        if !data.is_empty()
+            && data.len() <= FAST_MAX
+            && self.seg.is_none()
+            && self.spool_drained().await?
+            && self.write_fast(data).await
+        {
             return Ok(());
         }
-        for chunk in data.chunks(self.chunk.max(1)) {
-            let writer = GuestExec {
-                path: "/bin/sh".into(),
-                arg: vec![
-                    "-c".into(),
-                    WRITER.into(),
-                    "atp-stdin".into(),
-                    self.dir.clone(),
-                ],
-                env: vec![DEFAULT_PATH.to_owned()],
-                input_data: Some(STANDARD.encode(chunk)),
-                capture_output: false,
-            };
-            let pid = self.client.call(&writer).await?.pid;
-            self.writer = Some(pid);
-            let st = self.client.wait_exit(pid).await?;
-            self.writer = None;
-            if st.exit_code != Some(0) {
-                return Err(QgaError::Agent {
-                    command: "guest-exec".into(),
-                    class: "StdinFailed".into(),
-                    desc: format!(
-                        "writing the program's stdin failed (exit {:?}, signal {:?})",
-                        st.exit_code, st.signal
-                    ),
-                });
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.seg.is_none() {
+                self.open_segment().await?;
             }
+            let Some(seg) = self.seg.as_mut() else {
+                break;
+            };
+            let (now, later) = rest.split_at((SEGMENT_MAX - seg.bytes).min(rest.len()));
+            let w = self.client.file_write(seg.file.handle(), now).await?;
+            if usize::try_from(w.count).ok() != Some(now.len()) {
+                return Err(stdin_failed(format!(
+                    "the spool took {} of {} bytes",
+                    w.count,
+                    now.len()
+                )));
+            }
+            seg.bytes += now.len();
+            rest = later;
+            if seg.bytes >= SEGMENT_MAX {
+                self.seal().await?;
+            }
+        }
+        if !more && self.seg.is_some() {
+            self.seal().await?;
         }
         Ok(())
     }
 
-    /// Closes the program's stdin (EOF once it has read what was written).
+    /// Closes the program's stdin: it reads what was written, then end of file. The pump
+    /// delivers in the background; keep the feed until the session ends.
     pub async fn close(&mut self) -> Result<(), QgaError> {
-        self.lease.take();
-        self.close_fifo().await;
-        let Some(holder) = self.holder.take() else {
+        if self.closed {
             return Ok(());
-        };
-        let start = format!("{}/hstart", self.dir);
-        match self.client.kill_with_start(holder, &start).await? {
-            KillOutcome::Exited(_) => Ok(()),
-            KillOutcome::Killed | KillOutcome::Gone => {
-                self.client.wait_exit(holder).await.map(drop)
-            }
         }
+        if self.seg.is_some() {
+            self.seal().await?;
+        }
+        self.closed = true;
+        // The FIFO handle holds a write end too: EOF needs it closed.
+        self.close_fifo().await;
+        match self.ring("e").await {
+            Ok(()) => {}
+            // The session is over and its directory gone: nothing left to close.
+            Err(QgaError::Agent { desc, .. }) if desc.contains("No such file") => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if let Some(ctl) = self.ctl.take() {
+            ctl.close().await?;
+        }
+        Ok(())
     }
 
-    /// Ends the feed whatever its state: a writer still running is killed, then the holder.
-    /// Best effort (the session is ending); failures are logged.
+    /// Ends the feed whatever its state (the session is ending): the holder is killed,
+    /// verified, with its pump and the pump's `cat`. Best effort; failures are logged.
     pub async fn abort(&mut self) {
-        if let Some(w) = self.writer.take() {
-            match self.client.kill(w).await {
-                Ok(KillOutcome::Killed | KillOutcome::Gone) => {
-                    let _ = self.client.wait_exit(w).await;
-                }
-                Ok(KillOutcome::Exited(_)) => {}
-                Err(e) => tracing::debug!(error = %e, "stdin writer not killed"),
-            }
+        self.closed = true;
+        self.lease.take();
+        if let Some(seg) = self.seg.take() {
+            let _ = seg.file.close().await;
         }
-        if let Err(e) = self.close().await {
-            tracing::debug!(error = %e, "stdin holder not killed");
+        self.close_fifo().await;
+        if let Some(ctl) = self.ctl.take() {
+            let _ = ctl.close().await;
+        }
+        let Some(holder) = self.holder.take() else {
+            return;
+        };
+        let start = format!("{}/hstart", self.dir);
+        match self.client.kill_with_start(holder, &start).await {
+            Ok(KillOutcome::Exited(_)) => {}
+            Ok(KillOutcome::Killed | KillOutcome::Gone) => {
+                if let Err(e) = self.client.wait_exit(holder).await {
+                    tracing::debug!(error = %e, "stdin holder not reaped");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "stdin holder not killed"),
         }
     }
 
     /// Whether stdin is still open.
     pub fn is_open(&self) -> bool {
-        self.holder.is_some()
+        !self.closed
     }
 
     /// Whether the program runs on a terminal.
@@ -294,52 +308,6 @@ impl StdinFeed {
             .session_signal(&self.dir, signal, self.tty)
             .await
     }
-
-    /// One small chunk through the FIFO handle; false when it must go the slow way
-    /// (nothing of it was written: see the module notes).
-    async fn write_fast(&mut self, data: &[u8]) -> bool {
-        if self.fifo.is_none() {
-            match self.client.open(&format!("{}/in", self.dir), "r+").await {
-                Ok(f) => self.fifo = Some(f),
-                Err(e) => {
-                    tracing::debug!(error = %e, "stdin FIFO not opened; writing through cat");
-                    return false;
-                }
-            }
-        }
-        let Some(f) = &self.fifo else {
-            return false;
-        };
-        let h = f.handle();
-        let wrote = match self.client.file_write(h, data).await {
-            Ok(w) if usize::try_from(w.count).ok() == Some(data.len()) => {
-                self.client.file_flush(h).await
-            }
-            Ok(w) => Err(QgaError::Agent {
-                command: "guest-file-write".into(),
-                class: "ShortWrite".into(),
-                desc: format!("{} of {} bytes buffered", w.count, data.len()),
-            }),
-            Err(e) => Err(e),
-        };
-        match wrote {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "stdin chunk not taken by the FIFO (full?); writing through cat");
-                self.close_fifo().await;
-                false
-            }
-        }
-    }
-
-    /// Closes the FIFO handle (before EOF: it holds a write end too).
-    async fn close_fifo(&mut self) {
-        if let Some(f) = self.fifo.take()
-            && let Err(e) = f.close().await
-        {
-            tracing::debug!(error = %e, "closing the stdin FIFO handle failed");
-        }
-    }
 }
 
 /// Renews the lease in `dir` every [`LEASE_RENEW`] (a counter the holder watches) until
@@ -360,4 +328,13 @@ fn renew_lease(client: AgentClient, dir: String) -> DropGuard {
         }
     });
     guard
+}
+
+/// The error of a feed whose guest side failed.
+fn stdin_failed(desc: String) -> QgaError {
+    QgaError::Agent {
+        command: "guest-exec".into(),
+        class: "StdinFailed".into(),
+        desc,
+    }
 }

@@ -73,7 +73,7 @@ x=$(w script) || { echo "atp-exec: a terminal needs script(1) from util-linux in
 SHELL=/bin/sh; export SHELL
 if y=$(w setsid); then exec "$y" "$x" -q -e -c "$i" /dev/null; fi
 exec "$x" -q -e -c "$i" /dev/null"#;
-/// Makes the exec directory (`$1`); `$2` non-empty: with the FIFO `in`; `$3` non-empty:
+/// Makes the exec directory (`$1`); `$2` non-empty: with the FIFOs `in` and `ctl`; `$3` non-empty:
 /// exit [`NO_SCRIPT`] first when the guest has no `script` for a terminal; `$4`
 /// non-empty: the program runs as that user (`$5`: group), looked up first (see
 /// [`user::RESOLVE`]) and recorded in `as`.
@@ -88,7 +88,7 @@ const SETUP_CHECK: &str = r#"umask 077
 if [ -n "$3" ] && ! command -v script >/dev/null 2>&1; then exit 42; fi
 "#;
 const SETUP_MAKE: &str =
-    r#"mkdir -- "$1" && : >"$1/out" && : >"$1/err" && { [ -z "$2" ] || mkfifo "$1/in"; }"#;
+    r#"mkdir -- "$1" && : >"$1/out" && : >"$1/err" && { [ -z "$2" ] || mkfifo "$1/in" "$1/ctl"; }"#;
 /// [`SETUP`]'s exit code when a terminal was asked for and the guest has no `script`.
 const NO_SCRIPT: i32 = 42;
 
@@ -143,7 +143,7 @@ impl AgentClient {
         self.make_dir(false, false, cmd.user.as_ref()).await
     }
 
-    /// [`AgentClient::make_exec_dir`], with a FIFO `in` for streamed stdin when `fifo`;
+    /// [`AgentClient::make_exec_dir`], with the FIFOs `in` and `ctl` for streamed stdin when `fifo`;
     /// `tty`: fails with `Unsupported` first when the guest has no `script(1)`; `user`:
     /// fails with `Unsupported` first when the guest has no such user or no tool to
     /// become it (see [`super::user`]).

@@ -2,9 +2,9 @@
 //! its caller from the start; the first message (`start`, an ExecRequest) must come within
 //! `limits.write_header_timeout`; the gate decides on it as `ExecInteractive` with
 //! `exec.interactive`; then the program runs like an Exec (the same [`Runner`] delivers
-//! its output and enforces its limits) and a feeder task passes the client's stdin to the
-//! library's [`StdinFeed`] in order, one chunk at a time (backpressure reaches the client
-//! through HTTP/2 flow control). EOF, a half-closed client stream or a client that went
+//! its output and enforces its limits) and a feeder task ([`super::feeder`]) passes the
+//! client's stdin to the library's [`StdinFeed`](crate::qga::StdinFeed) in order
+//! (backpressure reaches the client through HTTP/2 flow control). EOF, a half-closed client stream or a client that went
 //! away close the program's stdin; a program that ended stops the feeder. With `tty` the
 //! program runs on a terminal in the guest: `resize` and `signal` reach it, a client that
 //! goes away hangs it up (SIGHUP, as a closed terminal would), and the policy's
@@ -16,13 +16,12 @@ use std::{sync::Arc, time::Duration};
 use tonic::{Request, Status, Streaming};
 
 use super::{
-    attachment, exec_limits, fail, hand_over, prepare,
+    exec_limits, fail, hand_over, prepare,
     recording::{Header, Recording},
-    registry::{self, ExecEntry},
 };
 use crate::{
     pb::{self, exec_input::Msg},
-    qga::{QgaError, StdinFeed, TerminalSize},
+    qga::TerminalSize,
     server::{
         action::{Action, Rpc},
         gate::Call,
@@ -32,8 +31,6 @@ use crate::{
     },
 };
 
-/// How often a feeder blocked on a program that does not read checks whether it ended.
-const ENDED_POLL: Duration = Duration::from_millis(500);
 /// The largest window, in rows or columns.
 const MAX_CELLS: u32 = 1000;
 
@@ -113,7 +110,7 @@ pub(crate) async fn open(
         limits,
         recording.clone(),
     );
-    let feeder = Feeder {
+    let feeder = super::feeder::Feeder {
         feed,
         entry: ended,
         tx,
@@ -125,7 +122,7 @@ pub(crate) async fn open(
 }
 
 /// The requested window size: 0 rows or columns means 24x80; at most 1000 each.
-fn terminal_size(t: Option<&pb::TerminalSize>) -> TerminalSize {
+pub(super) fn terminal_size(t: Option<&pb::TerminalSize>) -> TerminalSize {
     let d = TerminalSize::default();
     let pick = |v: u32, default: u16| match v {
         0 => default,
@@ -184,152 +181,5 @@ async fn record(
                 Ok(None)
             }
         }
-    }
-}
-
-/// Passes the client's input to the program until EOF, the client leaving, the program's
-/// end or the policy's idle time; then closes (or, with a chunk in flight, aborts) stdin.
-struct Feeder {
-    feed: StdinFeed,
-    entry: Arc<ExecEntry>,
-    tx: registry::EventTx,
-    recording: Option<Arc<Recording>>,
-    idle: Option<Duration>,
-}
-
-/// What the feeder does after one client message.
-enum Next {
-    Go,
-    Stop,
-}
-
-impl Feeder {
-    async fn run(mut self, mut input: Streaming<pb::ExecInput>) {
-        let entry = Arc::clone(&self.entry);
-        let ended = || async {
-            while entry.finished().is_none() {
-                tokio::time::sleep(ENDED_POLL).await;
-            }
-        };
-        let idle = self.idle;
-        let quiet = || async move {
-            match idle {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        loop {
-            let msg = tokio::select! {
-                m = input.message() => m,
-                () = ended() => break,
-                () = quiet() => {
-                    tracing::info!(exec_id = %self.entry.id, "interactive session idle past its policy's idle_timeout_ms; ending it");
-                    let _ = self.entry.cmds.send(registry::Cmd::Idle).await;
-                    break;
-                }
-            };
-            let next = match msg {
-                Ok(Some(pb::ExecInput { msg: Some(m) })) => {
-                    tokio::select! {
-                        n = self.handle(m) => n,
-                        () = ended() => Next::Stop,
-                    }
-                }
-                Ok(Some(pb::ExecInput { msg: None })) => {
-                    self.refuse(ApiError::InvalidArgument(
-                        "an ExecInput message must carry `stdin`, `eof`, `resize` or `signal`"
-                            .into(),
-                    ));
-                    Next::Stop
-                }
-                // A half-closed stream: EOF.
-                Ok(None) => Next::Stop,
-                // A client that went away: EOF, and a terminal hangs up as a closed one
-                // would (its shell must not stay behind, waiting for nobody).
-                Err(_) => {
-                    if self.feed.is_tty() {
-                        match self.feed.hangup().await {
-                            Ok(hung) => {
-                                tracing::debug!(exec_id = %self.entry.id, hung, "client gone; terminal hung up")
-                            }
-                            Err(e) => {
-                                tracing::warn!(exec_id = %self.entry.id, error = %e, "client gone; terminal not hung up")
-                            }
-                        }
-                    }
-                    Next::Stop
-                }
-            };
-            if matches!(next, Next::Stop) {
-                break;
-            }
-        }
-        self.feed.abort().await;
-    }
-
-    async fn handle(&mut self, m: Msg) -> Next {
-        match m {
-            Msg::Stdin(data) => {
-                if let Some(r) = &self.recording {
-                    r.input(&data).await;
-                }
-                match self.feed.write(&data).await {
-                    Ok(()) => {
-                        self.entry.input.notify_one();
-                        Next::Go
-                    }
-                    Err(e) => {
-                        tracing::debug!(exec_id = %self.entry.id, error = %e, "stdin not written");
-                        Next::Stop
-                    }
-                }
-            }
-            Msg::Eof(_) => Next::Stop,
-            Msg::Resize(t) => {
-                if !self.feed.is_tty() {
-                    self.refuse(ApiError::GuestUnsupported(
-                        "resize needs a terminal: start the session with `tty`".into(),
-                    ));
-                    return Next::Stop;
-                }
-                let size = terminal_size(Some(&t));
-                if let Some(r) = &self.recording {
-                    r.resize(size).await;
-                }
-                if let Err(e) = self.feed.resize(size).await {
-                    // The window keeps its old size; the session goes on.
-                    tracing::debug!(exec_id = %self.entry.id, error = %e, "terminal not resized");
-                }
-                self.entry.input.notify_one();
-                Next::Go
-            }
-            Msg::Signal(n) => match self.feed.signal(n).await {
-                Ok(_) => {
-                    self.entry.input.notify_one();
-                    Next::Go
-                }
-                Err(QgaError::InvalidArgument(m)) => {
-                    self.refuse(ApiError::InvalidArgument(m));
-                    Next::Stop
-                }
-                Err(e) => {
-                    tracing::debug!(exec_id = %self.entry.id, error = %e, "signal not sent");
-                    Next::Go
-                }
-            },
-            Msg::Start(_) => {
-                self.refuse(ApiError::InvalidArgument(
-                    "after `start`, ExecInteractive takes `stdin`, `eof`, `resize` or `signal`"
-                        .into(),
-                ));
-                Next::Stop
-            }
-        }
-    }
-
-    /// Ends the client's stream with `e` (the program goes on, attachable).
-    fn refuse(&self, e: ApiError) {
-        let st: Status = e.into();
-        attachment::send_error(&self.tx, st);
     }
 }

@@ -9,6 +9,7 @@
 
 mod adopt;
 mod attachment;
+mod feeder;
 pub(crate) mod interactive;
 mod persist;
 mod recording;
