@@ -1,6 +1,6 @@
 //! Streamed stdin through the library against a real host qemu-ga (stock 7.2): lines reach
-//! the program in order and EOF ends it (`wc -l` counts 2), 8 MiB through `sha256sum`
-//! arrive intact, a program that never reads holds writes back (bounded spool) without
+//! the program in order and EOF ends it (`wc -l` counts 2), 8 MiB in chunks of mixed sizes
+//! through `sha256sum` arrive intact, a program that never reads holds writes back (bounded spool) without
 //! blocking the agent, and aborting a session leaves no holder, pump or program behind; and the same mechanics in the
 //! busybox TCG guest. The keystroke round trip (one byte in, its echo by `cat` out) and the
 //! throughput are printed, not asserted.
@@ -96,7 +96,21 @@ async fn eight_mib_arrive_intact() {
         .unwrap();
     let reader = tokio::spawn(drain(session));
     let t = Instant::now();
-    feed.write(&data).await.unwrap();
+    // Large and small chunks mixed: keystroke-sized ones must not overtake spooled data
+    // (they take the FIFO directly only once the spool is drained); some writes leave
+    // the segment open for more.
+    let sizes = [3 << 20, 10, 1024, 700 << 10, 1, 5, 2 << 20, 1000, 64 << 10];
+    let mut rest = &data[..];
+    for (i, n) in sizes.iter().cycle().enumerate() {
+        if rest.is_empty() {
+            break;
+        }
+        let (now, later) = rest.split_at((*n).min(rest.len()));
+        feed.write_more(now, i % 3 == 1 && !later.is_empty())
+            .await
+            .unwrap();
+        rest = later;
+    }
     feed.close().await.unwrap();
     let (out, code) = reader.await.unwrap();
     let took = t.elapsed();

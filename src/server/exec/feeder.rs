@@ -4,7 +4,10 @@
 //! spool segment stays open while more is queued; anything else (resize, signal, EOF)
 //! first makes what was written visible to the program.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
@@ -27,6 +30,11 @@ const ENDED_POLL: Duration = Duration::from_millis(500);
 const READ_AHEAD: usize = 2;
 /// The most stdin gathered from queued messages into one guest write.
 const GATHER_MAX: usize = 1 << 20;
+
+/// Stdin writes up to this size (typing, a pasted line) make the runner look for the echo
+/// at once; bulk input leaves it to its usual back-off, whose polls would otherwise take
+/// the agent's time from the writes.
+const ECHO_MAX: usize = 4 << 10;
 
 /// What the reader task passes on: a message, the end of the client's stream (`None`) or
 /// the client gone (`Err`).
@@ -112,10 +120,15 @@ impl Feeder {
             };
         }
         reader.abort();
+        self.entry.bulk_input.store(false, Ordering::Relaxed);
         if matches!(next, Next::Eof) {
             match self.feed.close().await {
                 // The pump delivers the rest; the feed (its lease) lives until the end.
-                Ok(()) => ended().await,
+                // Many programs end soon after EOF: look for that at once.
+                Ok(()) => {
+                    self.entry.input.notify_one();
+                    ended().await;
+                }
                 Err(e) => tracing::debug!(exec_id = %self.entry.id, error = %e, "stdin not closed"),
             }
         }
@@ -157,9 +170,14 @@ impl Feeder {
     }
 
     async fn stdin(&mut self, data: &[u8], more: bool) -> Next {
+        self.entry
+            .bulk_input
+            .store(data.len() > ECHO_MAX || more, Ordering::Relaxed);
         match self.feed.write_more(data, more).await {
             Ok(()) => {
-                self.entry.input.notify_one();
+                if data.len() <= ECHO_MAX {
+                    self.entry.input.notify_one();
+                }
                 Next::Go
             }
             Err(e) => {

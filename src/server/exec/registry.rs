@@ -78,6 +78,9 @@ pub(crate) struct ExecEntry {
     /// Stdin was just written (interactive sessions): the task looks for output now,
     /// where the echo will be, instead of finishing its back-off pause.
     pub(crate) input: tokio::sync::Notify,
+    /// Bulk stdin is being written (interactive sessions): the task polls output less
+    /// often, leaving the agent's time to the writes.
+    pub(crate) bulk_input: AtomicBool,
     /// Its record is in the state directory: a later daemon adopts it after a restart.
     persisted: AtomicBool,
 }
@@ -172,6 +175,7 @@ impl ExecRegistry {
             live: AtomicBool::new(true),
             finished: Mutex::new(None),
             input: tokio::sync::Notify::new(),
+            bulk_input: AtomicBool::new(false),
             persisted: AtomicBool::new(false),
         });
         map.insert(id, Arc::clone(&entry));

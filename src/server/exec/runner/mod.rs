@@ -13,7 +13,7 @@ use self::limits::Kill;
 
 use std::{
     collections::VecDeque,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -41,6 +41,9 @@ use crate::{
 const PARK_POLL: Duration = Duration::from_secs(1);
 const POLL_MIN: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(250);
+/// The longest pause while bulk stdin is being written: each poll is a few agent calls
+/// (over libvirt, each with libvirt's own sync), taken from the writes.
+const POLL_BULK: Duration = Duration::from_secs(1);
 /// The first pause after stdin was written (an echo takes a few ms to come back).
 const POLL_ECHO: Duration = Duration::from_millis(2);
 /// Consecutive failed status polls (one per [`PARK_POLL`]) after which a parked exec's
@@ -249,7 +252,12 @@ impl Runner {
                     }
                     Ok(None) => {
                         let pause = self.poll;
-                        self.poll = (self.poll * 2).min(POLL_MAX);
+                        let max = if self.entry.bulk_input.load(Ordering::Relaxed) {
+                            POLL_BULK
+                        } else {
+                            POLL_MAX
+                        };
+                        self.poll = (self.poll * 2).min(max);
                         self.wait(pause).await;
                     }
                     // The agent answered with an error: the exec cannot go on.
