@@ -377,6 +377,14 @@ async fn one_sessions_backlog_does_not_stall_other_callers() {
     drop(t.agent);
 }
 
+/// Counts the guest's streamed-stdin helpers (holders and pumps) by their full command
+/// lines (`ps` cuts them short, before the marker).
+const STDIN_HELPERS: &str = r#"n=0
+for f in /proc/[0-9]*/cmdline; do
+  if tr '\0' ' ' <"$f" 2>/dev/null | grep -q -e '[a]tp-stdin' -e '[a]tp-pump'; then n=$((n + 1)); fi
+done
+echo $n"#;
+
 /// In the busybox TCG guest (its agent on virtio-serial, as in production: a host qemu-ga
 /// in unix-listen mode can die of SIGPIPE when its client is killed mid-reply, which says
 /// nothing about the daemon).
@@ -396,6 +404,13 @@ async fn a_daemon_killed_mid_session_leaves_no_shell_behind() {
     let d = common::Daemon::start(&[], &config).await;
     let (tx, mut s) = open(&d, &["/bin/sh"]).await;
     let pid = shell_pid(&tx, &mut s).await;
+    let mut c = d.client().await;
+    let o = common::run_sh(&mut c, "host", STDIN_HELPERS).await;
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "2",
+        "the session's holder and pump are found while it runs"
+    );
     // SIGKILL: no cleanup of any kind from the daemon.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(d.pid() as i32),
@@ -421,11 +436,11 @@ async fn a_daemon_killed_mid_session_leaves_no_shell_behind() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     eprintln!("shell gone {:?} after the daemon was killed", t0.elapsed());
-    let o = common::run_sh(&mut c, "host", "ps | grep -c '[a]tp-stdin' || true").await;
+    let o = common::run_sh(&mut c, "host", STDIN_HELPERS).await;
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
         "0",
-        "no holder left"
+        "no holder or pump left"
     );
     // The next session works.
     let (tx, mut s) = open(&d2, &["/bin/sh", "-c", "echo next-ok"]).await;
