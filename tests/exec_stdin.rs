@@ -82,6 +82,30 @@ async fn lines_arrive_in_order_and_eof_ends_the_program() {
     );
 }
 
+/// Written and closed at once, before the guest's processes may have opened the FIFO:
+/// nothing is lost (a chunk in a pipe nobody else has open yet vanishes when the agent's
+/// handle closes, so small chunks wait for the pump's `pready`).
+#[tokio::test]
+async fn input_written_and_closed_at_once_is_not_lost() {
+    let agent = HostAgent::start().unwrap();
+    let c = client(&agent);
+    for i in 0..20 {
+        let (session, mut feed) = c
+            .exec_interactive(&GuestExecCommand::simple("wc", vec!["-c".into()]))
+            .await
+            .unwrap();
+        feed.write(b"abc").await.unwrap();
+        feed.close().await.unwrap();
+        let (out, code) = drain(session).await;
+        feed.abort().await;
+        assert_eq!(
+            (String::from_utf8(out).unwrap().trim(), code),
+            ("3", Some(0)),
+            "session {i}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn eight_mib_arrive_intact() {
     let agent = HostAgent::start().unwrap();

@@ -17,8 +17,8 @@
 //! - EOF is `e` rung on `ctl`: the pump ends after the last segment and the program reads
 //!   end of file.
 //!
-//! Small chunks (keystrokes: at most [`FAST_MAX`] bytes) take a faster way when no
-//! segment is waiting: `guest-file-write` and `guest-file-flush` on the FIFO opened `r+`
+//! Small chunks (keystrokes: at most [`FAST_MAX`] bytes) take a faster way once the pump
+//! holds the FIFO and when no segment is waiting: `guest-file-write` and `guest-file-flush` on the FIFO opened `r+`
 //! (read-write never blocks the agent on open). A pipe write of at most `PIPE_BUF` bytes
 //! is atomic, and the chunk fits the agent's stdio buffer, so the flush writes it whole or
 //! (pipe full: EAGAIN) not at all; then the handle is closed and the chunk is spooled.
@@ -74,6 +74,8 @@ pub struct StdinFeed {
     spooled: VecDeque<u64>,
     /// The next segment's number.
     next: u64,
+    /// The pump has the FIFO open (see [`guest::PUMP`]).
+    pump_ready: bool,
     /// Stops the lease renewal when the feed is aborted or dropped.
     lease: Option<DropGuard>,
 }
@@ -144,6 +146,7 @@ impl AgentClient {
             seg: None,
             spooled: VecDeque::new(),
             next: 0,
+            pump_ready: false,
             lease: Some(renew_lease(self.clone(), dir.clone())),
         };
         match self.start_in(cmd, dir, started).await {
@@ -174,6 +177,7 @@ impl StdinFeed {
         if !data.is_empty()
             && data.len() <= FAST_MAX
             && self.seg.is_none()
+            && self.pump_ready().await?
             && self.spool_drained().await?
             && self.write_fast(data).await
         {
@@ -222,8 +226,13 @@ impl StdinFeed {
         self.close_fifo().await;
         match self.ring("e").await {
             Ok(()) => {}
-            // The session is over and its directory gone: nothing left to close.
-            Err(QgaError::Agent { desc, .. }) if desc.contains("No such file") => return Ok(()),
+            // The session is over (its directory gone) or its pump has ended: nothing
+            // left to close.
+            Err(QgaError::Agent { class, desc, .. })
+                if desc.contains("No such file") || class == "StdinFailed" =>
+            {
+                return Ok(());
+            }
             Err(e) => return Err(e),
         }
         if let Some(ctl) = self.ctl.take() {

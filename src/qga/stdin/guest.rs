@@ -50,12 +50,16 @@ done
 z"#;
 
 /// The pump: the only process that holds the FIFO `in` open for writing (so the program
-/// sees EOF exactly when the pump ends). It reads segment numbers from the FIFO `ctl`
-/// (held open read-write: a read there waits, never ends), copies spool file `s.N` into
-/// `in` and removes it, in the order rung; `e` ends it (EOF). `cat` blocks while the pipe
-/// is full, which is the backpressure the client sees through the spool's bound.
+/// sees EOF exactly when the pump ends). It opens `in` read-write (never blocks), then
+/// creates `pready`: from then on the pipe cannot lose what the agent's handle writes
+/// into it, whoever else has it open. It reads segment numbers from the FIFO `ctl` (held
+/// open read-write: a read there waits, never ends), copies spool file `s.N` into `in` and
+/// removes it, in the order rung; `e` ends it (EOF). `cat` blocks while the pipe is full,
+/// which is the backpressure the client sees through the spool's bound. Holding a read
+/// end too, it never sees EPIPE: the holder or the daemon ends it with the session.
 pub(super) const PUMP: &str = r#"d=$1
-exec 4<>"$d/ctl" 5>"$d/in" || exit 1
+exec 4<>"$d/ctl" 5<>"$d/in" || exit 1
+: >"$d/pready"
 while read -r n <&4; do
   case $n in e) exit 0 ;; ''|*[!0-9]*) exit 1 ;; esac
   cat -- "$d/s.$n" >&5 || exit 1

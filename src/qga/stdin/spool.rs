@@ -67,6 +67,9 @@ impl StdinFeed {
     /// Writes one line to `ctl` (a few bytes: one atomic pipe write, see the module
     /// notes; the pump reads it at once unless busy, and at most a few lines wait).
     pub(super) async fn ring(&mut self, line: &str) -> Result<(), QgaError> {
+        // What is written into a FIFO nobody else has open is lost when the agent's
+        // handle closes: ring only once the pump holds `ctl`.
+        self.wait_pump().await?;
         if self.ctl.is_none() {
             self.ctl = Some(self.client.open(&format!("{}/ctl", self.dir), "r+").await?);
         }
@@ -96,9 +99,42 @@ impl StdinFeed {
         format!("{}/s.{n}", self.dir)
     }
 
+    /// Whether the pump holds the FIFO open (it made `pready`): before that, a chunk
+    /// written into the FIFO could be lost if no one else had it open when the agent's
+    /// handle closes, so small chunks are spooled too.
+    pub(super) async fn pump_ready(&mut self) -> Result<bool, QgaError> {
+        if !self.pump_ready {
+            self.pump_ready = self.exists(&format!("{}/pready", self.dir)).await?;
+        }
+        Ok(self.pump_ready)
+    }
+
+    /// Waits until the pump holds its FIFOs ([`StdinFeed::pump_ready`]), checking now and
+    /// then that it has not ended instead.
+    async fn wait_pump(&mut self) -> Result<(), QgaError> {
+        let mut pause = POLL_FIRST;
+        let mut polls = 0u32;
+        while !self.pump_ready().await? {
+            if !self.exists(&format!("{}/out", self.dir)).await? {
+                return Err(super::stdin_failed("the session is over".into()));
+            }
+            polls += 1;
+            if polls.is_multiple_of(POLLS_PER_CHECK) {
+                self.check_pump().await?;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(POLL_MAX);
+        }
+        Ok(())
+    }
+
     /// Whether segment `n` is still in the guest (the pump removes it once taken whole).
     async fn segment_exists(&self, n: u64) -> Result<bool, QgaError> {
-        match self.client.open(&self.segment_path(n), "r").await {
+        self.exists(&self.segment_path(n)).await
+    }
+
+    async fn exists(&self, path: &str) -> Result<bool, QgaError> {
+        match self.client.open(path, "r").await {
             Ok(f) => {
                 f.close().await?;
                 Ok(true)
