@@ -58,6 +58,22 @@ impl Tmux {
         self.keys(&["Enter"]);
     }
 
+    /// Waits until the screen no longer shows `needle`.
+    async fn wait_gone(&self, needle: &str) {
+        let t0 = Instant::now();
+        loop {
+            let s = self.screen();
+            if !s.contains(needle) {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the screen still shows {needle:?}:\n{s}"
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
     /// Waits until the screen shows `needle`; returns the screen.
     async fn wait_for(&self, needle: &str) -> String {
         let t0 = Instant::now();
@@ -126,11 +142,17 @@ pub async fn atp_sh_it(socket: &Path, audit_log: &Path, domain: &str, token: &st
     t.type_text("ivi-works-in-a-terminal");
     t.keys(&["Escape"]);
     t.line(":wq");
+    // Keys typed while vi still runs are vi's (keys queued behind a slow guest write
+    // reach it in one read), as on any terminal: wait until it has quit, which shows
+    // the shell's screen again (vi draws on the alternate screen).
+    t.wait_for("# vi /tmp/atp-vi.txt").await;
     t.line("clear; cat /tmp/atp-vi.txt");
     t.wait_for("vi-works-in-a-terminal").await;
     t.line("less /etc/os-release");
     t.wait_for("bookworm").await;
     t.type_text("q");
+    // less leaves the alternate screen when it quits: then the shell reads again.
+    t.wait_gone("bookworm").await;
     t.line("clear; echo less-done");
     t.wait_for("less-done").await;
 
