@@ -4,7 +4,7 @@
 //!
 //! Every helper is one `guest-exec` of `/bin/sh -c SCRIPT NAME ARGS...`: paths travel as
 //! positional parameters, never spliced into the script. The scripts use only what
-//! busybox has (`readlink -f`, `stat -c`, `mkdir -m`, `head -c`, `od`, `tr`,
+//! busybox has (`readlink -f`, `stat -c`, `mkdir -m`, `head -c`, `od`,
 //! `truncate -s`, `chown`, `chmod`, `ln -T`, `mv -T`, `rm -rf`). Failures come back as
 //! [`QgaError::Agent`] with the helper's stderr, whose errno text (`No such file or
 //! directory`, `File exists`, ...) says what kind of failure it was.

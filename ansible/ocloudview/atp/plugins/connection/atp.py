@@ -94,9 +94,10 @@ options:
       - name: ansible_atp_timeout
   timings_file:
     description:
-      - When set, each call appends a JSON line here (C(op), C(path), C(wall_s), and for
-        C(exec) the guest-side C(guest_ms) the daemon measured), for benchmarks such as
-        C(scripts/bench-ansible.sh).
+      - When set, each call appends a JSON line here (C(op), C(path), C(wall_s), its start
+        C(at) in seconds since the epoch, and for C(exec) the command C(cmd) (its first 200
+        characters) and the guest-side C(guest_ms) the daemon measured), for benchmarks such
+        as C(scripts/bench-ansible.sh).
     type: path
     env:
       - name: ATP_ANSIBLE_TIMINGS
