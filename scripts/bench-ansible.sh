@@ -116,8 +116,10 @@ for _ in $(seq 100); do [ -S "$T/atp.sock" ] && break; sleep 0.1; done
 # libvirt_qemu and the daemon make), with nothing else around it, in the largest chunks
 # libvirt carries safely: writes 128 KiB (CHUNK_BOUNDS.max_write: bigger requests stall at
 # random), reads the faster of 1 MiB and 2 MiB (max_read). Once per run, before the plugins.
-if [ "$MODE" = libvirt ]; then
-  for run in $(seq "$RUNS"); do
+# The runs alternate the plugins (run 1 of each, then run 2 of each...), so a load that comes
+# and goes on the machine falls on both alike.
+raw_floor() {
+  [ "$MODE" = libvirt ] || return 0
     "$VENV"/bin/python - "$URI" "$DOMAIN" "$T/big.bin" /tmp/atp-bench-raw.bin >>"$T/raw.jsonl" <<'PY'
 import base64, json, sys, time
 import libvirt, libvirt_qemu
@@ -148,8 +150,7 @@ def read(chunk):
 read_s = min(read(1 << 20), read(2 << 20))
 print(json.dumps({"raw_write_s": write_s, "raw_read_s": read_s}))
 PY
-  done
-fi
+}
 
 for plugin in "${PLUGINS[@]}"; do
   if [ "$plugin" = ocloudview.atp.atp ]; then
@@ -161,11 +162,14 @@ for plugin in "${PLUGINS[@]}"; do
       ansible_remote_tmp: /tmp/.ansible-bench"
   fi
   printf 'all:\n  hosts:\n    %s:\n      ansible_connection: %s\n      ansible_python_interpreter: /usr/bin/python3\n      %s\n' \
-    "$GUEST" "$plugin" "$vars" >"$T/inventory.yml"
-  for run in $(seq "$RUNS"); do
+    "$GUEST" "$plugin" "$vars" >"$T/inventory-${plugin##*.}.yml"
+done
+for run in $(seq "$RUNS"); do
+  raw_floor
+  for plugin in "${PLUGINS[@]}"; do
     rm -f "$T/timings.jsonl" "$T/fetched/big.bin"
     echo "bench-ansible: $plugin run $run/$RUNS" >&2
-    "$VENV"/bin/ansible-playbook -i "$T/inventory.yml" ansible/playbooks/bench.yml \
+    "$VENV"/bin/ansible-playbook -i "$T/inventory-${plugin##*.}.yml" ansible/playbooks/bench.yml \
       -e "dir=$GUEST_DIR" -e "big=$T/big.bin" -e "fetched=$T/fetched" >"$T/out.txt" 2>&1 \
       || { cat "$T/out.txt" >&2; exit 1; }
     cmp -s "$T/big.bin" "$T/fetched/big.bin" || { echo "bench-ansible: fetched file differs" >&2; exit 1; }
