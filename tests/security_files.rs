@@ -409,7 +409,7 @@ async fn guest_sh(c: &mut GuestAgentClient<Channel>, domain: &str, script: &str)
     String::from_utf8(o.stdout).unwrap()
 }
 
-/// The busybox guest runs every helper (readlink -f, stat -c, mkdir -m, head/od/tr,
+/// The busybox guest runs every helper (readlink -f, stat -c, mkdir -m, head/od,
 /// truncate, chown, chmod, mv -T, ln -T, rm -rf): an atomic replace keeps mode and
 /// owner, a new file gets 0644, and a link is written through to where it leads.
 #[tokio::test]

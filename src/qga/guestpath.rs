@@ -4,7 +4,7 @@
 //!
 //! Every helper is one `guest-exec` of `/bin/sh -c SCRIPT NAME ARGS...`: paths travel as
 //! positional parameters, never spliced into the script. The scripts use only what
-//! busybox has (`readlink -f`, `stat -c`, `mkdir -m`, `head -c`, `od`, `tr`,
+//! busybox has (`readlink -f`, `stat -c`, `mkdir -m`, `head -c`, `od`,
 //! `truncate -s`, `chown`, `chmod`, `ln -T`, `mv -T`, `rm -rf`). Failures come back as
 //! [`QgaError::Agent`] with the helper's stderr, whose errno text (`No such file or
 //! directory`, `File exists`, ...) says what kind of failure it was.
@@ -43,25 +43,50 @@ printf '%s' "$r""#;
 /// else can read them, so the nonce proves that a handle opened later by path is this
 /// `data`, and that a directory entered later by path is this one.
 const STAGE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
+d=$1
 umask 077
-mkdir -m 0700 -- "$1" || exit 2
-if ! cd -P -- "$1" || ! [ -O . ]; then echo "staging directory $1: Operation not permitted (it is not the agent's own)" >&2; exit 3; fi
-n=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n') && [ ${#n} = 32 ] && printf %s "$n" >data && printf %s "$n" >id && printf %s "$n" && exit 0
-cd / && rm -rf -- "$1"; exit 4"#;
+mkdir -m 0700 -- "$d" || exit 2
+if ! cd -P -- "$d" || ! [ -O . ]; then echo "staging directory $d: Operation not permitted (it is not the agent's own)" >&2; exit 3; fi
+n=$(head -c 16 /dev/urandom | od -An -tx1) && set -- $n && IFS= && n="$*" && [ ${#n} = 32 ] && printf %s "$n" >data && printf %s "$n" >id && printf %s "$n" && exit 0
+cd / && rm -rf -- "$d"; exit 4"#;
+
+/// `PATH STAGE`: [`RESOLVE`] of PATH, then, when PATH is already resolved (no link, `.` or
+/// `..` led elsewhere: the policy's decision on PATH stands) and names a regular file or
+/// nothing, [`STAGE`] at STAGE (in PATH's directory). One process less per step than the
+/// two helpers apart (no `stat` when nothing is there, no `tr`), and one exec instead of
+/// two. First line: the nonce, or `-` when nothing was staged; then [`RESOLVE`]'s output.
+const RESOLVE_STAGE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
+p=$1 d=$2
+r=$(readlink -f -- "$p" && echo x) || { echo "cannot resolve $p: No such file or directory (a directory on the path is missing, or symbolic links loop)" >&2; exit 2; }
+r=${r%x}; r=${r%?}
+case $p in */) [ "$r" = / ] || r=$r/ ;; esac
+s=-
+if [ -e "$r" ] || [ -L "$r" ]; then s=$(stat -c '%f %u %g %i' -- "$r" 2>/dev/null) || s=-; fi
+n=-
+case $p in */) ;; *) if [ "$r" = "$p" ] && { [ "$s" = - ] || [ -f "$r" ]; }; then
+  umask 077
+  mkdir -m 0700 -- "$d" || exit 2
+  if ! cd -P -- "$d" || ! [ -O . ]; then echo "staging directory $d: Operation not permitted (it is not the agent's own)" >&2; exit 3; fi
+  n=$(head -c 16 /dev/urandom | od -An -tx1) && set -- $n && IFS= && n="$*" && [ ${#n} = 32 ] && printf %s "$n" >data && printf %s "$n" >id || { cd / && rm -rf -- "$d"; exit 4; }
+  cd /
+fi ;; esac
+printf '%s\n%s\n%s' "$n" "$s" "$r""#;
 
 /// `STAGE TARGET MODE OWNER HOW SIZE NONCE`: enters the staging directory (and checks
 /// by its `id` that it is this very directory, not one swapped in: a link to another
-/// directory of the agent's, or another upload's), cuts `data` to SIZE (the nonce may
-/// outlast a short upload), sets owner then mode on it (chown may clear set-id bits, so
-/// chmod comes last), puts it in place, and removes the directory whatever happened.
+/// directory of the agent's, or another upload's), cuts `data` to SIZE when the 32-byte
+/// nonce may outlast a short upload, sets owner then mode on it (chown may clear set-id
+/// bits, so chmod comes last; skipped for 600, what `data` has from its `umask 077`), puts
+/// it in place, and removes the directory whatever happened. Only shell builtins beyond
+/// what must change the file system: every process costs in a slow emulated guest.
 /// Nothing here acts on a path another user can swap: `data` is reached through the
 /// working directory, and rename/link do not follow a link at the target. HOW: `replace`
 /// renames over the target (`mv -f -T`); `exclusive` hard-links (`ln -T` fails if the
 /// target exists); `create` hard-links and accepts a target that appeared meanwhile.
 const FINALIZE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
 s=$1 t=$2 m=$3 o=$4 how=$5 n=$6 id=$7 rc=0
-if cd -P -- "$s" && [ -O . ] && [ "$(cat id 2>/dev/null)" = "$id" ] && [ -f data ] && [ ! -L data ]; then
-  truncate -s "$n" data && { [ -z "$o" ] || chown -- "$o" data; } && chmod -- "$m" data && case $how in
+if cd -P -- "$s" && [ -O . ] && { read -r got || [ -n "$got" ]; } <id 2>/dev/null && [ "$got" = "$id" ] && [ -f data ] && [ ! -L data ]; then
+  { [ "$n" -ge 32 ] || truncate -s "$n" data; } && { [ -z "$o" ] || chown -- "$o" data; } && { [ "$m" = 600 ] || chmod -- "$m" data; } && case $how in
     replace) mv -f -T -- data "$t" ;;
     exclusive) ln -T -- data "$t" ;;
     *) ln -T -- data "$t" 2>/dev/null || [ -e "$t" ] || [ -L "$t" ] || ln -T -- data "$t" ;;
@@ -197,6 +222,19 @@ fn parse_resolve(out: &[u8]) -> Option<Resolved> {
     })
 }
 
+/// [`RESOLVE_STAGE`]'s output: the nonce when it staged, and the resolution.
+fn parse_resolve_stage(out: &[u8]) -> Option<(Option<Vec<u8>>, Resolved)> {
+    let at = out.iter().position(|&b| b == b'\n')?;
+    let resolved = parse_resolve(&out[at + 1..])?;
+    match &out[..at] {
+        b"-" => Some((None, resolved)),
+        n if n.len() == NONCE_LEN && n.iter().all(u8::is_ascii_hexdigit) => {
+            Some((Some(n.to_vec()), resolved))
+        }
+        _ => None,
+    }
+}
+
 impl AgentClient {
     /// Runs one helper program, bounded by [`HELPER_TIMEOUT`].
     async fn run_bounded(
@@ -318,6 +356,38 @@ impl AgentClient {
         })
     }
 
+    /// [`Self::resolve_path`] and, when `path` is already resolved and names a regular
+    /// file or nothing, [`Self::stage_create`] in its directory: one exec where the two
+    /// take two (the common upload: a plain path). `None` for the stage otherwise (the
+    /// caller decides on the resolved path first and stages then).
+    pub async fn resolve_and_stage(
+        &self,
+        path: &str,
+    ) -> Result<(Resolved, Option<Stage>), QgaError> {
+        let dir = format!(
+            "{}/{STAGE_PREFIX}{}",
+            parent(path).trim_end_matches('/'),
+            uuid::Uuid::new_v4().simple()
+        );
+        let r = self
+            .path_helper(
+                "atp-resolve",
+                "/bin/sh",
+                &["-c", RESOLVE_STAGE, "atp-resolve", path, &dir],
+            )
+            .await?;
+        let bad = || QgaError::Agent {
+            command: "atp-resolve".into(),
+            class: "InvalidReply".into(),
+            desc: format!(
+                "unexpected output from readlink/stat/mkdir: {:?}",
+                String::from_utf8_lossy(&r.stdout)
+            ),
+        };
+        let (nonce, resolved) = parse_resolve_stage(&r.stdout).ok_or_else(bad)?;
+        Ok((resolved, nonce.map(|nonce| Stage { dir, nonce })))
+    }
+
     /// Opens the staged `data` for writing (`r+`: never created, never truncated by the
     /// open) and proves it is the staged file by reading the nonce back; positioned at
     /// the start. `None` when the file opened is another one (the staging directory was
@@ -425,6 +495,19 @@ mod tests {
         assert!(!dir.existing.unwrap().regular);
         assert_eq!(parse_resolve(b"garbage"), None);
         assert_eq!(parse_resolve(b"-\nrelative"), None);
+    }
+
+    #[test]
+    fn resolve_stage_output_is_parsed() {
+        let nonce = b"0123456789abcdef0123456789abcdef";
+        let out = [&nonce[..], b"\n-\n/srv/new file"].concat();
+        let (n, r) = parse_resolve_stage(&out).unwrap();
+        assert_eq!(n.as_deref(), Some(&nonce[..]));
+        assert_eq!((r.path.as_str(), r.existing), ("/srv/new file", None));
+        let (n, r) = parse_resolve_stage(b"-\n81a0 0 0 9\n/srv/x").unwrap();
+        assert_eq!((n, r.existing.map(|e| e.ino)), (None, Some(9)));
+        assert_eq!(parse_resolve_stage(b"short\n-\n/srv/x"), None);
+        assert_eq!(parse_resolve_stage(b"-\n/srv/x"), None);
     }
 
     #[test]

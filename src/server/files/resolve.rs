@@ -13,7 +13,10 @@ use super::super::{
 };
 use crate::{
     policy::request::FileInfo,
-    qga::{AgentClient, OpenFile, QgaError, guestpath::Resolved},
+    qga::{
+        AgentClient, OpenFile, QgaError,
+        guestpath::{Resolved, Stage},
+    },
 };
 
 /// The status of a failed guest helper: by its errno text like any agent error
@@ -48,6 +51,28 @@ pub(super) async fn decide_resolved(
         call.redecide_file(info).await?;
     }
     Ok(resolved)
+}
+
+/// [`decide_resolved`] for an atomic upload: the resolution also makes the staging
+/// directory when the requested path is already resolved (one guest helper instead of
+/// two); when it leads elsewhere, the policy decides again and nothing was staged.
+pub(super) async fn decide_staged(
+    s: &GuestAgentService,
+    call: &mut Call,
+    client: &AgentClient,
+    mut info: FileInfo,
+) -> Result<(Resolved, Option<Stage>), Status> {
+    call.beyond(Beyond::FileHelpers)?;
+    let (resolved, stage) = client
+        .resolve_and_stage(&info.path)
+        .await
+        .map_err(|e| helper_status(s, call.domain(), e))?;
+    if resolved.path != info.path {
+        debug_assert!(stage.is_none(), "staged for a path that resolves elsewhere");
+        info.requested = std::mem::replace(&mut info.path, resolved.path.clone());
+        call.redecide_file(info).await?;
+    }
+    Ok((resolved, stage))
 }
 
 /// After `file` was opened on the resolved `path`: proves it is open on the file at

@@ -26,7 +26,7 @@ use crate::{
     qga::{
         AgentClient, QgaError,
         commands::Whence,
-        guestpath::{Place, Resolved, parent},
+        guestpath::{Place, Resolved, Stage, parent},
     },
 };
 
@@ -109,12 +109,19 @@ pub(crate) async fn write(
         .await
         .map_err(|e| s.agent_error(call.domain(), e))?;
     check_guest_path(&header.path, Some(&os)).map_err(invalid)?;
+    let atomic_write = header.atomic.unwrap_or(true) && mode != pb::WriteMode::Append;
     // Decide on what is really opened (POSIX guests); the limits of a second decision
-    // tighten the first's.
-    let target = if resolve::resolves(&client, &header.path).await {
-        Some(resolve::decide_resolved(s, call, &client, info).await?)
+    // tighten the first's. An atomic upload to a plain path is staged by the same helper.
+    let (target, staged) = if !resolve::resolves(&client, &header.path).await {
+        (None, None)
+    } else if atomic_write {
+        let (t, stage) = resolve::decide_staged(s, call, &client, info).await?;
+        (Some(t), stage)
     } else {
-        None
+        (
+            Some(resolve::decide_resolved(s, call, &client, info).await?),
+            None,
+        )
     };
     let job = Job {
         s,
@@ -127,11 +134,10 @@ pub(crate) async fn write(
     let Some(target) = target else {
         return windows(&job, &mut stream).await;
     };
-    check_mode(mode, &target)?;
-    let append = mode == pb::WriteMode::Append;
-    if job.header.atomic.unwrap_or(true) && !append {
-        atomic(&job, &target, &mut stream).await
+    if atomic_write {
+        atomic(&job, &target, staged, &mut stream).await
     } else {
+        check_mode(mode, &target)?;
         in_place(&job, &target, &mut stream).await
     }
 }
@@ -168,26 +174,36 @@ fn check_mode(mode: pb::WriteMode, target: &Resolved) -> Result<(), Status> {
     }
 }
 
-/// Staged upload, then one helper: owner, mode, rename (or hard link) into place.
+/// Staged upload (in `staged`, made with the resolution, or made now), then one helper:
+/// owner, mode, rename (or hard link) into place.
 async fn atomic(
     job: &Job<'_>,
     target: &Resolved,
+    staged: Option<Stage>,
     stream: &mut Streaming<pb::WriteFileRequest>,
 ) -> Result<pb::WriteFileResponse, Status> {
-    if let Some(e) = &target.existing
-        && !e.regular
-    {
-        return Err(ApiError::GuestPathUnsuitable(format!(
+    let c = &job.client;
+    let suitable = check_mode(job.mode, target).and_then(|()| match &target.existing {
+        Some(e) if !e.regular => Err(ApiError::GuestPathUnsuitable(format!(
             "{} is not a regular file; an atomic write would replace it",
             target.path
         ))
-        .into());
+        .into()),
+        _ => Ok(()),
+    });
+    if let Err(st) = suitable {
+        if let Some(stage) = staged {
+            remove_stage(c, &stage).await;
+        }
+        return Err(st);
     }
-    let c = &job.client;
-    let stage = c
-        .stage_create(parent(&target.path))
-        .await
-        .map_err(|e| job.helper(e))?;
+    let stage = match staged {
+        Some(stage) => stage,
+        None => c
+            .stage_create(parent(&target.path))
+            .await
+            .map_err(|e| job.helper(e))?,
+    };
     let res = async {
         let Some(file) = c.stage_open(&stage).await.map_err(|e| job.map(e))? else {
             return Err(replaced(&stage.dir));
@@ -214,12 +230,17 @@ async fn atomic(
         Ok(resp)
     }
     .await;
-    if res.is_err()
-        && let Err(e) = c.stage_remove(&stage).await
-    {
-        tracing::warn!(stage = %stage.dir, error = %e, "removing a staging directory failed");
+    if res.is_err() {
+        remove_stage(c, &stage).await;
     }
     res
+}
+
+/// Removes a staging directory after a failure (logged if that fails too).
+async fn remove_stage(c: &AgentClient, stage: &Stage) {
+    if let Err(e) = c.stage_remove(stage).await {
+        tracing::warn!(stage = %stage.dir, error = %e, "removing a staging directory failed");
+    }
 }
 
 /// In place: a missing target is created (final mode, via a staging directory and a hard

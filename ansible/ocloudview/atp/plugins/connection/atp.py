@@ -94,9 +94,10 @@ options:
       - name: ansible_atp_timeout
   timings_file:
     description:
-      - When set, each call appends a JSON line here (C(op), C(path), C(wall_s), and for
-        C(exec) the guest-side C(guest_ms) the daemon measured), for benchmarks such as
-        C(scripts/bench-ansible.sh).
+      - When set, each call appends a JSON line here (C(op), C(path), C(wall_s), its start
+        C(at) in seconds since the epoch, and for C(exec) the command C(cmd) (its first 200
+        characters) and the guest-side C(guest_ms) the daemon measured), for benchmarks such
+        as C(scripts/bench-ansible.sh).
     type: path
     env:
       - name: ATP_ANSIBLE_TIMINGS
@@ -198,9 +199,11 @@ class Connection(ConnectionBase):
         target = self.get_option("timings_file")
         if not target:
             return
-        entry = {"op": op, "path": path if op != "exec" else "", "wall_s": round(wall_s, 6)}
+        entry = {"op": op, "path": path if op != "exec" else "", "wall_s": round(wall_s, 6),
+                 "at": round(time.time() - wall_s, 3)}  # fmt: skip
         if op == "exec":
             entry["guest_ms"] = result[3].duration_ms
+            entry["cmd"] = path[:200]  # an exec's "path" is its command
         with open(target, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
@@ -235,12 +238,10 @@ class Connection(ConnectionBase):
         display.vvv(f"ATP PUT {in_path} TO {out_path}", host=self._domain)
         if not os.path.isfile(in_path):
             raise AnsibleFileNotFound(f"file or module does not exist: {in_path}")
-        # Into Ansible's private temp dir (where the module then moves it into place
-        # atomically itself) the file is written in place: the daemon's staging and rename
-        # would cost one more command in the guest for nothing.
-        tmpdir = self._shell.tmpdir
-        private = bool(tmpdir) and out_path.startswith(tmpdir.rstrip("/") + "/")
-        self._call("put", self._client.write_file, self._domain, in_path, out_path, not private)
+        # Atomic (the daemon's default) even into Ansible's private temp dir: a new file
+        # written in place costs the guest more helper processes (create it with its mode,
+        # prove the handle) than staging it, which the daemon does with the resolution.
+        self._call("put", self._client.write_file, self._domain, in_path, out_path)
 
     def fetch_file(self, in_path, out_path):
         """Copies a guest file to the controller with ReadFile (SHA-256 checked)."""
