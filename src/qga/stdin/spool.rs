@@ -76,17 +76,9 @@ impl StdinFeed {
         let Some(ctl) = &self.ctl else {
             return Ok(());
         };
-        let h = ctl.handle();
-        let line = format!("{line}\n");
-        let res = match self.client.file_write(h, line.as_bytes()).await {
-            Ok(w) if usize::try_from(w.count).ok() == Some(line.len()) => {
-                self.client.file_flush(h).await
-            }
-            Ok(_) => Err(super::stdin_failed(
-                "the pump's control FIFO is full".into(),
-            )),
-            Err(e) => Err(e),
-        };
+        let res = self
+            .write_whole(ctl.handle(), format!("{line}\n").as_bytes())
+            .await;
         if res.is_err()
             && let Some(ctl) = self.ctl.take()
         {
@@ -176,19 +168,7 @@ impl StdinFeed {
         let Some(f) = &self.fifo else {
             return false;
         };
-        let h = f.handle();
-        let wrote = match self.client.file_write(h, data).await {
-            Ok(w) if usize::try_from(w.count).ok() == Some(data.len()) => {
-                self.client.file_flush(h).await
-            }
-            Ok(w) => Err(QgaError::Agent {
-                command: "guest-file-write".into(),
-                class: "ShortWrite".into(),
-                desc: format!("{} of {} bytes buffered", w.count, data.len()),
-            }),
-            Err(e) => Err(e),
-        };
-        match wrote {
+        match self.write_whole(f.handle(), data).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!(error = %e, "stdin chunk not taken by the FIFO (full?); spooling it");
@@ -196,6 +176,20 @@ impl StdinFeed {
                 false
             }
         }
+    }
+
+    /// Writes a small chunk (at most `PIPE_BUF`) into a FIFO handle and flushes it: the
+    /// pipe takes it whole or, when full, not at all (see the module notes).
+    async fn write_whole(&self, handle: i64, data: &[u8]) -> Result<(), QgaError> {
+        let w = self.client.file_write(handle, data).await?;
+        if usize::try_from(w.count).ok() != Some(data.len()) {
+            return Err(QgaError::Agent {
+                command: "guest-file-write".into(),
+                class: "ShortWrite".into(),
+                desc: format!("{} of {} bytes buffered", w.count, data.len()),
+            });
+        }
+        self.client.file_flush(handle).await
     }
 
     /// Closes the FIFO handle (before EOF: it holds a write end too).
