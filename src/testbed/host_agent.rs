@@ -90,7 +90,9 @@ impl HostAgent {
     fn wait_for_socket(&mut self) -> Result<(), TestbedError> {
         let start = Instant::now();
         let limit = Duration::from_secs(10);
-        while !self.socket.exists() {
+        // The socket file appears at bind(), before listen(): a connect in between is
+        // refused, so wait until the kernel lists it as listening.
+        while !listening(&self.socket) {
             if !self.process.is_running() || start.elapsed() > limit {
                 return Err(TestbedError::NotReady {
                     what: "host qemu-ga".into(),
@@ -135,4 +137,17 @@ impl HostAgent {
             .ok()
             .map(Iterator::count)
     }
+}
+
+/// Whether a UNIX socket bound at `path` is listening (`/proc/net/unix` flags
+/// `__SO_ACCEPTCON`), without connecting to it (qemu-ga serves one client at a time).
+fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let want = path.to_string_lossy();
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8 && f[3] == "00010000" && f[7] == want
+    })
 }
