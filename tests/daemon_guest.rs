@@ -210,5 +210,100 @@ async fn daemon_over_libvirt_and_direct_socket() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(settled, "guest agent handles did not return to {baseline}");
+
+    exec_dirs_made_ahead(&mut c, "lab/atp-dg").await;
     drop(dom);
+}
+
+/// Runs `script` on `domain` and returns its stdout, requiring exit 0.
+async fn sh_out(c: &mut GuestAgentClient<Channel>, domain: &str, script: &str) -> String {
+    let o = drain_exec(
+        c.exec(sh_request(domain, script))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    let exit = o.exited.as_ref().and_then(|x| x.exit_code);
+    assert_eq!(exit, Some(0), "{script}: {o:?}");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The daemon runs small commands in exec directories made ahead (one guest process per
+/// command): each in a directory of its own, removed after; the ones waiting are private
+/// (0700, root's, empty outputs) and their names are in no process's command line; and
+/// when they are gone (a restarted guest, say), the next command still runs.
+async fn exec_dirs_made_ahead(c: &mut GuestAgentClient<Channel>, domain: &str) {
+    let mut dirs = Vec::new();
+    for _ in 0..6 {
+        let out = sh_out(c, domain, "readlink /proc/self/fd/1").await;
+        let dir = out.trim().strip_suffix("/out").unwrap().to_owned();
+        assert!(dir.starts_with("/tmp/.atp-exec-"), "{out:?}");
+        dirs.push(dir);
+    }
+    let mut distinct = dirs.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        dirs.len(),
+        "a directory was used twice: {dirs:?}"
+    );
+    let left = format!(
+        "for d in {}; do [ -e \"$d\" ] && echo \"$d\"; done; true",
+        dirs.join(" ")
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        if sh_out(c, domain, &left).await.is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "finished exec directories were not removed");
+
+    // The waiting ones: no `pid` yet (no program ran there).
+    let check = r#"n=0
+for d in /tmp/.atp-exec-*; do
+  [ -d "$d" ] && [ ! -e "$d/pid" ] || continue
+  n=$((n + 1))
+  [ "$(stat -c '%a %u' "$d")" = "700 0" ] || echo "open: $d"
+  [ -f "$d/out" ] && [ ! -s "$d/out" ] && [ -f "$d/err" ] && [ ! -s "$d/err" ] || echo "not empty: $d"
+  for c in /proc/[0-9]*/cmdline; do
+    l=$(tr '\0' ' ' <"$c" 2>/dev/null)
+    case $l in *"${d##*/}"*) echo "named by $c: $l" ;; esac
+  done
+done
+echo "waiting $n""#;
+    let report = sh_out(c, domain, check).await;
+    assert!(
+        report.ends_with("\n") && report.lines().count() == 1,
+        "{report}"
+    );
+    let waiting: usize = report
+        .trim()
+        .strip_prefix("waiting ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(waiting >= 1, "no exec directory made ahead: {report}");
+
+    // All gone at once: the next command makes its own and runs.
+    let removed = sh_out(
+        c,
+        domain,
+        r#"for d in /tmp/.atp-exec-*; do [ -e "$d/pid" ] || { rm -rf "$d"; echo "$d"; }; done"#,
+    )
+    .await;
+    eprintln!(
+        "removed {} waiting exec directories",
+        removed.lines().count()
+    );
+    for i in 0..3 {
+        assert_eq!(
+            sh_out(c, domain, &format!("echo after {i}")).await,
+            format!("after {i}\n")
+        );
+    }
 }

@@ -21,6 +21,10 @@ use crate::{
     transport::{libvirt_agent::LibvirtTransport, socket::SocketTransport},
 };
 
+/// Exec directories each guest's client keeps made ahead (see `AgentClient::with_exec_dir_pool`):
+/// enough for a burst of small commands (Ansible's four around a module) while a refill runs.
+const EXEC_DIR_POOL: usize = 4;
+
 /// Why a guest name could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
@@ -76,7 +80,8 @@ impl GuestRegistry {
             .map(|g| {
                 let client = AgentClient::new(SocketTransport::new(&g.socket))
                     .with_timeout(agent_timeout)
-                    .with_handle_limit(handle_limit);
+                    .with_handle_limit(handle_limit)
+                    .with_exec_dir_pool(EXEC_DIR_POOL);
                 (g.name.clone(), client)
             })
             .collect();
@@ -142,6 +147,7 @@ impl GuestRegistry {
                         AgentClient::new(transport)
                             .with_timeout(self.agent_timeout)
                             .with_handle_limit(self.handle_limit)
+                            .with_exec_dir_pool(EXEC_DIR_POOL)
                     })
                     .clone();
                 drop(by_key);

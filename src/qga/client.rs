@@ -68,6 +68,8 @@ pub(crate) struct AgentState {
     pub(crate) handle_limit: usize,
     /// A Windows guest's OEM code page, once learnt (`codepage`).
     pub(crate) oem_code_page: Mutex<Option<u16>>,
+    /// Exec directories made ahead, when enabled ([`AgentClient::with_exec_dir_pool`]).
+    pub(crate) pool: std::sync::OnceLock<super::dirpool::DirPool>,
 }
 
 impl Default for AgentState {
@@ -86,6 +88,7 @@ impl AgentState {
             handles: Arc::new(tokio::sync::Semaphore::new(limit)),
             handle_limit: limit,
             oem_code_page: Mutex::default(),
+            pool: std::sync::OnceLock::new(),
         }
     }
 
@@ -93,6 +96,9 @@ impl AgentState {
         *lock(&self.caps) = None;
         *lock(&self.os) = None;
         *lock(&self.oem_code_page) = None;
+        if let Some(pool) = self.pool.get() {
+            pool.clear();
+        }
     }
 }
 
@@ -141,6 +147,16 @@ impl AgentClient {
     /// starts a fresh shared state, so cached agent facts are fetched again).
     pub fn with_handle_limit(mut self, limit: usize) -> Self {
         self.state = Arc::new(AgentState::with_handle_limit(limit));
+        self
+    }
+
+    /// The same client keeping `target` exec directories made ahead and removing finished
+    /// ones in the background (see `dirpool`): a streamed exec then starts one guest
+    /// process instead of three. For long-lived clients (the daemon): a process that exits
+    /// right after its exec may leave a directory for a later sweep. Call it while
+    /// building the client, before cloning it.
+    pub fn with_exec_dir_pool(self, target: usize) -> Self {
+        let _ = self.state.pool.set(super::dirpool::DirPool::new(target));
         self
     }
 
@@ -200,7 +216,10 @@ impl AgentClient {
     /// Sends without the capability check.
     async fn send<C: Command>(&self, cmd: &C, timeout: Duration) -> Result<C::Reply, QgaError> {
         let request = encode(cmd)?;
+        let started = std::time::Instant::now();
         let reply = self.transport.call(request, timeout).await;
+        // `ATP_LOG=ocloudview_atp::qga::client=trace`: every call and its wall time.
+        tracing::trace!(command = C::NAME, took = ?started.elapsed(), "agent call");
         self.decode::<C>(reply)
     }
 

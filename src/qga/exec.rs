@@ -222,7 +222,7 @@ impl ExecResult {
         self.exit_code == Some(0)
     }
 
-    fn from_status(st: &ExecStatus, timed_out: bool, duration: Duration) -> Self {
+    pub(crate) fn from_status(st: &ExecStatus, timed_out: bool, duration: Duration) -> Self {
         Self {
             exit_code: st.exit_code,
             signal: st.signal,
@@ -371,6 +371,7 @@ impl AgentClient {
     /// Polls `guest-exec-status` with a short backoff until `pid` exits; used for the
     /// helper processes (mkdir, kill, rm) that finish in milliseconds.
     pub(crate) async fn wait_exit(&self, pid: i64) -> Result<ExecStatus, QgaError> {
+        let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
             let st = self.call(&GuestExecStatus { pid }).await?;
@@ -378,17 +379,37 @@ impl AgentClient {
                 return Ok(st);
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            // A helper takes 0.1-0.3 s in a TCG guest: look every 20 ms for its first
+            // second (a late look costs more than the call), then back off.
+            let cap = if started.elapsed() < Duration::from_secs(1) {
+                Duration::from_millis(20)
+            } else {
+                Duration::from_millis(100)
+            };
+            pause = (pause * 2).min(cap);
         }
     }
 
     /// Runs a small helper program (chmod, mv, rm...) with captured output and waits for
     /// it; its output must be small (it travels in one reply).
     pub async fn run_small(&self, path: &str, args: &[&str]) -> Result<ExecResult, QgaError> {
+        self.run_small_env(path, args, &[]).await
+    }
+
+    /// [`Self::run_small`] with `env` as the helper's whole environment (empty: the
+    /// agent's own). A value passed this way is readable by the agent's user only, not
+    /// by every guest user as arguments are.
+    pub(crate) async fn run_small_env(
+        &self,
+        path: &str,
+        args: &[&str],
+        env: &[String],
+    ) -> Result<ExecResult, QgaError> {
         let started = Instant::now();
         let cmd = GuestExec {
             path: path.to_owned(),
             arg: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: env.to_vec(),
             capture_output: true,
             ..GuestExec::default()
         };
@@ -434,8 +455,14 @@ impl AgentClient {
             session.console_text = super::codepage::is_cmd(&cmd.path);
             return Ok(session);
         }
-        let dir = self.make_exec_dir(cmd).await?;
         let max = self.transport().chunk_bounds().max_write;
+        if cmd.user.is_none()
+            && let Some(dir) = self.take_exec_dir()
+            && let Some(session) = self.start_pooled(cmd, dir, started, max).await?
+        {
+            return Ok(session);
+        }
+        let dir = self.make_exec_dir(cmd).await?;
         match &cmd.input_data {
             // More than one agent request carries as `input-data`: the wrapper reads it
             // from a regular file `in` in the private directory instead (written with
@@ -450,6 +477,71 @@ impl AgentClient {
                 self.start_in(&cmd, dir, started).await
             }
             _ => self.start_in(cmd, dir, started).await,
+        }
+    }
+
+    /// Starts `cmd` in the pooled directory `dir` (see [`super::dirpool`]), whose output
+    /// files exist already, so they are opened at once. `None` when `dir` is gone (the
+    /// guest restarted, say): the wrapper ran nothing, and the caller makes a directory
+    /// as usual. Stdin beyond one request goes into the file `in` first, as there.
+    async fn start_pooled(
+        &self,
+        cmd: &GuestExecCommand,
+        dir: String,
+        started: Instant,
+        max_input: usize,
+    ) -> Result<Option<ExecSession>, QgaError> {
+        let mut cmd = std::borrow::Cow::Borrowed(cmd);
+        if let Some(data) = cmd.input_data.as_ref().filter(|d| d.len() > max_input) {
+            match self.write_file(&format!("{dir}/in"), data).await {
+                Ok(()) => cmd.to_mut().input_data = None,
+                Err(e) => {
+                    self.retire_exec_dir(&dir);
+                    return if is_missing(&e) { Ok(None) } else { Err(e) };
+                }
+            }
+        }
+        let pid = match self.call(&cmd.redirected_pooled(&dir)).await {
+            Ok(p) => p.pid,
+            Err(e) => {
+                self.retire_exec_dir(&dir);
+                return Err(e);
+            }
+        };
+        let mut session =
+            ExecSession::new(self.clone(), pid, Some(dir.clone()), started, cmd.timeout);
+        let out = self.open(&format!("{dir}/out"), "r").await;
+        let err = match &out {
+            Ok(_) => self.open(&format!("{dir}/err"), "r").await,
+            Err(_) => Err(QgaError::InvalidArgument(String::new())),
+        };
+        match (out, err) {
+            (Ok(o), Ok(e)) => {
+                session.out.file = Some(o);
+                session.err.file = Some(e);
+                Ok(Some(session))
+            }
+            (Err(e), _) if is_missing(&e) => {
+                // The wrapper finds no directory either and exits 125 before running
+                // anything; reaped here so the agent forgets it.
+                // The others most likely went the same way (a restarted guest).
+                tracing::info!(dir, "a pooled exec directory is gone; making one");
+                session.finished = true;
+                let _ = self.wait_exit(pid).await;
+                self.retire_exec_dir(&dir);
+                if let Some(pool) = self.state().pool.get() {
+                    pool.clear();
+                }
+                Ok(None)
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                if let Ok(KillOutcome::Killed | KillOutcome::Gone) = session.kill(false).await {
+                    let _ = self.wait_exit(pid).await;
+                }
+                session.finished = true;
+                self.retire_exec_dir(&dir);
+                Err(e)
+            }
         }
     }
 
@@ -489,6 +581,11 @@ impl AgentClient {
             }
         }
     }
+}
+
+/// Whether the agent's open failed because the file (or its directory) does not exist.
+fn is_missing(e: &QgaError) -> bool {
+    matches!(e, QgaError::Agent { desc, .. } if desc.contains("No such file"))
 }
 
 #[cfg(test)]

@@ -39,15 +39,17 @@ printf '%s' "$r""#;
 
 /// `STAGE`: creates the staging directory (`mkdir -m 0700`: the agent's own and closed to
 /// everyone else from its first moment), enters it, checks it is the agent's own, and
-/// creates `data` and `id` there, both holding a random nonce, which it prints. Nobody
-/// else can read them, so the nonce proves that a handle opened later by path is this
-/// `data`, and that a directory entered later by path is this one.
+/// creates `data` and `id` there, both holding the random nonce `ATP_NONCE`, which it
+/// prints. The nonce comes from the daemon in the environment (only root can read a
+/// process's environment; no process is spent making it) and nobody else can read the
+/// files, so it proves that a handle opened later by path is this `data`, and that a
+/// directory entered later by path is this one.
 const STAGE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
 d=$1
 umask 077
 mkdir -m 0700 -- "$d" || exit 2
 if ! cd -P -- "$d" || ! [ -O . ]; then echo "staging directory $d: Operation not permitted (it is not the agent's own)" >&2; exit 3; fi
-n=$(head -c 16 /dev/urandom | od -An -tx1) && set -- $n && IFS= && n="$*" && [ ${#n} = 32 ] && printf %s "$n" >data && printf %s "$n" >id && printf %s "$n" && exit 0
+n=$ATP_NONCE && [ ${#n} = 32 ] && printf %s "$n" >data && printf %s "$n" >id && printf %s "$n" && exit 0
 cd / && rm -rf -- "$d"; exit 4"#;
 
 /// `PATH STAGE`: [`RESOLVE`] of PATH, then, when PATH is already resolved (no link, `.` or
@@ -67,7 +69,7 @@ case $p in */) ;; *) if [ "$r" = "$p" ] && { [ "$s" = - ] || [ -f "$r" ]; }; the
   umask 077
   mkdir -m 0700 -- "$d" || exit 2
   if ! cd -P -- "$d" || ! [ -O . ]; then echo "staging directory $d: Operation not permitted (it is not the agent's own)" >&2; exit 3; fi
-  n=$(head -c 16 /dev/urandom | od -An -tx1) && set -- $n && IFS= && n="$*" && [ ${#n} = 32 ] && printf %s "$n" >data && printf %s "$n" >id || { cd / && rm -rf -- "$d"; exit 4; }
+  n=$ATP_NONCE && [ ${#n} = 32 ] && printf %s "$n" >data && printf %s "$n" >id || { cd / && rm -rf -- "$d"; exit 4; }
   cd /
 fi ;; esac
 printf '%s\n%s\n%s' "$n" "$s" "$r""#;
@@ -235,6 +237,11 @@ fn parse_resolve_stage(out: &[u8]) -> Option<(Option<Vec<u8>>, Resolved)> {
     }
 }
 
+/// `ATP_NONCE=` and a fresh nonce of [`NONCE_LEN`] hex digits for a staging helper.
+fn nonce_entry() -> String {
+    format!("ATP_NONCE={}", uuid::Uuid::new_v4().simple())
+}
+
 impl AgentClient {
     /// Runs one helper program, bounded by [`HELPER_TIMEOUT`].
     async fn run_bounded(
@@ -242,21 +249,33 @@ impl AgentClient {
         program: &str,
         args: &[&str],
     ) -> Result<super::ExecResult, QgaError> {
-        tokio::time::timeout(HELPER_TIMEOUT, self.run_small(program, args))
+        self.run_bounded_env(program, args, &[]).await
+    }
+
+    /// [`Self::run_bounded`] with `env` as the helper's whole environment (none: the
+    /// agent's).
+    async fn run_bounded_env(
+        &self,
+        program: &str,
+        args: &[&str],
+        env: &[String],
+    ) -> Result<super::ExecResult, QgaError> {
+        tokio::time::timeout(HELPER_TIMEOUT, self.run_small_env(program, args, env))
             .await
             .map_err(|_| {
                 QgaError::Transport(crate::transport::TransportError::Timeout(HELPER_TIMEOUT))
             })?
     }
 
-    /// [`Self::run_bounded`], with a non-zero exit as an error carrying its stderr.
+    /// `/bin/sh` with `args` and `env`, bounded like [`Self::run_bounded`], with a non-zero
+    /// exit as an error carrying its stderr.
     async fn path_helper(
         &self,
         what: &str,
-        program: &str,
         args: &[&str],
+        env: &[String],
     ) -> Result<super::ExecResult, QgaError> {
-        let r = self.run_bounded(program, args).await?;
+        let r = self.run_bounded_env("/bin/sh", args, env).await?;
         if r.success() {
             Ok(r)
         } else {
@@ -268,11 +287,7 @@ impl AgentClient {
     /// exist) and reports what is there. One exec.
     pub async fn resolve_path(&self, path: &str) -> Result<Resolved, QgaError> {
         let r = self
-            .path_helper(
-                "atp-resolve",
-                "/bin/sh",
-                &["-c", RESOLVE, "atp-resolve", path],
-            )
+            .path_helper("atp-resolve", &["-c", RESOLVE, "atp-resolve", path], &[])
             .await?;
         parse_resolve(&r.stdout).ok_or_else(|| QgaError::Agent {
             command: "atp-resolve".into(),
@@ -341,7 +356,11 @@ impl AgentClient {
             uuid::Uuid::new_v4().simple()
         );
         let r = self
-            .path_helper("atp-stage", "/bin/sh", &["-c", STAGE, "atp-stage", &path])
+            .path_helper(
+                "atp-stage",
+                &["-c", STAGE, "atp-stage", &path],
+                &[nonce_entry()],
+            )
             .await?;
         if r.stdout.len() != NONCE_LEN || !r.stdout.iter().all(u8::is_ascii_hexdigit) {
             return Err(QgaError::Agent {
@@ -372,8 +391,8 @@ impl AgentClient {
         let r = self
             .path_helper(
                 "atp-resolve",
-                "/bin/sh",
                 &["-c", RESOLVE_STAGE, "atp-resolve", path, &dir],
+                &[nonce_entry()],
             )
             .await?;
         let bad = || QgaError::Agent {
@@ -465,9 +484,14 @@ impl AgentClient {
     /// Removes a staging directory and what is in it (`rm -rf`, which removes a symbolic
     /// link planted in its place rather than following it). One exec.
     pub async fn stage_remove(&self, stage: &Stage) -> Result<(), QgaError> {
-        self.path_helper("rm", "/bin/rm", &["-rf", "--", &stage.dir])
-            .await
-            .map(drop)
+        let r = self
+            .run_bounded("/bin/rm", &["-rf", "--", &stage.dir])
+            .await?;
+        if r.success() {
+            Ok(())
+        } else {
+            Err(helper_failed("rm", &r))
+        }
     }
 }
 

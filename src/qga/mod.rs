@@ -15,6 +15,7 @@ mod client;
 pub mod codepage;
 mod command;
 pub mod commands;
+mod dirpool;
 mod error;
 mod exec;
 mod file;

@@ -313,7 +313,7 @@ impl ExecSession {
         }))
     }
 
-    fn set_exited(&mut self, st: ExecStatus) {
+    pub(crate) fn set_exited(&mut self, st: ExecStatus) {
         self.ended.get_or_insert_with(|| self.started.elapsed());
         self.exited = Some(st);
     }
@@ -369,7 +369,9 @@ impl ExecSession {
     async fn cleanup(&mut self) {
         self.finished = true;
         self.release_handles().await;
-        if let Some(dir) = self.dir.take() {
+        if let Some(dir) = self.dir.take()
+            && !self.client.retire_exec_dir(&dir)
+        {
             self.client.remove_dir(&dir).await;
         }
     }

@@ -10,17 +10,23 @@
 
 use std::time::Duration;
 
-use super::{AgentClient, QgaError};
+use super::{
+    AgentClient, QgaError,
+    commands::GuestExec,
+    exec::{DEFAULT_PATH, ExecResult},
+};
 
 /// Prefix of every exec directory (kept in step with `make_exec_dir`).
 pub(crate) const EXEC_DIR_PREFIX: &str = "/tmp/.atp-exec-";
 
-/// `$1`: minimum idle seconds; `$2...`: pids still in use by the caller. Prints each
+/// `$1`: minimum idle seconds; `$2...`: pids still in use by the caller; `ATP_KEEP`: the
+/// caller's pooled directories (in the environment: their names stay secret). Prints each
 /// directory it removed. Skips symlinks, directories whose recorded program still runs or
 /// is listed, and directories whose newest mtime (itself, `out`, `err`) is too recent.
 const SWEEP_SCRIPT: &str = r#"a=$1; shift; now=$(date +%s) || exit 1
 for d in /tmp/.atp-exec-*; do
   [ -d "$d" ] && [ ! -L "$d" ] || continue
+  case " $ATP_KEEP " in *" $d "*) continue ;; esac
   p=$(cat -- "$d/pid" 2>/dev/null); case $p in ''|*[!0-9]*) p= ;; esac
   if [ -n "$p" ]; then
     [ -d "/proc/$p" ] && continue
@@ -47,7 +53,22 @@ impl AgentClient {
         let pids: Vec<String> = in_use.iter().map(i64::to_string).collect();
         let mut args = vec!["-c", SWEEP_SCRIPT, "atp-sweep", idle.as_str()];
         args.extend(pids.iter().map(String::as_str));
-        let r = self.run_small("/bin/sh", &args).await?;
+        let keep = self
+            .state()
+            .pool
+            .get()
+            .map(|p| p.kept().join(" "))
+            .unwrap_or_default();
+        let started = std::time::Instant::now();
+        let sweep = GuestExec {
+            path: "/bin/sh".into(),
+            arg: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: vec![DEFAULT_PATH.to_owned(), format!("ATP_KEEP={keep}")],
+            capture_output: true,
+            ..GuestExec::default()
+        };
+        let pid = self.call(&sweep).await?.pid;
+        let r = ExecResult::from_status(&self.wait_exit(pid).await?, false, started.elapsed());
         if r.exit_code != Some(0) {
             return Err(QgaError::Agent {
                 command: "guest-exec".into(),

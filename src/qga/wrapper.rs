@@ -13,7 +13,9 @@ use super::{
     user,
 };
 
-/// The redirecting wrapper. Positional parameters: `DIR CWD M K A ARGV(M) ENV(K)`.
+/// The redirecting wrapper. Positional parameters: `DIR CWD M K A ARGV(M) ENV(K)`; an
+/// empty `DIR` means the directory made ahead named by `ATP_EXEC_DIR` in the environment
+/// (see [`GuestExecCommand::redirected_pooled`]), which the wrapper checks and unsets.
 ///
 /// It runs with a clean environment (only [`DEFAULT_PATH`]), records its pid and start
 /// time (field 22 of `/proc/$$/stat`) in `DIR`, resolves the program in the fixed `PATH`
@@ -34,21 +36,21 @@ static WRAPPER: LazyLock<String> = LazyLock::new(|| {
         user::DROP_APPEND
     )
 });
-const WRAPPER_HEAD: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; echo "$q/$1"; return 0; fi; done; IFS=$o; return 1; }
+const WRAPPER_HEAD: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; r=$q/$1; return 0; fi; done; IFS=$o; return 1; }
 t() { shift 19; echo "$1"; }
 d=$1; c=$2; m=$3; k=$4; a=$5; shift 5
+if [ -z "$d" ]; then d=$ATP_EXEC_DIR; unset ATP_EXEC_DIR; [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ] || { echo "atp-exec: the exec directory is gone" >&2; exit 125; }; fi
 echo $$ >"$d/pid"
 if read -r s </proc/$$/stat; then t ${s##*) } >"$d/start"; fi
 if [ -p "$d/in" ] || [ -f "$d/in" ]; then exec <"$d/in"; fi
-exec >"$d/out" 2>"$d/err"
+exec 2>"$d/err" >"$d/out"
 "#;
 const WRAPPER_MID: &str = r#"if [ "$a" = login ] && [ -z "$c" ]; then cd -- "$H" 2>/dev/null || { echo "atp-exec: cannot enter $H; starting in /" >&2; cd /; }; fi
 if [ -n "$c" ]; then cd -- "$c" || exit 126; fi
 p=$1; shift
-case $p in */*) ;; *) n=$p; p=$(w "$n") || { echo "atp-exec: $n: not found" >&2; exit 127; } ;; esac
+case $p in */*) ;; *) n=$p; w "$n" || { echo "atp-exec: $n: not found" >&2; exit 127; }; p=$r ;; esac
 case $p in -*) p=./$p ;; esac
-x=$(w setsid) || x=
-if [ -n "$x" ]; then set -- "$@" "$x"; fi
+if w setsid; then set -- "$@" "$r"; fi
 "#;
 const WRAPPER_TAIL: &str = r#"set -- "$@" "$p"
 i=1; while [ "$i" -lt "$m" ]; do set -- "$@" "$1"; shift; i=$((i + 1)); done
@@ -61,7 +63,7 @@ shift; exec "$@""#;
 /// `/bin/sh` on a new PTY in a session of its own and copies the PTY's output to `out`.
 /// `-e`: script exits with the program's status. `setsid` (no fork, as in [`WRAPPER`])
 /// keeps script out of the agent's process group: on SIGTERM script signals its group.
-const TTY_WRAPPER: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; echo "$q/$1"; return 0; fi; done; IFS=$o; return 1; }
+const TTY_WRAPPER: &str = r#"w() { o=$IFS; IFS=:; for q in $PATH; do if [ -f "$q/$1" ] && [ -x "$q/$1" ]; then IFS=$o; r=$q/$1; return 0; fi; done; IFS=$o; return 1; }
 t() { shift 19; echo "$1"; }
 d=$1; c=$2; i=$3
 echo $$ >"$d/pid"
@@ -69,9 +71,9 @@ if read -r s </proc/$$/stat; then t ${s##*) } >"$d/start"; fi
 if [ -p "$d/in" ]; then exec <"$d/in"; fi
 exec >"$d/out" 2>"$d/err"
 if [ -n "$c" ]; then cd -- "$c" || exit 126; fi
-x=$(w script) || { echo "atp-exec: a terminal needs script(1) from util-linux in the guest" >&2; exit 127; }
-SHELL=/bin/sh; export SHELL
-if y=$(w setsid); then exec "$y" "$x" -q -e -c "$i" /dev/null; fi
+w script || { echo "atp-exec: a terminal needs script(1) from util-linux in the guest" >&2; exit 127; }
+x=$r; SHELL=/bin/sh; export SHELL
+if w setsid; then exec "$r" "$x" -q -e -c "$i" /dev/null; fi
 exec "$x" -q -e -c "$i" /dev/null"#;
 /// Makes the exec directory (`$1`); `$2` non-empty: with the FIFOs `in` and `ctl`; `$3` non-empty:
 /// exit [`NO_SCRIPT`] first when the guest has no `script` for a terminal; `$4`
@@ -134,7 +136,32 @@ impl GuestExecCommand {
             capture_output: false,
         }
     }
+
+    /// [`GuestExecCommand::redirected`] in a directory made ahead (see [`super::dirpool`]):
+    /// the name travels in the wrapper's environment, which only root can read, so it
+    /// stays out of every process list; the wrapper checks it is still a directory
+    /// of the agent's user (exit 125 otherwise, before it writes anything). Not for terminals.
+    pub(crate) fn redirected_pooled(&self, dir: &str) -> GuestExec {
+        debug_assert!(self.tty.is_none());
+        let mut exec = self.redirected(dir);
+        exec.arg[3] = String::new();
+        exec.env.push(format!("{POOL_DIR_VAR}={dir}"));
+        exec
+    }
 }
+
+/// A new exec directory's path: [`super::sweep::EXEC_DIR_PREFIX`] and 128 random bits,
+/// which no guest user can guess.
+pub(crate) fn new_exec_dir_name() -> String {
+    format!(
+        "{}{}",
+        super::sweep::EXEC_DIR_PREFIX,
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The environment entry naming a pooled exec directory (unset before the program runs).
+const POOL_DIR_VAR: &str = "ATP_EXEC_DIR";
 
 impl AgentClient {
     /// Creates a private per-exec directory in the guest's /tmp for `cmd` (with its
@@ -153,11 +180,7 @@ impl AgentClient {
         tty: bool,
         user: Option<&RunAs>,
     ) -> Result<String, QgaError> {
-        let dir = format!(
-            "{}{}",
-            super::sweep::EXEC_DIR_PREFIX,
-            uuid::Uuid::new_v4().simple()
-        );
+        let dir = new_exec_dir_name();
         let setup = GuestExec {
             path: "/bin/sh".into(),
             arg: vec![

@@ -8,6 +8,7 @@
 //! saved offsets. The Exec call's outcome is recorded when the program really ends.
 
 mod limits;
+mod pace;
 
 use self::limits::Kill;
 
@@ -258,7 +259,7 @@ impl Runner {
                             POLL_MAX
                         };
                         self.poll = (self.poll * 2).min(max);
-                        self.wait(pause).await;
+                        self.pause_watching_exit(pause).await;
                     }
                     // The agent answered with an error: the exec cannot go on.
                     Err(e @ QgaError::Agent { .. }) => return End::Failed(e),

@@ -178,12 +178,12 @@ class Connection(ConnectionBase):
             display.vvv(f"ATP CONNECT {self.get_option('server')} guest {self._domain}", host=self._domain)
         return self
 
-    def _call(self, op, fn, *args):
+    def _call(self, op, fn, *args, **kwargs):
         """Runs a client call, mapping its failure to unreachable or to a failed task."""
         self._connect()
         started = time.monotonic()
         try:
-            result = fn(*args)
+            result = fn(*args, **kwargs)
             remote = args[2] if op == "put" else args[1]  # (domain, local, remote) for put
             self._record(op, remote, time.monotonic() - started, result)
             return result
@@ -241,7 +241,12 @@ class Connection(ConnectionBase):
         # Atomic (the daemon's default) even into Ansible's private temp dir: a new file
         # written in place costs the guest more helper processes (create it with its mode,
         # prove the handle) than staging it, which the daemon does with the resolution.
-        self._call("put", self._client.write_file, self._domain, in_path, out_path)
+        # Mode 0600, what the staged file has already (no chmod process): Ansible puts
+        # only into its private temp dir and sets the modes it needs itself afterwards
+        # (`chmod u+rwx`, or ACLs for become).
+        self._call(
+            "put", self._client.write_file, self._domain, in_path, out_path, permissions=0o600
+        )
 
     def fetch_file(self, in_path, out_path):
         """Copies a guest file to the controller with ReadFile (SHA-256 checked)."""

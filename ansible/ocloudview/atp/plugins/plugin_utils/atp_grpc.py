@@ -157,17 +157,29 @@ class AtpClient:
         code = exited.exit_code if exited.HasField("exit_code") else 128 + exited.signal
         return code, bytes(out), bytes(err), exited
 
-    def write_file(self, domain: str, local: str, remote: str, atomic: bool = True) -> int:
+    def write_file(
+        self,
+        domain: str,
+        local: str,
+        remote: str,
+        atomic: bool = True,
+        permissions: int | None = None,
+    ) -> int:
         """Copies the local file to the guest: the header carries its SHA-256 (the daemon
         refuses a write that does not match), and the reply's size and digest are checked.
-        `atomic=False` writes in place (one guest helper less), for private directories."""
+        `atomic=False` writes in place (one guest helper less), for private directories;
+        `permissions` sets the file's mode (default: the daemon's)."""
         digest, size = hashlib.sha256(), 0
         with open(local, "rb") as f:
             for block in iter(lambda: f.read(CHUNK), b""):
                 digest.update(block)
                 size += len(block)
         header = pb.WriteFileHeader(
-            domain=domain, path=remote, expected_sha256=digest.digest(), atomic=atomic
+            domain=domain,
+            path=remote,
+            expected_sha256=digest.digest(),
+            atomic=atomic,
+            permissions=permissions,
         )
 
         def messages():

@@ -1,0 +1,290 @@
+//! Exec directories made ahead of time, and finished ones removed in batches, so a small
+//! command costs the guest one process, not three (setup, program, `rm`). Under TCG each
+//! guest process costs tens of milliseconds: Ansible's `mkdir`, `chmod` and `rm` around a
+//! module were mostly that. Enabled by [`AgentClient::with_exec_dir_pool`] (the daemon);
+//! a library client makes and removes each directory itself.
+//!
+//! The directories come from one `tar -x` whose archive (on stdin, which no other guest
+//! user can see) holds their names: unlike `mkdir`'s arguments, they never appear in a
+//! process list, so no guest user can plant anything under a name before it exists or
+//! after it goes. A pooled name is handed to the wrapper in its environment (readable by
+//! root only) and the wrapper checks the directory is a root-owned directory before it
+//! writes there. An entry unused for [`POOL_TTL`] is retired; so is every entry when the
+//! connection to the agent fails (the guest may have restarted).
+
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use super::{
+    AgentClient, QgaError, commands::GuestExec, exec::DEFAULT_PATH, wrapper::new_exec_dir_name,
+};
+use crate::sync::lock;
+
+/// How long a made directory waits in the pool before it is retired unused: well below
+/// the sweep's default idle time (ten minutes), so another client's sweep never finds one.
+pub(crate) const POOL_TTL: Duration = Duration::from_secs(60);
+/// Directories removed by one `rm`.
+const REMOVE_BATCH: usize = 64;
+/// Extracts the pool's archive into `/tmp` (`tar` finds the names on stdin).
+const MAKE: &str = "umask 077; exec tar -x -f - -C /tmp";
+
+/// The pool's state; held only for pushes and pops, never across an `.await`.
+#[derive(Debug)]
+pub(crate) struct DirPool {
+    /// How many made directories to keep ready.
+    target: usize,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    ready: Vec<(String, Instant)>,
+    /// Names a running refill is making (kept from sweeps too).
+    making: Vec<String>,
+    refilling: bool,
+    retired: Vec<String>,
+    removing: bool,
+}
+
+impl DirPool {
+    pub(crate) fn new(target: usize) -> Self {
+        Self {
+            target: target.max(1),
+            state: Mutex::default(),
+        }
+    }
+
+    /// Retires every ready directory (the agent's connection failed).
+    pub(crate) fn clear(&self) {
+        let mut st = lock(&self.state);
+        let old: Vec<String> = st.ready.drain(..).map(|(d, _)| d).collect();
+        st.retired.extend(old);
+    }
+
+    /// The names a sweep must leave alone: ready and being made.
+    pub(crate) fn kept(&self) -> Vec<String> {
+        let st = lock(&self.state);
+        st.ready
+            .iter()
+            .map(|(d, _)| d.clone())
+            .chain(st.making.iter().cloned())
+            .collect()
+    }
+}
+
+impl AgentClient {
+    /// Takes a made exec directory from the pool (if it has one that is fresh enough)
+    /// and starts a refill when it runs low. `None`: no pool, or it is empty.
+    pub(crate) fn take_exec_dir(&self) -> Option<String> {
+        let pool = self.state().pool.get()?;
+        let (dir, refill, retire) = {
+            let mut st = lock(&pool.state);
+            let now = Instant::now();
+            let stale: Vec<String> = st
+                .ready
+                .iter()
+                .filter(|(_, at)| now.duration_since(*at) >= POOL_TTL)
+                .map(|(d, _)| d.clone())
+                .collect();
+            st.ready
+                .retain(|(_, at)| now.duration_since(*at) < POOL_TTL);
+            st.retired.extend(stale);
+            let dir = st.ready.pop().map(|(d, _)| d);
+            let refill = !st.refilling && st.ready.len() * 2 < pool.target;
+            if refill {
+                st.refilling = true;
+            }
+            let retire = !st.removing && !st.retired.is_empty();
+            if retire {
+                st.removing = true;
+            }
+            (dir, refill, retire)
+        };
+        if refill {
+            let client = self.clone();
+            tokio::spawn(async move { client.refill_pool().await });
+        }
+        if retire {
+            let client = self.clone();
+            tokio::spawn(async move { client.remove_retired().await });
+        }
+        dir
+    }
+
+    /// Hands a finished exec directory over for removal in the background. False when
+    /// this client has no pool (the caller removes it itself).
+    pub(crate) fn retire_exec_dir(&self, dir: &str) -> bool {
+        let Some(pool) = self.state().pool.get() else {
+            return false;
+        };
+        let start = {
+            let mut st = lock(&pool.state);
+            st.retired.push(dir.to_owned());
+            !std::mem::replace(&mut st.removing, true)
+        };
+        if start {
+            let client = self.clone();
+            tokio::spawn(async move { client.remove_retired().await });
+        }
+        true
+    }
+
+    /// Makes directories until the pool holds its target.
+    async fn refill_pool(&self) {
+        let Some(pool) = self.state().pool.get() else {
+            return;
+        };
+        let names: Vec<String> = {
+            let mut st = lock(&pool.state);
+            let n = pool.target.saturating_sub(st.ready.len());
+            let names: Vec<String> = (0..n).map(|_| new_exec_dir_name()).collect();
+            st.making = names.clone();
+            names
+        };
+        let made = self.make_dirs(&names).await;
+        let mut st = lock(&pool.state);
+        st.making.clear();
+        st.refilling = false;
+        match made {
+            Ok(()) => {
+                let now = Instant::now();
+                st.ready.extend(names.into_iter().map(|d| (d, now)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "making exec directories ahead failed");
+                // Whatever part of the archive was extracted goes.
+                st.retired.extend(names);
+            }
+        }
+    }
+
+    /// One `tar -x` making `names` (each with empty `out` and `err`), mode 0700.
+    async fn make_dirs(&self, names: &[String]) -> Result<(), QgaError> {
+        let archive = pool_archive(names).map_err(|e| QgaError::Agent {
+            command: "guest-exec".into(),
+            class: "ExecSetupFailed".into(),
+            desc: format!("building the exec directories' archive: {e}"),
+        })?;
+        let make = GuestExec {
+            path: "/bin/sh".into(),
+            arg: vec!["-c".into(), MAKE.into()],
+            env: vec![DEFAULT_PATH.to_owned()],
+            input_data: Some(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                &archive,
+            )),
+            capture_output: true,
+        };
+        let pid = self.call(&make).await?.pid;
+        let st = self.wait_exit(pid).await?;
+        if st.exit_code != Some(0) {
+            return Err(QgaError::Agent {
+                command: "guest-exec".into(),
+                class: "ExecSetupFailed".into(),
+                desc: format!(
+                    "making exec directories ahead: tar exit {:?}, signal {:?}: {}",
+                    st.exit_code,
+                    st.signal,
+                    String::from_utf8_lossy(&st.stderr()).trim()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes retired directories, a batch per `rm`, until none is left.
+    async fn remove_retired(&self) {
+        let Some(pool) = self.state().pool.get() else {
+            return;
+        };
+        loop {
+            let batch: Vec<String> = {
+                let mut st = lock(&pool.state);
+                if st.retired.is_empty() {
+                    st.removing = false;
+                    return;
+                }
+                let n = st.retired.len().min(REMOVE_BATCH);
+                st.retired.drain(..n).collect()
+            };
+            let mut arg = vec!["-rf".to_owned(), "--".to_owned()];
+            arg.extend(batch.iter().cloned());
+            let rm = GuestExec {
+                path: "/bin/rm".into(),
+                arg,
+                ..GuestExec::default()
+            };
+            let res = match self.call(&rm).await {
+                Ok(p) => self.wait_exit(p.pid).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
+                // Left for a sweep (no program, idle): not retried here.
+                tracing::warn!(dirs = ?batch, error = %e, "could not remove guest exec directories");
+            }
+        }
+    }
+}
+
+/// A tar archive of `names` (absolute `/tmp/...` paths), each a 0700 directory holding
+/// empty 0600 files `err` and `out`, with paths relative to `/tmp`.
+fn pool_archive(names: &[String]) -> std::io::Result<Vec<u8>> {
+    // Now, not 0: a sweep leaves a directory alone while its files are recent.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut b = tar::Builder::new(Vec::new());
+    for name in names {
+        let rel = name.strip_prefix("/tmp/").unwrap_or(name);
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o700);
+        h.set_size(0);
+        h.set_mtime(now);
+        b.append_data(&mut h, format!("{rel}/"), std::io::empty())?;
+        for file in ["err", "out"] {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o600);
+            h.set_size(0);
+            h.set_mtime(now);
+            b.append_data(&mut h, format!("{rel}/{file}"), std::io::empty())?;
+        }
+    }
+    b.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_archive_holds_private_directories_with_empty_outputs() {
+        let names = [new_exec_dir_name(), new_exec_dir_name()];
+        let data = pool_archive(&names).unwrap();
+        let mut a = tar::Archive::new(data.as_slice());
+        let got: Vec<(String, u32, u64)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    h.mode().unwrap(),
+                    h.size().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got.len(), 6);
+        for (i, n) in names.iter().enumerate() {
+            let rel = n.strip_prefix("/tmp/").unwrap();
+            assert!(rel.starts_with(".atp-exec-") && !rel.contains('/'));
+            assert_eq!(got[i * 3], (format!("{rel}/"), 0o700, 0));
+            assert_eq!(got[i * 3 + 1], (format!("{rel}/err"), 0o600, 0));
+            assert_eq!(got[i * 3 + 2], (format!("{rel}/out"), 0o600, 0));
+        }
+    }
+}
