@@ -28,7 +28,12 @@ pub(crate) const POOL_TTL: Duration = Duration::from_secs(60);
 /// Directories removed by one `rm`.
 const REMOVE_BATCH: usize = 64;
 /// Extracts the pool's archive into `/tmp` (`tar` finds the names on stdin).
-const MAKE: &str = "umask 077; exec tar -x -f - -C /tmp";
+/// `-m`: the directories get the guest's time, not the host's (a sweep compares it with
+/// the guest's clock).
+const MAKE: &str = "umask 077; exec tar -x -m -f - -C /tmp";
+/// After a failed refill (no `tar` in the guest, a full `/tmp`), the next waits this long:
+/// commands make their own directories meanwhile.
+const RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// The pool's state; held only for pushes and pops, never across an `.await`.
 #[derive(Debug)]
@@ -44,6 +49,8 @@ struct PoolState {
     /// Names a running refill is making (kept from sweeps too).
     making: Vec<String>,
     refilling: bool,
+    /// When the last refill failed.
+    failed: Option<Instant>,
     retired: Vec<String>,
     removing: bool,
 }
@@ -92,7 +99,11 @@ impl AgentClient {
                 .retain(|(_, at)| now.duration_since(*at) < POOL_TTL);
             st.retired.extend(stale);
             let dir = st.ready.pop().map(|(d, _)| d);
-            let refill = !st.refilling && st.ready.len() * 2 < pool.target;
+            let refill = !st.refilling
+                && st.ready.len() * 2 < pool.target
+                && st
+                    .failed
+                    .is_none_or(|t| now.duration_since(t) >= RETRY_AFTER);
             if refill {
                 st.refilling = true;
             }
@@ -150,10 +161,12 @@ impl AgentClient {
         match made {
             Ok(()) => {
                 let now = Instant::now();
+                st.failed = None;
                 st.ready.extend(names.into_iter().map(|d| (d, now)));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "making exec directories ahead failed");
+                st.failed = Some(Instant::now());
+                tracing::warn!(error = %e, retry_after = ?RETRY_AFTER, "making exec directories ahead failed");
                 // Whatever part of the archive was extracted goes.
                 st.retired.extend(names);
             }
