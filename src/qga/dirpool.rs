@@ -18,7 +18,11 @@ use std::{
 };
 
 use super::{
-    AgentClient, QgaError, commands::GuestExec, exec::DEFAULT_PATH, wrapper::new_exec_dir_name,
+    AgentClient, QgaError,
+    commands::GuestExec,
+    exec::{DEFAULT_PATH, ExecSession, GuestExecCommand},
+    kill::KillOutcome,
+    wrapper::new_exec_dir_name,
 };
 use crate::sync::lock;
 
@@ -122,6 +126,71 @@ impl AgentClient {
             tokio::spawn(async move { client.remove_retired().await });
         }
         dir
+    }
+
+    /// Starts `cmd` in the pooled directory `dir` , whose output
+    /// files exist already, so they are opened at once. `None` when `dir` is gone (the
+    /// guest restarted, say): the wrapper ran nothing, and the caller makes a directory
+    /// as usual. Stdin beyond one request goes into the file `in` first, as there.
+    pub(crate) async fn start_pooled(
+        &self,
+        cmd: &GuestExecCommand,
+        dir: String,
+        started: Instant,
+        max_input: usize,
+    ) -> Result<Option<ExecSession>, QgaError> {
+        let mut cmd = std::borrow::Cow::Borrowed(cmd);
+        if let Some(data) = cmd.input_data.as_ref().filter(|d| d.len() > max_input) {
+            match self.write_file(&format!("{dir}/in"), data).await {
+                Ok(()) => cmd.to_mut().input_data = None,
+                Err(e) => {
+                    self.retire_exec_dir(&dir);
+                    return if is_missing(&e) { Ok(None) } else { Err(e) };
+                }
+            }
+        }
+        let pid = match self.call(&cmd.redirected_pooled(&dir)).await {
+            Ok(p) => p.pid,
+            Err(e) => {
+                self.retire_exec_dir(&dir);
+                return Err(e);
+            }
+        };
+        let mut session =
+            ExecSession::new(self.clone(), pid, Some(dir.clone()), started, cmd.timeout);
+        let out = self.open(&format!("{dir}/out"), "r").await;
+        let err = match &out {
+            Ok(_) => self.open(&format!("{dir}/err"), "r").await,
+            Err(_) => Err(QgaError::InvalidArgument(String::new())),
+        };
+        match (out, err) {
+            (Ok(o), Ok(e)) => {
+                session.out.file = Some(o);
+                session.err.file = Some(e);
+                Ok(Some(session))
+            }
+            (Err(e), _) if is_missing(&e) => {
+                // The wrapper finds no directory either and exits 125 before running
+                // anything; reaped here so the agent forgets it.
+                // The others most likely went the same way (a restarted guest).
+                tracing::info!(dir, "a pooled exec directory is gone; making one");
+                session.finished = true;
+                let _ = self.wait_exit(pid).await;
+                self.retire_exec_dir(&dir);
+                if let Some(pool) = self.state().pool.get() {
+                    pool.clear();
+                }
+                Ok(None)
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                if let Ok(KillOutcome::Killed | KillOutcome::Gone) = session.kill(false).await {
+                    let _ = self.wait_exit(pid).await;
+                }
+                session.finished = true;
+                self.retire_exec_dir(&dir);
+                Err(e)
+            }
+        }
     }
 
     /// Hands a finished exec directory over for removal in the background. False when
@@ -239,6 +308,11 @@ impl AgentClient {
             }
         }
     }
+}
+
+/// Whether the agent's open failed because the file (or its directory) does not exist.
+fn is_missing(e: &QgaError) -> bool {
+    matches!(e, QgaError::Agent { desc, .. } if desc.contains("No such file"))
 }
 
 /// A tar archive of `names` (absolute `/tmp/...` paths), each a 0700 directory holding
