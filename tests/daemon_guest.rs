@@ -28,14 +28,7 @@ async fn open_fds(c: &mut GuestAgentClient<Channel>, domain: &str) -> usize {
       tr '\0' ' ' <$p/cmdline | grep -q 'guest_agent\.0 ' || continue
       n=$((n+1)); fds=$(ls $p/fd | wc -l)
     done; [ $n = 1 ] && echo $fds"#;
-    let o = drain_exec(
-        c.exec(sh_request(domain, script))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
-    let out = String::from_utf8(o.stdout).unwrap();
+    let out = sh_out(c, domain, script).await;
     let n: usize = out
         .trim()
         .parse()

@@ -291,21 +291,7 @@ impl AgentClient {
                 let n = st.retired.len().min(REMOVE_BATCH);
                 st.retired.drain(..n).collect()
             };
-            let mut arg = vec!["-rf".to_owned(), "--".to_owned()];
-            arg.extend(batch.iter().cloned());
-            let rm = GuestExec {
-                path: "/bin/rm".into(),
-                arg,
-                ..GuestExec::default()
-            };
-            let res = match self.call(&rm).await {
-                Ok(p) => self.wait_exit(p.pid).await.map(drop),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = res {
-                // Left for a sweep (no program, idle): not retried here.
-                tracing::warn!(dirs = ?batch, error = %e, "could not remove guest exec directories");
-            }
+            self.remove_dirs(&batch).await;
         }
     }
 }
@@ -323,21 +309,19 @@ fn pool_archive(names: &[String]) -> std::io::Result<Vec<u8>> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut b = tar::Builder::new(Vec::new());
-    for name in names {
-        let rel = name.strip_prefix("/tmp/").unwrap_or(name);
+    let mut empty = |kind, mode, path: String| {
         let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o700);
+        h.set_entry_type(kind);
+        h.set_mode(mode);
         h.set_size(0);
         h.set_mtime(now);
-        b.append_data(&mut h, format!("{rel}/"), std::io::empty())?;
+        b.append_data(&mut h, path, std::io::empty())
+    };
+    for name in names {
+        let rel = name.strip_prefix("/tmp/").unwrap_or(name);
+        empty(tar::EntryType::Directory, 0o700, format!("{rel}/"))?;
         for file in ["err", "out"] {
-            let mut h = tar::Header::new_ustar();
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(0o600);
-            h.set_size(0);
-            h.set_mtime(now);
-            b.append_data(&mut h, format!("{rel}/{file}"), std::io::empty())?;
+            empty(tar::EntryType::Regular, 0o600, format!("{rel}/{file}"))?;
         }
     }
     b.into_inner()

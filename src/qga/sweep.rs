@@ -10,11 +10,7 @@
 
 use std::time::Duration;
 
-use super::{
-    AgentClient, QgaError,
-    commands::GuestExec,
-    exec::{DEFAULT_PATH, ExecResult},
-};
+use super::{AgentClient, QgaError, exec::DEFAULT_PATH};
 
 /// Prefix of every exec directory (kept in step with `make_exec_dir`).
 pub(crate) const EXEC_DIR_PREFIX: &str = "/tmp/.atp-exec-";
@@ -59,16 +55,8 @@ impl AgentClient {
             .get()
             .map(|p| p.kept().join(" "))
             .unwrap_or_default();
-        let started = std::time::Instant::now();
-        let sweep = GuestExec {
-            path: "/bin/sh".into(),
-            arg: args.iter().map(|a| (*a).to_owned()).collect(),
-            env: vec![DEFAULT_PATH.to_owned(), format!("ATP_KEEP={keep}")],
-            capture_output: true,
-            ..GuestExec::default()
-        };
-        let pid = self.call(&sweep).await?.pid;
-        let r = ExecResult::from_status(&self.wait_exit(pid).await?, false, started.elapsed());
+        let env = [DEFAULT_PATH.to_owned(), format!("ATP_KEEP={keep}")];
+        let r = self.run_small_env("/bin/sh", &args, &env).await?;
         if r.exit_code != Some(0) {
             return Err(QgaError::Agent {
                 command: "guest-exec".into(),

@@ -225,9 +225,17 @@ impl AgentClient {
 
     /// Removes an exec directory; failures are logged, not returned (cleanup path).
     pub(crate) async fn remove_dir(&self, dir: &str) {
+        self.remove_dirs(&[dir.to_owned()]).await;
+    }
+
+    /// Removes exec directories with one `rm -rf`; failures are logged, not returned
+    /// (a sweep finds what is left: no program, idle).
+    pub(crate) async fn remove_dirs(&self, dirs: &[String]) {
+        let mut arg = vec!["-rf".to_owned(), "--".to_owned()];
+        arg.extend(dirs.iter().cloned());
         let rm = GuestExec {
             path: "/bin/rm".into(),
-            arg: vec!["-rf".into(), "--".into(), dir.to_owned()],
+            arg,
             ..GuestExec::default()
         };
         let res = match self.call(&rm).await {
@@ -235,7 +243,7 @@ impl AgentClient {
             Err(e) => Err(e),
         };
         if let Err(e) = res {
-            tracing::warn!(dir, error = %e, "could not remove guest exec directory");
+            tracing::warn!(?dirs, error = %e, "could not remove guest exec directories");
         }
     }
 }
