@@ -56,11 +56,17 @@ cd / && rm -rf -- "$d"; exit 4"#;
 /// `..` led elsewhere: the policy's decision on PATH stands) and names a regular file or
 /// nothing, [`STAGE`] at STAGE (in PATH's directory). One process less per step than the
 /// two helpers apart (no `stat` when nothing is there, no `tr`), and one exec instead of
-/// two. First line: the nonce, or `-` when nothing was staged; then [`RESOLVE`]'s output.
+/// two. The resolution is the shell's own when it can be (`cd -P` to PATH's directory,
+/// whose physical path `PWD` then holds, and a last component that is no link: what
+/// `readlink -f` would print, without its process). First line: the nonce, or `-` when
+/// nothing was staged; then [`RESOLVE`]'s output.
 const RESOLVE_STAGE: &str = r#"PATH=/usr/sbin:/usr/bin:/sbin:/bin
-p=$1 d=$2
+p=$1 d=$2 r=
+case $p in /*[!/]) b=${p##*/}; case $b in .|..) ;; *) if cd -P -- "${p%/*}/" 2>/dev/null && [ ! -L "$b" ]; then r=${PWD%/}/$b; fi ;; esac ;; esac
+if [ -z "$r" ]; then
 r=$(readlink -f -- "$p" && echo x) || { echo "cannot resolve $p: No such file or directory (a directory on the path is missing, or symbolic links loop)" >&2; exit 2; }
 r=${r%x}; r=${r%?}
+fi
 case $p in */) [ "$r" = / ] || r=$r/ ;; esac
 s=-
 if [ -e "$r" ] || [ -L "$r" ]; then s=$(stat -c '%f %u %g %i' -- "$r" 2>/dev/null) || s=-; fi
@@ -129,6 +135,10 @@ pub struct Resolved {
     pub path: String,
     /// What is there now, if anything.
     pub existing: Option<Existing>,
+    /// Only root can change what the path leads to: every directory on the way is
+    /// root's and closed to others' writes (see [`AgentClient::probe_path`]); false when
+    /// not known.
+    pub settled: bool,
 }
 
 /// Mode and owner of an existing file (from `stat`).
@@ -221,6 +231,7 @@ fn parse_resolve(out: &[u8]) -> Option<Resolved> {
     Some(Resolved {
         path: path.to_owned(),
         existing,
+        settled: false,
     })
 }
 
@@ -284,8 +295,12 @@ impl AgentClient {
     }
 
     /// Resolves `path` in the guest (`readlink -f`: every component but the last must
-    /// exist) and reports what is there. One exec.
+    /// exist) and reports what is there. One exec: `stat` alone when no link is on the
+    /// way ([`Self::probe_path`]), else a shell with `readlink` and `stat`.
     pub async fn resolve_path(&self, path: &str) -> Result<Resolved, QgaError> {
+        if let Some(r) = self.probe_path(path).await? {
+            return Ok(r);
+        }
         let r = self
             .path_helper("atp-resolve", &["-c", RESOLVE, "atp-resolve", path], &[])
             .await?;

@@ -21,6 +21,7 @@ mod exec;
 mod file;
 pub mod guestpath;
 mod kill;
+mod probe;
 pub mod ssh_key;
 mod stdin;
 mod stream;

@@ -35,7 +35,7 @@ use super::{
 use crate::{
     pb,
     policy::{path::check_guest_path, request::FileInfo},
-    qga::{AgentClient, DEFAULT_CHUNK, OpenFile, QgaError, commands::Whence},
+    qga::{AgentClient, OpenFile, QgaError, commands::Whence},
 };
 
 /// The checks that need no guest: empty, NUL, relative, UNC (see [`check_guest_path`]).
@@ -78,18 +78,22 @@ pub(crate) async fn read(
         check_path_for(&client, &r.path).await?;
         // Decide on what is really opened, open that, and refuse if it changed meanwhile.
         let posix = resolve::resolves(&client, &r.path).await;
-        let (path, regular) = if posix {
+        let (path, regular, settled) = if posix {
             let t = resolve::decide_resolved(s, &mut call, &client, info).await?;
-            // Nothing there at resolution (or swapped meanwhile): prove the handle.
-            (t.path, t.existing.is_none_or(|e| e.regular))
+            // Nothing there at resolution (or swapped meanwhile): prove the handle. A
+            // regular file on a settled path needs no proof: no one but root can swap
+            // anything on the way between resolution and open.
+            let settled = t.settled && t.existing.is_some_and(|e| e.regular);
+            (t.path, t.existing.is_none_or(|e| e.regular), settled)
         } else {
-            (r.path.clone(), false)
+            (r.path.clone(), false, false)
         };
         let file = client
             .open(&path, "r")
             .await
             .map_err(|e| s.agent_error(call.domain(), e))?;
         if posix
+            && !settled
             && let Err(st) = resolve::verify_open(
                 s,
                 call.domain(),
@@ -121,15 +125,15 @@ pub(crate) async fn read(
         Err(e) => return Err(call.fail(e).await),
     };
     let limits = &s.shared.limits;
-    let max = client.transport().chunk_bounds().max_read;
+    let bounds = client.transport().chunk_bounds();
     let budget = ByteBudget::new(call.limits().max_bytes);
     // Every read in flight reserves its chunk from the stream's byte budget, so a chunk
     // is at most a share of it: no message can exceed the budget.
     let chunk = match r.chunk_size {
-        0 => DEFAULT_CHUNK,
+        0 => bounds.read_chunk,
         n => n as usize,
     }
-    .min(max)
+    .min(bounds.max_read)
     .min(limits.stream_buffer_bytes / READ_AHEAD)
     .max(1);
     let (tx, rx) = streams::channel(

@@ -27,9 +27,15 @@ use super::{
 /// Writes: measured with libvirt 9.0, a request larger than the agent socket's send
 /// buffer (about 208 KiB) stalls until it times out, at random: 128 KiB raw (175 KB of
 /// base64) never failed, 192 KiB failed two times in three. So writes stay at 128 KiB.
+///
+/// The default read: a 10 MiB file read through libvirt from a Debian 12 TCG guest, one
+/// read at a time, took 0.87 s in 512 KiB reads, 0.90 s in 768 KiB, 0.93 s in 1 MiB and
+/// 1.16 s in 2 MiB (median of 4 each, this machine kind): larger replies cost libvirt
+/// and the agent more per byte than the extra round trips.
 pub const CHUNK_BOUNDS: ChunkBounds = ChunkBounds {
     max_read: 2 << 20,
     max_write: 128 << 10,
+    read_chunk: 512 << 10,
 };
 
 /// Largest request sent through libvirt; see [`CHUNK_BOUNDS`].

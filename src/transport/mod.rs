@@ -96,6 +96,8 @@ pub struct ChunkBounds {
     pub max_read: usize,
     /// Largest payload for one `guest-file-write`, in bytes.
     pub max_write: usize,
+    /// The `count` a whole-file read goes fastest with, when the client names none.
+    pub read_chunk: usize,
 }
 
 /// A connection to one guest agent: a direct socket or a libvirt domain.

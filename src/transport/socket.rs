@@ -42,6 +42,7 @@ use super::{
 pub const CHUNK_BOUNDS: ChunkBounds = ChunkBounds {
     max_read: 48 << 20,
     max_write: 32 << 20,
+    read_chunk: crate::qga::DEFAULT_CHUNK,
 };
 
 /// Requests that may wait for the worker; senders wait (back-pressure) beyond this.

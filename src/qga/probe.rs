@@ -1,0 +1,252 @@
+//! Resolving a path with one `stat` and no shell: `stat` of every directory on the way
+//! and of the path itself, in one process (a shell with `readlink` and `stat` costs three
+//! in a slow emulated guest). When no symbolic link is on the way the path resolves to
+//! itself; otherwise (or when `stat` is missing, or the output is not what it should be)
+//! the caller falls back to the shell helper.
+//!
+//! The same output tells whether the path is *settled*: every directory on the way is
+//! root's and writable by nobody else (or sticky, with the next component root's), so
+//! no other guest user can rename, replace or plant anything that changes where the path
+//! leads. Group and other write bits show an ACL's mask, so an ACL granting a user write
+//! access makes a directory unsettled too. Guest root can change anything, but root owns
+//! every file anyway: a settled path is one only those who could read or write its file
+//! directly can redirect.
+
+use super::{
+    AgentClient, QgaError,
+    guestpath::{Existing, Resolved},
+};
+
+/// The probe's `PATH`: system directories only root can write.
+const PROBE_PATH: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One line per name, no name printed (a name may hold any byte but `/` and NUL): raw
+/// mode in hex, uid, gid, inode.
+const FORMAT: &str = "%f %u %g %i";
+
+/// Paths deeper than this go to the shell helper (the probe's arguments grow with the
+/// square of the depth and travel in one request).
+const MAX_DEPTH: usize = 32;
+
+const S_IFMT: u32 = 0o170_000;
+const S_IFDIR: u32 = 0o040_000;
+const S_IFLNK: u32 = 0o120_000;
+const S_IFREG: u32 = 0o100_000;
+const S_ISVTX: u32 = 0o1000;
+
+/// What `stat` said of one name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    raw: u32,
+    uid: u32,
+    gid: u32,
+    ino: u64,
+}
+
+/// `/`, `/a`, `/a/b`: the names to stat for `/a/b`. `None` for a path that is not
+/// absolute and normalised (empty, `.` or `..` components, a trailing `/`) or too deep.
+fn prefixes(path: &str) -> Option<Vec<String>> {
+    let rest = path.strip_prefix('/')?;
+    let mut names = vec!["/".to_owned()];
+    if rest.is_empty() {
+        return Some(names);
+    }
+    let mut at = String::new();
+    for part in rest.split('/') {
+        if part.is_empty() || part == "." || part == ".." || names.len() > MAX_DEPTH {
+            return None;
+        }
+        at.push('/');
+        at.push_str(part);
+        names.push(at.clone());
+    }
+    Some(names)
+}
+
+fn parse(out: &[u8]) -> Option<Vec<Entry>> {
+    let text = std::str::from_utf8(out).ok()?;
+    text.lines()
+        .map(|l| {
+            let mut f = l.split(' ');
+            let e = Entry {
+                raw: u32::from_str_radix(f.next()?, 16).ok()?,
+                uid: f.next()?.parse().ok()?,
+                gid: f.next()?.parse().ok()?,
+                ino: f.next()?.parse().ok()?,
+            };
+            f.next().is_none().then_some(e)
+        })
+        .collect()
+}
+
+/// Whether only root can change what `dir`'s entry `child` is: `dir` is root's and
+/// writable by nobody else, or sticky and `child` is root's (then only root may rename
+/// or remove it).
+fn holds(dir: &Entry, child: Option<&Entry>) -> bool {
+    dir.uid == 0
+        && (dir.raw & 0o022 == 0 || (dir.raw & S_ISVTX != 0 && child.is_some_and(|c| c.uid == 0)))
+}
+
+/// The resolution of `path` from its entries (one per prefix; the last one missing when
+/// the file is not there), or `None` when a link is on the way.
+fn judge(path: &str, entries: &[Entry], names: usize) -> Option<Resolved> {
+    let (dirs, last) = match entries.len() {
+        n if n == names => (&entries[..n - 1], entries.last()),
+        n if n + 1 == names => (entries, None),
+        _ => return None,
+    };
+    if dirs.iter().any(|d| d.raw & S_IFMT != S_IFDIR)
+        || last.is_some_and(|l| l.raw & S_IFMT == S_IFLNK)
+    {
+        return None;
+    }
+    let settled = dirs
+        .iter()
+        .enumerate()
+        .all(|(i, d)| holds(d, dirs.get(i + 1).or(last)));
+    Some(Resolved {
+        path: path.to_owned(),
+        existing: last.map(|l| Existing {
+            mode: l.raw & 0o7777,
+            uid: l.uid,
+            gid: l.gid,
+            regular: l.raw & S_IFMT == S_IFREG,
+            ino: l.ino,
+        }),
+        settled,
+    })
+}
+
+impl AgentClient {
+    /// Resolves `path` (absolute, normalised) with one `stat` when no symbolic link is
+    /// on the way; `Ok(None)` when it cannot tell (a link, a missing directory, no
+    /// `stat` in the guest): resolve with the shell helper then. Transport failures are
+    /// errors.
+    pub async fn probe_path(&self, path: &str) -> Result<Option<Resolved>, QgaError> {
+        let Some(names) = prefixes(path) else {
+            return Ok(None);
+        };
+        let mut args = vec!["-c", FORMAT, "--"];
+        args.extend(names.iter().map(String::as_str));
+        let r = match self
+            .run_small_env("stat", &args, &[PROBE_PATH.to_owned()])
+            .await
+        {
+            Ok(r) => r,
+            Err(e @ QgaError::Transport(_)) => return Err(e),
+            // No stat (the agent could not start it): the helper decides.
+            Err(_) => return Ok(None),
+        };
+        let Some(entries) = parse(&r.stdout) else {
+            return Ok(None);
+        };
+        // Nothing at the path itself is the one failure taken: every directory was there.
+        let missing_last = entries.len() + 1 == names.len()
+            && String::from_utf8_lossy(&r.stderr).contains("No such file or directory");
+        if !(r.success() && entries.len() == names.len() || missing_last) {
+            return Ok(None);
+        }
+        Ok(judge(path, &entries, names.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(raw: u32, uid: u32) -> Entry {
+        Entry {
+            raw,
+            uid,
+            gid: 0,
+            ino: 7,
+        }
+    }
+
+    #[test]
+    fn prefixes_of_normalised_paths_only() {
+        assert_eq!(prefixes("/").unwrap(), ["/"]);
+        assert_eq!(prefixes("/a/b c").unwrap(), ["/", "/a", "/a/b c"]);
+        for bad in ["", "a/b", "/a/", "/a//b", "/a/./b", "/a/../b"] {
+            assert_eq!(prefixes(bad), None, "{bad}");
+        }
+        let deep = "/d".repeat(MAX_DEPTH + 1);
+        assert_eq!(prefixes(&deep), None);
+        assert!(prefixes(&"/d".repeat(MAX_DEPTH)).is_some());
+    }
+
+    #[test]
+    fn output_is_parsed_line_by_line() {
+        let out = b"41ed 0 0 2\n81a4 1000 100 12345\n";
+        assert_eq!(
+            parse(out).unwrap(),
+            [
+                Entry {
+                    raw: 0o40755,
+                    uid: 0,
+                    gid: 0,
+                    ino: 2
+                },
+                Entry {
+                    raw: 0o100644,
+                    uid: 1000,
+                    gid: 100,
+                    ino: 12345
+                }
+            ]
+        );
+        assert_eq!(parse(b"41ed 0 0\n"), None);
+        assert_eq!(parse(b"41ed 0 0 2 9\n"), None);
+        assert_eq!(parse(b"zz 0 0 2\n"), None);
+    }
+
+    #[test]
+    fn settled_only_when_no_one_but_root_can_change_the_way() {
+        let root_dir = e(0o40755, 0);
+        let file = e(0o100600, 0);
+        let r = judge("/a/f", &[root_dir, root_dir, file], 3).unwrap();
+        assert!(r.settled);
+        assert_eq!(r.path, "/a/f");
+        let x = r.existing.unwrap();
+        assert!(x.regular);
+        assert_eq!((x.mode, x.uid, x.ino), (0o600, 0, 7));
+        // A user's directory, a group-writable one (or an ACL's mask), on the way.
+        assert!(
+            !judge("/a/f", &[root_dir, e(0o40755, 1000), file], 3)
+                .unwrap()
+                .settled
+        );
+        assert!(
+            !judge("/a/f", &[root_dir, e(0o40775, 0), file], 3)
+                .unwrap()
+                .settled
+        );
+        // Sticky /tmp: settled when the next component is root's, not when a user's.
+        let tmp = e(0o41777, 0);
+        assert!(judge("/tmp/f", &[root_dir, tmp, file], 3).unwrap().settled);
+        assert!(
+            !judge("/tmp/f", &[root_dir, tmp, e(0o100600, 1000)], 3)
+                .unwrap()
+                .settled
+        );
+        // Nothing there yet: in a sticky directory anyone may create it.
+        let none = judge("/tmp/f", &[root_dir, tmp], 3).unwrap();
+        assert!(none.existing.is_none() && !none.settled);
+        assert!(judge("/a/f", &[root_dir, root_dir], 3).unwrap().settled);
+    }
+
+    #[test]
+    fn a_link_or_a_file_on_the_way_is_left_to_the_helper() {
+        let root_dir = e(0o40755, 0);
+        assert_eq!(
+            judge("/a/f", &[root_dir, e(0o120777, 0), e(0o100644, 0)], 3),
+            None
+        );
+        assert_eq!(
+            judge("/a/f", &[root_dir, root_dir, e(0o120777, 0)], 3),
+            None
+        );
+        assert_eq!(judge("/a/f", &[root_dir, e(0o100644, 0)], 3), None);
+        assert_eq!(judge("/a/f", &[root_dir], 3), None);
+    }
+}
