@@ -22,8 +22,9 @@ use crate::{
 };
 
 /// Exec directories each guest's client keeps made ahead (see `AgentClient::with_exec_dir_pool`):
-/// enough for a burst of small commands (Ansible's four around a module) while a refill runs.
-const EXEC_DIR_POOL: usize = 4;
+/// enough for a burst of small commands (Ansible's four around a module) while a refill runs,
+/// and a refill (started at half) makes at least five with one `tar`.
+const EXEC_DIR_POOL: usize = 8;
 
 /// Why a guest name could not be resolved.
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,11 @@ use crate::sync::lock;
 pub(crate) const POOL_TTL: Duration = Duration::from_secs(60);
 /// Directories removed by one `rm`.
 const REMOVE_BATCH: usize = 64;
+/// A finished directory waits this long for others to join its `rm`: the commands around
+/// one Ansible module, or a script's burst of small commands, share one removal instead
+/// of each costing the guest's one emulated CPU a process right as the next command
+/// starts.
+const RETIRE_AFTER: Duration = Duration::from_secs(2);
 /// Extracts the pool's archive into `/tmp` (`tar` finds the names on stdin).
 /// `-m`: the directories get the guest's time, not the host's (a sweep compares it with
 /// the guest's clock).
@@ -122,8 +127,7 @@ impl AgentClient {
             tokio::spawn(async move { client.refill_pool().await });
         }
         if retire {
-            let client = self.clone();
-            tokio::spawn(async move { client.remove_retired().await });
+            self.remove_retired_later();
         }
         dir
     }
@@ -205,10 +209,19 @@ impl AgentClient {
             !std::mem::replace(&mut st.removing, true)
         };
         if start {
-            let client = self.clone();
-            tokio::spawn(async move { client.remove_retired().await });
+            self.remove_retired_later();
         }
         true
+    }
+
+    /// Removes the retired directories after [`RETIRE_AFTER`], with those retired
+    /// meanwhile (the caller set `removing`).
+    fn remove_retired_later(&self) {
+        let client = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RETIRE_AFTER).await;
+            client.remove_retired().await;
+        });
     }
 
     /// Makes directories until the pool holds its target.
