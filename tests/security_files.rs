@@ -188,6 +188,83 @@ async fn an_unprivileged_user_never_gets_a_writable_handle_on_an_upload() {
     assert_eq!(meta(&target), (0o600, 0, 0));
 }
 
+/// Looks at every `.atp-*` entry in a directory it cannot write: reports what it is
+/// (`stat`), then tries to append to it and to read it.
+const PEEK: &str = r#"d=$1; stop=$2
+while [ ! -e "$stop" ]; do
+  for f in "$d"/.atp-*; do
+    [ -e "$f" ] || continue
+    echo "SAW $(stat -c '%F %a %u' "$f" 2>/dev/null)"
+    if echo attacker-line | dd of="$f" conv=notrunc,nocreat oflag=append status=none 2>/dev/null; then
+      echo "GOT $f"
+    fi
+    if head -c 1 "$f" >/dev/null 2>&1; then echo "READ $f"; fi
+  done
+done"#;
+
+#[tokio::test]
+async fn in_a_closed_directory_the_staged_file_is_roots_0600_from_the_start() {
+    let bed = Bed::start().await;
+    let mut admin = bed.client("admin-token").await;
+    // Root's 0755 directory: others may look in but create, rename or remove nothing, so
+    // the upload is staged as a file beside the target, not in a private directory.
+    let closed = bed.path("drop/closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = closed.join("app.conf");
+    let log = bed.path("peek.log");
+    let stop_file = bed.path("peek.stop");
+    let peek = attacker(PEEK, &[&closed, &stop_file], &log).await;
+    let data = pattern(24 << 20);
+    for perm in [0o600, 0o640] {
+        upload(
+            &mut admin,
+            header(&target, WriteMode::Create, Some(perm)),
+            &data,
+        )
+        .await
+        .unwrap();
+        assert_eq!(meta(&target), (perm, 0, 0));
+    }
+    stop(peek, &stop_file);
+    assert!(
+        std::fs::read(&target).unwrap() == data,
+        "final bytes differ"
+    );
+    let seen = std::fs::read_to_string(&log).unwrap();
+    let saw: Vec<_> = seen.lines().filter(|l| l.starts_with("SAW")).collect();
+    assert!(
+        !saw.is_empty(),
+        "the upload's staged file was never seen, so the race was not run"
+    );
+    for l in &saw {
+        // Gone between the glob and stat: an empty description.
+        assert!(
+            [
+                "SAW ",
+                "SAW regular file 600 0",
+                "SAW regular empty file 600 0"
+            ]
+            .contains(l),
+            "a staged entry other users could reach, or a directory: {l}"
+        );
+    }
+    let hits: Vec<_> = seen
+        .lines()
+        .filter(|l| l.starts_with("GOT ") || l.starts_with("READ "))
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "the attacker reached the staged file: {hits:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&closed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".atp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// In a directory it owns, swaps `dir` between a real directory (kept as `real` between
 /// turns) and a link to `to`, with atomic renames, as fast as it can (python:
 /// microseconds per step, not a fork).

@@ -139,6 +139,9 @@ pub struct Resolved {
     /// root's and closed to others' writes (see [`AgentClient::probe_path`]); false when
     /// not known.
     pub settled: bool,
+    /// Settled, and the path's directory is closed to others' writes without exception
+    /// (not even sticky): nobody but root can create, rename or remove anything in it.
+    pub dir_closed: bool,
 }
 
 /// Mode and owner of an existing file (from `stat`).
@@ -167,19 +170,52 @@ pub enum Place {
     Create,
 }
 
+impl Place {
+    /// The finalize helpers' `MODE OWNER HOW` arguments: octal mode, `uid:gid` or empty,
+    /// and this place's name.
+    pub(crate) fn finalize_args(
+        self,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> (String, String, &'static str) {
+        let how = match self {
+            Place::Replace => "replace",
+            Place::Exclusive => "exclusive",
+            Place::Create => "create",
+        };
+        let owner = owner.map_or_else(String::new, |(u, g)| format!("{u}:{g}"));
+        (format!("{mode:o}"), owner, how)
+    }
+}
+
 /// A private staging directory (`DIR/.atp-<uuid>`, the agent's own, 0700) next to a
-/// target, holding `data` (0600) with a nonce only the daemon knows.
+/// target, holding `data` (0600) with a nonce only the daemon knows; or, in a closed
+/// directory, a 0600 staged file `DIR/.atp-<uuid>` itself (see `stage_file.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {
-    /// The directory.
+    /// The directory (the staged file itself for a file stage).
     pub dir: String,
     nonce: Vec<u8>,
+    file: bool,
 }
 
 impl Stage {
-    /// The file to write inside it.
+    /// A staged file in a closed directory: no directory, no nonce.
+    pub(crate) fn file(path: String) -> Self {
+        Self {
+            dir: path,
+            nonce: Vec::new(),
+            file: true,
+        }
+    }
+
+    /// The file to write: `data` inside the directory, or the staged file.
     pub fn data(&self) -> String {
-        format!("{}/data", self.dir)
+        if self.file {
+            self.dir.clone()
+        } else {
+            format!("{}/data", self.dir)
+        }
     }
 
     pub(crate) fn nonce_text(&self) -> String {
@@ -195,7 +231,7 @@ pub fn parent(path: &str) -> &str {
     }
 }
 
-fn helper_failed(what: &str, r: &super::ExecResult) -> QgaError {
+pub(crate) fn helper_failed(what: &str, r: &super::ExecResult) -> QgaError {
     let err = r.decode_stderr().unwrap_or_default();
     QgaError::Agent {
         command: what.to_owned(),
@@ -232,6 +268,7 @@ fn parse_resolve(out: &[u8]) -> Option<Resolved> {
         path: path.to_owned(),
         existing,
         settled: false,
+        dir_closed: false,
     })
 }
 
@@ -265,7 +302,7 @@ impl AgentClient {
 
     /// [`Self::run_bounded`] with `env` as the helper's whole environment (none: the
     /// agent's).
-    async fn run_bounded_env(
+    pub(crate) async fn run_bounded_env(
         &self,
         program: &str,
         args: &[&str],
@@ -387,6 +424,7 @@ impl AgentClient {
         Ok(Stage {
             dir: path,
             nonce: r.stdout,
+            file: false,
         })
     }
 
@@ -398,6 +436,15 @@ impl AgentClient {
         &self,
         path: &str,
     ) -> Result<(Resolved, Option<Stage>), QgaError> {
+        // In a closed directory a staged file will do (one shell, no mkdir, and a finish
+        // without shell or rm); the probe tells. Elsewhere the helper stages a directory.
+        if let Some(r) = self.probe_path(path).await?
+            && r.dir_closed
+            && r.existing.is_none_or(|e| e.regular)
+        {
+            let stage = self.stage_file_create(&r).await?;
+            return Ok((r, Some(stage)));
+        }
         let dir = format!(
             "{}/{STAGE_PREFIX}{}",
             parent(path).trim_end_matches('/'),
@@ -419,7 +466,14 @@ impl AgentClient {
             ),
         };
         let (nonce, resolved) = parse_resolve_stage(&r.stdout).ok_or_else(bad)?;
-        Ok((resolved, nonce.map(|nonce| Stage { dir, nonce })))
+        Ok((
+            resolved,
+            nonce.map(|nonce| Stage {
+                dir,
+                nonce,
+                file: false,
+            }),
+        ))
     }
 
     /// Opens the staged `data` for writing (`r+`: never created, never truncated by the
@@ -429,6 +483,10 @@ impl AgentClient {
     /// was written.
     pub async fn stage_open(&self, stage: &Stage) -> Result<Option<OpenFile>, QgaError> {
         let file = self.open(&stage.data(), "r+").await?;
+        if stage.file {
+            // Nobody but root can reach or swap it: no nonce to check.
+            return Ok(Some(file));
+        }
         let check = async {
             let got = self.file_read(file.handle(), Some(NONCE_LEN)).await?;
             let ok = got.data().is_ok_and(|d| d == stage.nonce);
@@ -464,14 +522,13 @@ impl AgentClient {
         owner: Option<(u32, u32)>,
         how: Place,
     ) -> Result<bool, QgaError> {
+        if stage.file {
+            return self
+                .stage_file_finish(stage, target, mode, owner, how)
+                .await;
+        }
         let size = size.to_string();
-        let mode = format!("{mode:o}");
-        let owner = owner.map_or_else(String::new, |(u, g)| format!("{u}:{g}"));
-        let how = match how {
-            Place::Replace => "replace",
-            Place::Exclusive => "exclusive",
-            Place::Create => "create",
-        };
+        let (mode, owner, how) = how.finalize_args(mode, owner);
         let r = self
             .run_bounded(
                 "/bin/sh",
@@ -496,8 +553,8 @@ impl AgentClient {
         }
     }
 
-    /// Removes a staging directory and what is in it (`rm -rf`, which removes a symbolic
-    /// link planted in its place rather than following it). One exec.
+    /// Removes a staging directory and what is in it, or a staged file (`rm -rf`, which
+    /// removes a symbolic link planted in its place rather than following it). One exec.
     pub async fn stage_remove(&self, stage: &Stage) -> Result<(), QgaError> {
         let r = self
             .run_bounded("/bin/rm", &["-rf", "--", &stage.dir])

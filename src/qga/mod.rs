@@ -23,6 +23,7 @@ pub mod guestpath;
 mod kill;
 mod probe;
 pub mod ssh_key;
+mod stage_file;
 mod stdin;
 mod stream;
 mod sweep;

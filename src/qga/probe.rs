@@ -104,6 +104,8 @@ fn judge(path: &str, entries: &[Entry], names: usize) -> Option<Resolved> {
         .iter()
         .enumerate()
         .all(|(i, d)| holds(d, dirs.get(i + 1).or(last)));
+    // No sticky exception here: in a sticky directory others may create entries.
+    let dir_closed = settled && dirs.last().is_some_and(|d| d.raw & 0o022 == 0);
     Some(Resolved {
         path: path.to_owned(),
         existing: last.map(|l| Existing {
@@ -114,6 +116,7 @@ fn judge(path: &str, entries: &[Entry], names: usize) -> Option<Resolved> {
             ino: l.ino,
         }),
         settled,
+        dir_closed,
     })
 }
 
@@ -233,6 +236,30 @@ mod tests {
         let none = judge("/tmp/f", &[root_dir, tmp], 3).unwrap();
         assert!(none.existing.is_none() && !none.settled);
         assert!(judge("/a/f", &[root_dir, root_dir], 3).unwrap().settled);
+        // Closed: settled, and nobody else may even create an entry in the directory.
+        assert!(
+            judge("/a/f", &[root_dir, root_dir, file], 3)
+                .unwrap()
+                .dir_closed
+        );
+        assert!(judge("/a/f", &[root_dir, root_dir], 3).unwrap().dir_closed);
+        assert!(
+            !judge("/tmp/f", &[root_dir, tmp, file], 3)
+                .unwrap()
+                .dir_closed
+        );
+        let open = e(0o40757, 0);
+        assert!(
+            !judge("/o/f", &[root_dir, open, file], 3)
+                .unwrap()
+                .dir_closed
+        );
+        let users = e(0o40700, 1000);
+        assert!(
+            !judge("/u/f", &[root_dir, users, file], 3)
+                .unwrap()
+                .dir_closed
+        );
     }
 
     #[test]

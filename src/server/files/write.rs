@@ -5,7 +5,9 @@
 //!   private staging directory (`mkdir -m 0700`, the agent's own) made in the target's
 //!   resolved directory, through a handle proven to be that file (a nonce); one helper
 //!   then sets owner and mode there and renames it over the target (EXCLUSIVE:
-//!   hard-links, which fails if the target exists);
+//!   hard-links, which fails if the target exists); in a closed directory (nobody but
+//!   root can create, rename or remove anything there) a 0600 staged file beside the
+//!   target takes the directory's place, and the common finish is one `mv`;
 //! - in place (APPEND, `atomic = false`): a missing target is first created empty in a
 //!   staging directory with its final mode and hard-linked into place; an existing one
 //!   keeps its mode and owner.
