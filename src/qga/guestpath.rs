@@ -332,8 +332,8 @@ impl AgentClient {
     }
 
     /// Resolves `path` in the guest (`readlink -f`: every component but the last must
-    /// exist) and reports what is there. One exec: `stat` alone when no link is on the
-    /// way ([`Self::probe_path`]), else a shell with `readlink` and `stat`.
+    /// exist) and reports what is there. One exec, `stat` alone, when no link is on the
+    /// way ([`Self::probe_path`]); else a shell with `readlink` and `stat` as well.
     pub async fn resolve_path(&self, path: &str) -> Result<Resolved, QgaError> {
         if let Some(r) = self.probe_path(path).await? {
             return Ok(r);

@@ -140,8 +140,9 @@ impl HostAgent {
 }
 
 /// Whether a UNIX socket bound at `path` is listening (`/proc/net/unix` flags
-/// `__SO_ACCEPTCON`), without connecting to it (qemu-ga serves one client at a time).
-fn listening(path: &Path) -> bool {
+/// `__SO_ACCEPTCON`), without connecting to it (qemu-ga serves one client at a time: a
+/// readiness probe that connects competes with a daemon that reconnects first).
+pub fn listening(path: &Path) -> bool {
     let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
         return path.exists();
     };

@@ -29,7 +29,7 @@ use std::{
 };
 
 pub use debian::{DEBIAN_DIRECT_PORT, DEBIAN_HOSTNAME, DebianImage, qga_conf_blocking};
-pub use host_agent::{HOST_BLOCKED_COMMANDS, HostAgent};
+pub use host_agent::{HOST_BLOCKED_COMMANDS, HostAgent, listening};
 pub use image::{Flavour, GuestImage};
 pub use libvirtd::{LibvirtDomain, LibvirtSession, libvirtd_command};
 pub use qemu::{BootOptions, DebianBootOptions, QemuGuest};

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use ocloudview_atp::testbed::{HOST_BLOCKED_COMMANDS, wait_for_socket_agent};
+use ocloudview_atp::testbed::{HOST_BLOCKED_COMMANDS, listening};
 
 /// A qemu-ga started by this file on an existing socket path (the test bed's `HostAgent`
 /// cannot be restarted), with the test bed's block list; its state lives in a temp dir of
@@ -43,10 +43,19 @@ impl Respawned {
             .spawn()
             .unwrap();
         let agent = Self { child, _dir: dir };
-        // The killed agent's socket file is still there: wait until the new one answers.
-        wait_for_socket_agent(socket, "respawned qemu-ga", Duration::from_secs(10))
-            .await
-            .unwrap();
+        // The killed agent's socket file is still there: wait until the new one listens.
+        // Not by connecting: qemu-ga serves one client at a time, and the daemon may
+        // reconnect first (it removes finished exec directories in the background), so a
+        // probe's connection would queue behind it.
+        let t0 = std::time::Instant::now();
+        while !listening(socket) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the respawned qemu-ga does not listen on {} after 10 s",
+                socket.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         agent
     }
 
