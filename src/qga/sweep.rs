@@ -19,16 +19,19 @@ pub(crate) const EXEC_DIR_PREFIX: &str = "/tmp/.atp-exec-";
 /// caller's pooled directories (in the environment: their names stay secret). Prints each
 /// directory it removed. Skips symlinks, directories whose recorded program still runs or
 /// is listed, and directories whose newest mtime (itself, `out`, `err`) is too recent.
+/// One `stat` per directory looked at, the rest builtins: a guest may hold hundreds of
+/// directories other daemons left, and each process costs tens of milliseconds under
+/// emulation.
 const SWEEP_SCRIPT: &str = r#"a=$1; shift; now=$(date +%s) || exit 1
 for d in /tmp/.atp-exec-*; do
   [ -d "$d" ] && [ ! -L "$d" ] || continue
   case " $ATP_KEEP " in *" $d "*) continue ;; esac
-  p=$(cat -- "$d/pid" 2>/dev/null); case $p in ''|*[!0-9]*) p= ;; esac
+  p=; read -r p 2>/dev/null <"$d/pid"; case $p in ''|*[!0-9]*) p= ;; esac
   if [ -n "$p" ]; then
     [ -d "/proc/$p" ] && continue
     for k in "$@"; do [ "$k" = "$p" ] && continue 2; done
   fi
-  t=$(stat -c %Y -- "$d" "$d/out" "$d/err" 2>/dev/null | sort -n | tail -n 1)
+  t=; for m in $(stat -c %Y -- "$d" "$d/out" "$d/err" 2>/dev/null); do [ -n "$t" ] && [ "$t" -ge "$m" ] || t=$m; done
   [ -n "$t" ] && [ $((now - t)) -ge "$a" ] || continue
   rm -rf -- "$d" && echo "$d"
 done"#;
