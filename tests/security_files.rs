@@ -238,12 +238,14 @@ async fn in_a_closed_directory_the_staged_file_is_roots_0600_from_the_start() {
         "the upload's staged file was never seen, so the race was not run"
     );
     for l in &saw {
-        // Gone between the glob and stat: an empty description.
+        // Gone between the glob and stat: an empty description. 640: the final mode of
+        // the second upload, set just before the rename (no more open than the target).
         assert!(
             [
                 "SAW ",
                 "SAW regular file 600 0",
-                "SAW regular empty file 600 0"
+                "SAW regular empty file 600 0",
+                "SAW regular file 640 0"
             ]
             .contains(l),
             "a staged entry other users could reach, or a directory: {l}"
