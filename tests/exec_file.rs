@@ -336,14 +336,17 @@ async fn tcg_guest_exec_and_files_over_virtio_serial() {
     c.file_close(reader).await.unwrap();
     c.file_close(writer).await.unwrap();
 
-    // What a client that died mid-exec leaves, and what must survive a sweep (busybox sh).
+    // What a client that died mid-exec leaves, and what must survive a sweep (busybox sh):
+    // also another user's `.atp-exec-*` with a FIFO for `pid`, which must not stall it.
     let setup = c
         .exec_shell(
             "set -e; dead=$(sh -c 'echo $$'); sleep 60 >/dev/null 2>&1 </dev/null & live=$!; mkdir /data/victim; \
              for n in dead nopid live inuse recent; do mkdir /tmp/.atp-exec-$n; : >/tmp/.atp-exec-$n/out; done; \
              echo $dead >/tmp/.atp-exec-dead/pid; echo $live >/tmp/.atp-exec-live/pid; \
              echo $dead >/tmp/.atp-exec-inuse/pid; echo $dead >/tmp/.atp-exec-recent/pid; \
-             ln -s /data/victim /tmp/.atp-exec-link; echo $dead",
+             ln -s /data/victim /tmp/.atp-exec-link; \
+             mkdir /tmp/.atp-exec-foreign; mkfifo /tmp/.atp-exec-foreign/pid; chown 65534 /tmp/.atp-exec-foreign; \
+             echo $dead",
         )
         .await
         .unwrap();
@@ -375,7 +378,7 @@ async fn tcg_guest_exec_and_files_over_virtio_serial() {
         .unwrap();
     assert_eq!(
         left.decode_stdout().as_deref(),
-        Some("/data/victim\n/tmp/.atp-exec-link\n/tmp/.atp-exec-live\n")
+        Some("/data/victim\n/tmp/.atp-exec-foreign\n/tmp/.atp-exec-link\n/tmp/.atp-exec-live\n")
     );
 }
 

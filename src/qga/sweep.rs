@@ -17,14 +17,16 @@ pub(crate) const EXEC_DIR_PREFIX: &str = "/tmp/.atp-exec-";
 
 /// `$1`: minimum idle seconds; `$2...`: pids still in use by the caller; `ATP_KEEP`: the
 /// caller's pooled directories (in the environment: their names stay secret). Prints each
-/// directory it removed. Skips symlinks, directories whose recorded program still runs or
-/// is listed, and directories whose newest mtime (itself, `out`, `err`) is too recent.
+/// directory it removed. Skips symlinks, directories not the agent's user's (another user
+/// may name one `.atp-exec-*` and put a FIFO in it as `pid`, whose open would block the
+/// sweep), directories whose recorded program still runs or is listed, and directories
+/// whose newest mtime (itself, `out`, `err`) is too recent.
 /// One `stat` per directory looked at, the rest builtins: a guest may hold hundreds of
 /// directories other daemons left, and each process costs tens of milliseconds under
 /// emulation.
 const SWEEP_SCRIPT: &str = r#"a=$1; shift; now=$(date +%s) || exit 1
 for d in /tmp/.atp-exec-*; do
-  [ -d "$d" ] && [ ! -L "$d" ] || continue
+  [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ] || continue
   case " $ATP_KEEP " in *" $d "*) continue ;; esac
   p=; read -r p 2>/dev/null <"$d/pid"; case $p in ''|*[!0-9]*) p= ;; esac
   if [ -n "$p" ]; then
