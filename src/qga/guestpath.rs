@@ -429,21 +429,25 @@ impl AgentClient {
     }
 
     /// [`Self::resolve_path`] and, when `path` is already resolved and names a regular
-    /// file or nothing, [`Self::stage_create`] in its directory: one exec where the two
-    /// take two (the common upload: a plain path). `None` for the stage otherwise (the
-    /// caller decides on the resolved path first and stages then).
+    /// file or nothing, a stage in its directory: the probe's `stat` then a staged file
+    /// (`stage_file_create`, closed directories) or [`Self::stage_create`]; when
+    /// the probe cannot tell, one helper that resolves and stages at once. `None` for the
+    /// stage otherwise (the caller decides on the resolved path first and stages then).
     pub async fn resolve_and_stage(
         &self,
         path: &str,
     ) -> Result<(Resolved, Option<Stage>), QgaError> {
-        // In a closed directory a staged file will do (one shell, no mkdir, and a finish
-        // without shell or rm); the probe tells. Elsewhere the helper stages a directory.
-        if let Some(r) = self.probe_path(path).await?
-            && r.dir_closed
-            && r.existing.is_none_or(|e| e.regular)
-        {
-            let stage = self.stage_file_create(&r).await?;
-            return Ok((r, Some(stage)));
+        // Resolved by the probe (no link on the way): in a closed directory a staged file
+        // will do (one shell, no mkdir, and a finish without shell or rm), elsewhere a
+        // staging directory; nothing is staged over what is not a regular file. Otherwise
+        // the helper resolves and stages at once.
+        if let Some(r) = self.probe_path(path).await? {
+            let stage = match r.existing {
+                Some(e) if !e.regular => None,
+                _ if r.dir_closed => Some(self.stage_file_create(&r).await?),
+                _ => Some(self.stage_create(parent(&r.path)).await?),
+            };
+            return Ok((r, stage));
         }
         let dir = format!(
             "{}/{STAGE_PREFIX}{}",

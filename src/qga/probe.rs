@@ -17,8 +17,9 @@ use super::{
     guestpath::{Existing, Resolved},
 };
 
-/// The probe's `PATH`: system directories only root can write.
-const PROBE_PATH: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+/// The `PATH` of helpers run without a shell (`stat` here, `mv` for a staged file):
+/// system directories only root can write.
+pub(crate) const HELPER_PATH: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// One line per name, no name printed (a name may hold any byte but `/` and NUL): raw
 /// mode in hex, uid, gid, inode.
@@ -131,8 +132,9 @@ impl AgentClient {
         };
         let mut args = vec!["-c", FORMAT, "--"];
         args.extend(names.iter().map(String::as_str));
+        // Bounded like every helper: a hung mount on the way stalls stat, not the request.
         let r = match self
-            .run_small_env("stat", &args, &[PROBE_PATH.to_owned()])
+            .run_bounded_env("stat", &args, &[HELPER_PATH.to_owned()])
             .await
         {
             Ok(r) => r,

@@ -8,10 +8,8 @@
 use super::{
     AgentClient, QgaError,
     guestpath::{Place, Resolved, STAGE_PREFIX, Stage, parent},
+    probe::HELPER_PATH,
 };
-
-/// The staging helpers' `PATH`: system directories only root can write.
-const HELPER_PATH: &str = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `FILE`: creates the staged file, empty and 0600 (`umask 077`); `set -C` makes the
 /// shell refuse a name that exists. Only builtins: one process.
