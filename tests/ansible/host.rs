@@ -25,6 +25,24 @@ async fn shipped_grpc_stubs_match_the_proto() {
     );
 }
 
+/// The plugin's command rewrites (fewer guest processes per task) behave exactly as the
+/// commands Ansible sent: checked by running both on this host (the collection's unit tests).
+#[tokio::test]
+async fn command_rewrites_behave_as_the_shell_would() {
+    let out = tokio::process::Command::new(venv_bin("python"))
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(Path::new(ROOT).join("ansible/ocloudview/atp/tests/unit"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the collection's unit tests failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn playbook_through_the_connection_plugin() {
     let agent = HostAgent::start().unwrap();
