@@ -18,8 +18,10 @@
 # `command` task's time minus the wall time of its module's Exec call (recorded by the
 # plugin's timings_file): what Ansible and the plugin add around running the module
 # directly through Exec. The transfer rates are those of the WriteFile/ReadFile calls.
-# libvirt_qemu needs ansible_remote_tmp (qemu-ga gives no HOME); ocloudview.atp.atp runs
-# without it.
+# libvirt_qemu needs ansible_remote_tmp (qemu-ga gives no HOME, so `~/.ansible/tmp` fails);
+# ocloudview.atp.atp runs without it (the CI playbook does), but here both plugins get the
+# same one, so Ansible sends both the same commands: with a `~` in it Ansible first runs
+# `echo ~root` to expand it, one more command per task that needs a temp dir.
 #
 # The raw floor the transfers are held to (issue 16: >= 0.9x the raw agent rate on the same
 # transport) is measured in the same run, on the same guest and libvirtd: the 10 MiB file
@@ -40,7 +42,7 @@ MODE="${1:-}"
 case "$MODE" in
   libvirt) [ $# -eq 3 ] || { echo "usage: $0 libvirt URI DOMAIN" >&2; exit 2; }; URI="$2"; DOMAIN="$3" ;;
   host|debian) ;;
-  *) sed -n '2,33p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,35p' "$0" >&2; exit 2 ;;
 esac
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 if [ -n "${ATP_VENV:-}" ]; then
@@ -105,7 +107,7 @@ else
   GUEST_DIR=/tmp/atp-bench-ansible
   printf '[server]\nlisten = ["unix://%s/atp.sock"]\n[[hypervisors]]\nname = "bench"\nuri = "%s"\n' "$T" "$URI" >"$T/atp.toml"
   read -r -a PLUGINS <<<"${ATP_BENCH_PLUGINS:-community.libvirt.libvirt_qemu ocloudview.atp.atp}"
-  EXTRA_ATP=""
+  EXTRA_ATP="ansible_remote_tmp: /tmp/.ansible-bench"
 fi
 target/release/atp serve --config "$T/atp.toml" >"$T/atp.log" 2>&1 &
 PIDS+=($!)

@@ -13,7 +13,10 @@
 //! connection to the agent fails (the guest may have restarted).
 
 use std::{
-    sync::Mutex,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -40,6 +43,13 @@ const RETIRE_AFTER: Duration = Duration::from_secs(2);
 /// `-m`: the directories get the guest's time, not the host's (a sweep compares it with
 /// the guest's clock).
 const MAKE: &str = "umask 077; exec tar -x -m -f - -C /tmp";
+/// Refills and removals wait while a bulk transfer runs on the guest (see
+/// [`AgentClient::transfer_guard`]): a transfer's rate is the guest's one emulated CPU
+/// decoding and writing, and a helper process takes tens of milliseconds of it. They
+/// wait no longer than this.
+const QUIET_WAIT_MAX: Duration = Duration::from_secs(30);
+/// How often a waiting refill or removal looks again.
+const QUIET_POLL: Duration = Duration::from_millis(50);
 /// After a failed refill (no `tar` in the guest, a full `/tmp`), the next waits this long:
 /// commands make their own directories meanwhile.
 const RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -50,6 +60,20 @@ pub(crate) struct DirPool {
     /// How many made directories to keep ready.
     target: usize,
     state: Mutex<PoolState>,
+    /// Transfers running on the guest ([`TransferGuard`]s alive).
+    transfers: Arc<AtomicUsize>,
+}
+
+/// A bulk transfer on a guest, from [`AgentClient::transfer_guard`]; ends when dropped.
+#[derive(Debug)]
+pub struct TransferGuard(Option<Arc<AtomicUsize>>);
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +93,7 @@ impl DirPool {
         Self {
             target: target.max(1),
             state: Mutex::default(),
+            transfers: Arc::default(),
         }
     }
 
@@ -124,7 +149,10 @@ impl AgentClient {
         };
         if refill {
             let client = self.clone();
-            tokio::spawn(async move { client.refill_pool().await });
+            tokio::spawn(async move {
+                client.quiet().await;
+                client.refill_pool().await;
+            });
         }
         if retire {
             self.remove_retired_later();
@@ -220,8 +248,30 @@ impl AgentClient {
         let client = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(RETIRE_AFTER).await;
+            client.quiet().await;
             client.remove_retired().await;
         });
+    }
+
+    /// Waits until no transfer runs on this guest, at most [`QUIET_WAIT_MAX`].
+    async fn quiet(&self) {
+        let Some(pool) = self.state().pool.get() else {
+            return;
+        };
+        let deadline = Instant::now() + QUIET_WAIT_MAX;
+        while pool.transfers.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(QUIET_POLL).await;
+        }
+    }
+
+    /// Marks a bulk transfer (WriteFile, ReadFile) on this guest while the guard lives:
+    /// the pool's refills and removals wait for it (see [`QUIET_WAIT_MAX`]).
+    pub fn transfer_guard(&self) -> TransferGuard {
+        let count = self.state().pool.get().map(|p| Arc::clone(&p.transfers));
+        if let Some(c) = &count {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        TransferGuard(count)
     }
 
     /// Makes directories until the pool holds its target.

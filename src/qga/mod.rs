@@ -36,6 +36,7 @@ pub use admin::{check_password, check_username};
 pub use blocking::QgaClient;
 pub use client::{AgentClient, DEFAULT_TIMEOUT, Submitted};
 pub use command::Command;
+pub use dirpool::TransferGuard;
 pub use error::QgaError;
 pub use exec::{ExecEvent, ExecExit, ExecResult, ExecSession, GuestExecCommand, valid_env_entry};
 pub use file::{DEFAULT_CHUNK, OpenFile};

@@ -75,6 +75,7 @@ pub(crate) async fn read(
         let offset = i64::try_from(r.offset)
             .map_err(|_| invalid(format!("offset {} is out of range", r.offset)))?;
         let client = s.client(&call).await?;
+        let transfer = client.transfer_guard();
         check_path_for(&client, &r.path).await?;
         // Decide on what is really opened, open that, and refuse if it changed meanwhile.
         let posix = resolve::resolves(&client, &r.path).await;
@@ -117,10 +118,10 @@ pub(crate) async fn read(
             .file_seek(file.handle(), offset, Whence::Set)
             .await
             .map_err(|e| s.agent_error(call.domain(), e))?;
-        Ok::<_, Status>((client, file, u64::try_from(size).unwrap_or(0)))
+        Ok::<_, Status>((client, file, u64::try_from(size).unwrap_or(0), transfer))
     }
     .await;
-    let (client, file, size) = match setup {
+    let (client, file, size, transfer) = match setup {
         Ok(x) => x,
         Err(e) => return Err(call.fail(e).await),
     };
@@ -164,6 +165,7 @@ pub(crate) async fn read(
             ..Outcome::default()
         };
         call.end(&res, outcome).await;
+        drop(transfer);
     });
     Ok(rx)
 }

@@ -106,6 +106,7 @@ pub(crate) async fn write(
 ) -> Result<pb::WriteFileResponse, Status> {
     let mode = check_header(&header)?;
     let client = s.client(call).await?;
+    let _transfer = client.transfer_guard();
     let os = client
         .os()
         .await

@@ -86,6 +86,12 @@ def call_error(what: str, e: grpc.RpcError) -> AtpCallError:
 
 
 SLEEP_TAIL = " && sleep 0"  # what Ansible appends to its commands (an ssh workaround)
+# Programs Ansible runs around its modules (`chmod u+rwx` after a put, ACL and owner
+# fixes for become) that no POSIX shell has as a builtin: `sh -c 'chmod a b'` finds them
+# in the PATH the daemon gives every command, which is where the daemon finds them too.
+PLAIN_PROGRAMS = frozenset(
+    ("chmod", "chown", "chgrp", "setfacl", "mkdir", "rmdir", "rm", "mv", "cp", "ln", "touch")
+)
 
 
 def direct_argv(cmd: str) -> list[str] | None:
@@ -95,8 +101,9 @@ def direct_argv(cmd: str) -> list[str] | None:
     Every process costs the guest a fork and an exec, tens of ms under TCG:
     - `X && sleep 0` becomes `X` (same output and status: `sleep 0` only succeeds);
     - X made of plain words (nothing the shell would expand, quote or redirect) whose
-      first is an absolute path runs directly, without the shell: a module's
-      `/usr/bin/python3` (policies then see that program and its arguments);
+      first is an absolute path or one of PLAIN_PROGRAMS runs directly, without the
+      shell: a module's `/usr/bin/python3`, the `chmod` after a put (policies then see
+      that program and its arguments);
     - anything else runs as `["/bin/sh", "-c", X]`: one shell, not two."""
     head, sep, rest = cmd.partition(" -c ")
     if not sep or not head.startswith("/") or shlex.quote(head) != head:
@@ -114,7 +121,8 @@ def direct_argv(cmd: str) -> list[str] | None:
     if inner.endswith(SLEEP_TAIL) and "\n" not in inner and kept and kept[-1] not in " \t&|;(<>!\\":
         inner = kept
     plain = inner.split(" ")
-    if plain[0].startswith("/") and "=" not in plain[0] and all(w and shlex.quote(w) == w for w in plain):
+    program = plain[0].startswith("/") and "=" not in plain[0] or plain[0] in PLAIN_PROGRAMS
+    if program and all(w and shlex.quote(w) == w for w in plain):
         return plain
     return [head, "-c", inner]
 

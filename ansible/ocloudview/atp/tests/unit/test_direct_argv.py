@@ -26,9 +26,18 @@ REWRITES = [
     ("/bin/sh -c '/bin/cat && sleep 0'", ["/bin/cat"]),
     ("/bin/sh -c '/bin/false && sleep 0'", ["/bin/false"]),
     ("/bin/sh -c '/bin/echo a,b=c x/y:z && sleep 0'", ["/bin/echo", "a,b=c", "x/y:z"]),
-    # Shell features stay with the shell; only the sleep goes.
+    # Ansible's chmod after a put: a program no shell has built in, found in the PATH.
+    ("/bin/sh -c 'chmod u+rwx /t/a/ /t/a/b && sleep 0'", ["chmod", "u+rwx", "/t/a/", "/t/a/b"]),
+    ("/bin/sh -c 'mkdir /t/a/c && sleep 0'", ["mkdir", "/t/a/c"]),
+    ("/bin/sh -c 'rm -f /t/a/missing && sleep 0'", ["rm", "-f", "/t/a/missing"]),
+    # Shell features stay with the shell; only the sleep goes. So do builtins and names
+    # not known to be plain programs.
     ("/bin/sh -c 'echo ~ && sleep 0'", SH + ["echo ~"]),
-    ("/bin/sh -c 'chmod u+rwx /t/a/ /t/a/b && sleep 0'", SH + ["chmod u+rwx /t/a/ /t/a/b"]),
+    ("/bin/sh -c 'echo a && sleep 0'", SH + ["echo a"]),
+    ("/bin/sh -c 'umask 77 && sleep 0'", SH + ["umask 77"]),
+    ("/bin/sh -c 'python3 -V && sleep 0'", SH + ["python3 -V"]),
+    ("/bin/sh -c 'chmod u+rwx ~/a && sleep 0'", SH + ["chmod u+rwx ~/a"]),
+    ("/bin/sh -c 'chmod=1 && sleep 0'", SH + ["chmod=1"]),
     ("/bin/sh -c 'rm -f -r /t/a/ > /dev/null 2>&1 && sleep 0'", SH + ["rm -f -r /t/a/ > /dev/null 2>&1"]),
     ("/bin/sh -c '( umask 77 && mkdir -p /t/x ) && sleep 0'", SH + ["( umask 77 && mkdir -p /t/x )"]),
     ("/bin/sh -c 'false || echo no && sleep 0'", SH + ["false || echo no"]),
