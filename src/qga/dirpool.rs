@@ -265,7 +265,7 @@ impl AgentClient {
     }
 
     /// Marks a bulk transfer (WriteFile, ReadFile) on this guest while the guard lives:
-    /// the pool's refills and removals wait for it (see [`QUIET_WAIT_MAX`]).
+    /// the pool's refills and removals wait for it (at most 30 s).
     pub fn transfer_guard(&self) -> TransferGuard {
         let count = self.state().pool.get().map(|p| Arc::clone(&p.transfers));
         if let Some(c) = &count {

@@ -441,9 +441,24 @@ impl AgentClient {
         // will do (one shell, no mkdir, and a finish without shell or rm), elsewhere a
         // staging directory; nothing is staged over what is not a regular file. Otherwise
         // the helper resolves and stages at once.
-        if let Some(r) = self.probe_path(path).await? {
+        let file = format!(
+            "{}/{STAGE_PREFIX}{}",
+            parent(path).trim_end_matches('/'),
+            uuid::Uuid::new_v4().simple()
+        );
+        let (probed, staged) = self.probe_and_stage(path, &file).await?;
+        let file = Stage::file(file);
+        let closed = probed
+            .as_ref()
+            .is_some_and(|r| r.dir_closed && r.existing.is_none_or(|e| e.regular));
+        if staged && !closed {
+            // Made where the whole path does not allow it: nothing was written to it.
+            self.stage_remove(&file).await?;
+        }
+        if let Some(r) = probed {
             let stage = match r.existing {
                 Some(e) if !e.regular => None,
+                _ if closed && staged => Some(file),
                 _ if r.dir_closed => Some(self.stage_file_create(&r).await?),
                 _ => Some(self.stage_create(parent(&r.path)).await?),
             };

@@ -142,17 +142,75 @@ impl AgentClient {
             // No stat (the agent could not start it): the helper decides.
             Err(_) => return Ok(None),
         };
-        let Some(entries) = parse(&r.stdout) else {
-            return Ok(None);
-        };
-        // Nothing at the path itself is the one failure taken: every directory was there.
-        let missing_last = entries.len() + 1 == names.len()
-            && String::from_utf8_lossy(&r.stderr).contains("No such file or directory");
-        if !(r.success() && entries.len() == names.len() || missing_last) {
-            return Ok(None);
-        }
-        Ok(judge(path, &entries, names.len()))
+        Ok(conclude(path, &names, &r.stdout, &r))
     }
+
+    /// [`Self::probe_path`] for an upload: in the same guest process tree, when the
+    /// path's directory is root's and closed to others' writes and the path is absent
+    /// or a regular file, also creates `stage` there (a new name in that directory),
+    /// empty and 0600, as `stage_file_create` would: one exec per upload fewer. Returns
+    /// the resolution and whether `stage` was made; the caller removes a stage it made
+    /// where the whole resolution does not allow one (a link or an open directory on the
+    /// way).
+    pub(crate) async fn probe_and_stage(
+        &self,
+        path: &str,
+        stage: &str,
+    ) -> Result<(Option<Resolved>, bool), QgaError> {
+        let Some(names) = prefixes(path).filter(|n| n.len() >= 2) else {
+            return Ok((None, false));
+        };
+        let mut args = vec!["-c", PROBE_STAGE, "atp-probe", stage];
+        args.extend(names.iter().map(String::as_str));
+        let r = match self
+            .run_bounded_env("/bin/sh", &args, &[HELPER_PATH.to_owned()])
+            .await
+        {
+            Ok(r) => r,
+            Err(e @ QgaError::Transport(_)) => return Err(e),
+            Err(_) => return Ok((None, false)),
+        };
+        let (out, staged) = match r.stdout.strip_suffix(STAGED) {
+            Some(out) => (out, true),
+            None => (&r.stdout[..], false),
+        };
+        Ok((conclude(path, &names, out, &r), staged))
+    }
+}
+
+/// Marks the end of [`PROBE_STAGE`]'s output when it created the staged file.
+const STAGED: &[u8] = b"staged\n";
+
+/// `STAGE NAME...` (the prefixes of a path, see [`prefixes`]; two at least): prints
+/// what `stat` prints for the names ([`FORMAT`]) and exits with its status; before
+/// that, when the next-to-last name is a directory of root's without group or other
+/// write bits and the last is absent or a regular file, creates `STAGE` empty and 0600
+/// (`set -C`: not over a name that exists) and prints `staged`. Only `stat` runs besides
+/// the shell; its output is numbers, four per name.
+const PROBE_STAGE: &str = r#"s=$1; shift; n=$#
+o=$(stat -c '%f %u %g %i' -- "$@"); r=$?
+[ -z "$o" ] || printf '%s\n' "$o"
+set -f; set -- $o
+[ $# -eq $((4 * n)) ] || [ $# -eq $((4 * n - 4)) ] || exit $r
+shift $((4 * n - 8))
+case "$1$5" in *[!0-9a-f]*) exit $r ;; esac
+[ "$2" = 0 ] && [ $((0x$1 & 0xf012)) -eq $((0x4000)) ] || exit $r
+[ -z "$5" ] || [ $((0x$5 & 0xf000)) -eq $((0x8000)) ] || exit $r
+umask 077; set -C
+: >"$s" 2>/dev/null && echo staged
+exit $r"#;
+
+/// The resolution `stat`'s output `out` (of helper run `r`) gives for `path` and its
+/// prefixes `names`; `None` when it cannot tell.
+fn conclude(path: &str, names: &[String], out: &[u8], r: &super::ExecResult) -> Option<Resolved> {
+    let entries = parse(out)?;
+    // Nothing at the path itself is the one failure taken: every directory was there.
+    let missing_last = entries.len() + 1 == names.len()
+        && String::from_utf8_lossy(&r.stderr).contains("No such file or directory");
+    if !(r.success() && entries.len() == names.len() || missing_last) {
+        return None;
+    }
+    judge(path, &entries, names.len())
 }
 
 #[cfg(test)]
@@ -262,6 +320,74 @@ mod tests {
                 .unwrap()
                 .dir_closed
         );
+    }
+
+    /// Runs [`PROBE_STAGE`] here, with this host's `sh` and `stat`, for `rel` under `root`.
+    fn probe_stage_here(root: &std::path::Path, rel: &str) -> (String, bool) {
+        let path = root.join(rel).to_str().unwrap().to_owned();
+        let stage = format!("{}/.atp-test", parent_of(&path));
+        let names = prefixes(&path).unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", PROBE_STAGE, "atp-probe", &stage])
+            .args(&names)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let made = std::path::Path::new(&stage).exists();
+        if made {
+            let meta = std::fs::metadata(&stage).unwrap();
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+                0o600
+            );
+            std::fs::remove_file(&stage).unwrap();
+        }
+        assert_eq!(stdout.ends_with("staged\n"), made, "{rel}: {stdout}");
+        (stdout, made)
+    }
+
+    fn parent_of(path: &str) -> &str {
+        &path[..path.rfind('/').unwrap()]
+    }
+
+    #[test]
+    fn the_probe_stages_in_a_closed_directory_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(t.path()).unwrap();
+        for (dir, mode) in [("closed", 0o700), ("open", 0o777), ("groupw", 0o770)] {
+            std::fs::create_dir(root.join(dir)).unwrap();
+            std::fs::set_permissions(root.join(dir), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+        std::fs::write(root.join("closed/file"), b"x").unwrap();
+        std::fs::create_dir(root.join("closed/dir")).unwrap();
+        // Root's closed directories only: run as another user, nothing is staged.
+        let root_user = std::fs::metadata(&root)
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap()
+            == 0;
+        for (rel, stages) in [
+            ("closed/new", root_user),
+            ("closed/file", root_user),
+            ("closed/dir", false),
+            ("open/new", false),
+            ("groupw/new", false),
+            ("missing/new", false),
+        ] {
+            let (out, made) = probe_stage_here(&root, rel);
+            assert_eq!(made, stages, "{rel}: {out}");
+            // What it prints before the mark is stat's output, one line per name there.
+            let lines = out.strip_suffix("staged\n").unwrap_or(&out);
+            let there = !rel.ends_with("/new");
+            let names = prefixes(root.join(rel).to_str().unwrap()).unwrap().len();
+            let want = if rel == "missing/new" {
+                names - 2
+            } else {
+                names - usize::from(!there)
+            };
+            assert_eq!(parse(lines.as_bytes()).unwrap().len(), want, "{rel}: {out}");
+        }
     }
 
     #[test]
