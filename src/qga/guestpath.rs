@@ -451,9 +451,13 @@ impl AgentClient {
         let closed = probed
             .as_ref()
             .is_some_and(|r| r.dir_closed && r.existing.is_none_or(|e| e.regular));
-        if staged && !closed {
-            // Made where the whole path does not allow it: nothing was written to it.
-            self.stage_remove(&file).await?;
+        if staged
+            && !closed
+            && let Err(e) = self.stage_remove(&file).await
+        {
+            // Made where the whole path does not allow it; empty, 0600, root's: left
+            // behind only when the guest cannot remove it either.
+            tracing::warn!(stage = %file.dir, error = %e, "removing an unused staged file failed");
         }
         if let Some(r) = probed {
             let stage = match r.existing {

@@ -14,10 +14,12 @@ use super::{POLL_ECHO, Runner};
 
 /// How often a program's exit is looked at between full rounds in its first second.
 const EXIT_LOOK: Duration = Duration::from_millis(25);
+/// How long a program counts as young (looked at every [`EXIT_LOOK`]).
+const YOUNG: Duration = Duration::from_secs(1);
 
 /// How long to wait before the next look at the exit of a program of this `age`.
 fn exit_look(age: Duration) -> Duration {
-    (age / 20).max(EXIT_LOOK)
+    if age < YOUNG { EXIT_LOOK } else { age / 20 }
 }
 
 impl Runner {
@@ -55,7 +57,8 @@ mod tests {
     fn exits_are_looked_at_often_while_young_then_at_a_share_of_the_age() {
         let ms = Duration::from_millis;
         assert_eq!(exit_look(ms(0)), EXIT_LOOK);
-        assert_eq!(exit_look(ms(400)), EXIT_LOOK);
+        assert_eq!(exit_look(ms(900)), EXIT_LOOK);
+        assert_eq!(exit_look(ms(1000)), ms(50));
         assert_eq!(exit_look(ms(2600)), ms(130));
         // From 5 s on no look fits between two full rounds (at most 250 ms apart).
         assert!(exit_look(ms(5000)) >= ms(250));
