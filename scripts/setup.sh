@@ -45,6 +45,15 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
+  # Installing can remove what was there: a machine image with a backported qemu-utils
+  # loses it to Debian's qemu-system-x86 (they conflict). Install again what is gone.
+  missing=()
+  for p in "${PACKAGES[@]}"; do
+    installed "$p" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt_install "${missing[@]}"
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then
