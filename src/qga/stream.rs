@@ -23,6 +23,8 @@ use super::{
 pub(crate) struct Tail {
     pub(crate) file: Option<super::OpenFile>,
     offset: u64,
+    /// Read to its end after the program's exit was seen: nothing more to read.
+    drained: bool,
 }
 
 /// A running streamed exec. Dropping it closes its file handles (the process keeps
@@ -51,6 +53,11 @@ pub struct ExecSession {
 
 const POLL_MIN: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(250);
+/// Until this age a round asks for the program's exit alone, not for its output: most
+/// commands end within it, and each read is an agent call (two requests over libvirt)
+/// that takes the guest's CPU from the program. Output written meanwhile comes with the
+/// first round after it.
+const FIRST_READ: Duration = Duration::from_millis(150);
 
 impl ExecSession {
     pub(crate) fn new(
@@ -249,6 +256,13 @@ impl ExecSession {
         if self.dir.is_none() {
             return self.step_captured().await;
         }
+        if self.exited.is_none() && self.started.elapsed() < FIRST_READ {
+            let st = self.client.call(&GuestExecStatus { pid: self.pid }).await?;
+            if !st.exited {
+                return Ok(None);
+            }
+            self.set_exited(st);
+        }
         for _ in 0..2 {
             if let Some(ev) = self.read_tail(true).await? {
                 return Ok(Some(ev));
@@ -278,6 +292,9 @@ impl ExecSession {
         } else {
             (&mut self.err, "err")
         };
+        if tail.drained {
+            return Ok(None);
+        }
         if tail.file.is_none() {
             let Some(dir) = &self.dir else {
                 return Ok(None);
@@ -301,6 +318,11 @@ impl ExecSession {
             class: "InvalidReply".into(),
             desc: format!("bad base64 from agent: {e}"),
         })?;
+        // At the end after the exit: the program writes no more (what its orphans may
+        // still write is not waited for, as before).
+        if self.exited.is_some() && (r.eof || data.is_empty()) {
+            tail.drained = true;
+        }
         if data.is_empty() {
             return Ok(None);
         }

@@ -7,6 +7,8 @@
 //! took the guest's one emulated CPU from the program itself. A quiet program of a few
 //! seconds (an Ansible module in a TCG guest) was seen up to 250 ms late, 125 ms on
 //! average; at 5% of its age (libvirt_qemu's pace) about 65 ms.
+//! In the program's first 150 ms every round asks for the exit alone (see
+//! [`ExecSession::step`](crate::qga::ExecSession::step)).
 
 use std::time::{Duration, Instant};
 
