@@ -404,24 +404,33 @@ async fn env_entries_are_identifiers_and_apply_to_the_program_only() {
         domain: "host".into(),
         command: Some(Command::Argv(Argv {
             path: "sh".into(),
-            args: vec!["-c".into(), "echo \"$PATH|$GREETING|$p|$x\"".into()],
+            args: vec![
+                "-c".into(),
+                "echo \"$PATH|$GREETING|$p|$x|$c|$e|$i|$k|$m\"".into(),
+            ],
         })),
         env: vec![
             format!("PATH={}", plant.path().display()),
+            "c=/".into(),
+            "e=E".into(),
             "IFS=/".into(),
             format!("ENV={}/sh", plant.path().display()),
             "GREETING=hi".into(),
             "p=/tmp/nowhere".into(),
             "x=/tmp/nowhere".into(),
             "k=99".into(),
-            "c=/".into(),
+            "i=I".into(),
+            "m=M".into(),
         ],
         ..Default::default()
     };
     let o = drain_exec(c.exec(r).await.unwrap().into_inner()).await;
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        format!("{}|hi|/tmp/nowhere|/tmp/nowhere\n", plant.path().display()),
+        format!(
+            "{}|hi|/tmp/nowhere|/tmp/nowhere|/|E|I|99|M\n",
+            plant.path().display()
+        ),
         "stderr: {}",
         String::from_utf8_lossy(&o.stderr)
     );

@@ -20,8 +20,10 @@ use super::{
 /// It runs with a clean environment (only [`DEFAULT_PATH`]), records its pid and start
 /// time (field 22 of `/proc/$$/stat`) in `DIR`, resolves the program in the fixed `PATH`
 /// (so a caller's `PATH` cannot swap it), and exports the caller's entries as its very
-/// last step, so nothing the caller sends is interpreted by this shell: the loop keeps
-/// its state in positional parameters, not in variables an entry could overwrite.
+/// last step, so nothing the caller sends is interpreted by this shell: one `export` of
+/// all of them, written as `"${1}" "${2}" ...` (references, never values) and followed
+/// only by `shift` and `exec`, so no wrapper variable is assigned after an entry of the
+/// same name (an entry `c=x` or `e=y` used to be overwritten by the loop's counter).
 /// `setsid` (no fork: qemu-ga's child is not a group leader) gives the program its own
 /// session and process group, keeping the pid; without a `setsid` the program runs in
 /// the agent's group and only its process tree is killed. When `DIR` holds a FIFO `in`
@@ -54,9 +56,8 @@ if w setsid; then set -- "$@" "$r"; fi
 "#;
 const WRAPPER_TAIL: &str = r#"set -- "$@" "$p"
 i=1; while [ "$i" -lt "$m" ]; do set -- "$@" "$1"; shift; i=$((i + 1)); done
-set -- "$k" "$@"
-while [ "$1" -gt 0 ]; do c=$(($1 - 1)); e=$2; shift 2; set -- "$c" "$@"; export "$e"; done
-shift; exec "$@""#;
+x=; i=1; while [ "$i" -le "$k" ]; do x="$x \"\${$i}\""; i=$((i + 1)); done
+eval "${x:+export$x;} shift $k"; exec "$@""#;
 /// The wrapper of a terminal session. Positional parameters: `DIR CWD INNER`. It records
 /// its pid and start time like [`WRAPPER`], takes the FIFO as stdin, and runs util-linux
 /// `script` (found in the fixed `PATH`), which runs `INNER` (see [`super::tty`]) with
