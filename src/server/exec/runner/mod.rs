@@ -106,6 +106,9 @@ pub(super) struct Runner {
     exit: Option<pb::ExecExited>,
     exited_at: Option<Instant>,
     poll: Duration,
+    /// When the program last wrote output (or was given stdin): the full rounds' pace
+    /// slows with the quiet (see [`pace::round_max`]).
+    last_output: Instant,
     failures: u32,
     /// An interactive session's recording.
     pub(super) recording: Option<Arc<Recording>>,
@@ -146,6 +149,7 @@ impl Runner {
             exit: None,
             exited_at: None,
             poll: POLL_MIN,
+            last_output: Instant::now(),
             failures: 0,
             recording: None,
             adopted: false,
@@ -249,6 +253,7 @@ impl Runner {
                 match self.session.step().await {
                     Ok(Some(ev)) => {
                         self.poll = POLL_MIN;
+                        self.last_output = Instant::now();
                         self.accept(ev).await;
                     }
                     Ok(None) => {
@@ -256,7 +261,7 @@ impl Runner {
                         let max = if self.entry.bulk_input.load(Ordering::Relaxed) {
                             POLL_BULK
                         } else {
-                            POLL_MAX
+                            pace::round_max(self.last_output.elapsed())
                         };
                         self.poll = (self.poll * 2).min(max);
                         self.pause_watching_exit(pause).await;
@@ -391,6 +396,7 @@ impl Runner {
             Wake::Tick => return true,
             Wake::Input => {
                 self.poll = POLL_ECHO;
+                self.last_output = Instant::now();
                 return true;
             }
             Wake::Cmd(Some(cmd)) => self.command(cmd).await,

@@ -12,12 +12,24 @@
 
 use std::time::{Duration, Instant};
 
-use super::{POLL_ECHO, Runner};
+use super::{POLL_ECHO, POLL_MAX, Runner};
 
 /// How often a program's exit is looked at between full rounds in its first second.
 const EXIT_LOOK: Duration = Duration::from_millis(25);
 /// How long a program counts as young (looked at every [`EXIT_LOOK`]).
 const YOUNG: Duration = Duration::from_secs(1);
+
+/// The longest pause between full rounds of a program that has been quiet this long.
+const QUIET_ROUND_MAX: Duration = Duration::from_secs(1);
+
+/// The full rounds' longest pause after `quiet` without output: 250 ms, then a tenth of
+/// the quiet (from 2.5 s), at most 1 s. Each round reads both files (two agent calls, each
+/// taking the guest's CPU from the program): a program quiet for 8 s is read in 22 rounds
+/// instead of 31, one quiet for 30 s in 45 instead of 119; output after a long quiet
+/// arrives at most a tenth of it (and 1 s) late. The exit is looked at on its own pace.
+pub(super) fn round_max(quiet: Duration) -> Duration {
+    (quiet / 10).clamp(POLL_MAX, QUIET_ROUND_MAX)
+}
 
 /// How long to wait before the next look at the exit of a program of this `age`.
 fn exit_look(age: Duration) -> Duration {
@@ -64,5 +76,14 @@ mod tests {
         assert_eq!(exit_look(ms(2600)), ms(130));
         // From 5 s on no look fits between two full rounds (at most 250 ms apart).
         assert!(exit_look(ms(5000)) >= ms(250));
+    }
+
+    #[test]
+    fn full_rounds_slow_down_with_the_quiet_up_to_a_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(round_max(ms(0)), POLL_MAX);
+        assert_eq!(round_max(ms(2500)), POLL_MAX);
+        assert_eq!(round_max(ms(8000)), ms(800));
+        assert_eq!(round_max(ms(60_000)), QUIET_ROUND_MAX);
     }
 }
