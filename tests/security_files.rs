@@ -543,15 +543,18 @@ async fn tcg_guest_replace_and_create_with_the_busybox_helpers() {
     write("/data/s/new", WriteMode::Truncate, false, b"fresh\n").await;
     // APPEND through the link: the file it leads to grows, the link stays a link.
     write("/data/s/link", WriteMode::Append, false, b"more\n").await;
+    // In place, a new file in root's closed directories: created by the resolution with
+    // its mode and written at once, nothing staged.
+    write("/data/s/made", WriteMode::Create, false, b"in place\n").await;
     let out = guest_sh(
         &mut c,
         "tcg",
-        "cd /data/s && stat -c '%n %a %u %g' conf new && cat conf new && readlink link && ls -a",
+        "cd /data/s && stat -c '%n %a %u %g' conf new made && cat conf new made && readlink link && ls -a",
     )
     .await;
     assert_eq!(
         out,
-        "conf 640 65534 65534\nnew 644 0 0\nreplaced\nmore\nfresh\nconf\n.\n..\nconf\nlink\nnew\n",
+        "conf 640 65534 65534\nnew 644 0 0\nmade 644 0 0\nreplaced\nmore\nfresh\nin place\nconf\n.\n..\nconf\nlink\nmade\nnew\n",
         "guest state"
     );
     // ReadFile through the link: resolved, opened, and the handle proven (/proc/PID/fd).

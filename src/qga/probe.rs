@@ -157,10 +157,37 @@ impl AgentClient {
         path: &str,
         stage: &str,
     ) -> Result<(Option<Resolved>, bool), QgaError> {
+        self.probe_with(path, stage, "").await
+    }
+
+    /// [`Self::probe_path`] for an in-place upload of a new file: in the same guest
+    /// process tree, when `path` is absent and every directory on the way is root's and
+    /// *holds* (see [`holds`]; the last one closed to others' writes), also creates
+    /// `path` itself, empty, with mode `0666 & !umask` (`set -C`: not over a name that
+    /// appeared meanwhile). Only root can then reach, swap or remove it, so the upload
+    /// writes it in place with no staging and no final `mv`: one guest process fewer
+    /// than an atomic upload, four fewer than an in-place one made otherwise. Returns the
+    /// resolution and whether `path` was created.
+    pub(crate) async fn probe_and_create(
+        &self,
+        path: &str,
+        umask: u32,
+    ) -> Result<(Option<Resolved>, bool), QgaError> {
+        self.probe_with(path, path, &format!("{:03o}", umask & 0o777))
+            .await
+    }
+
+    /// Runs [`PROBE_STAGE`] for `path` with `STAGE` `stage` and `UMASK` `umask`.
+    async fn probe_with(
+        &self,
+        path: &str,
+        stage: &str,
+        umask: &str,
+    ) -> Result<(Option<Resolved>, bool), QgaError> {
         let Some(names) = prefixes(path).filter(|n| n.len() >= 2) else {
             return Ok((None, false));
         };
-        let mut args = vec!["-c", PROBE_STAGE, "atp-probe", stage];
+        let mut args = vec!["-c", PROBE_STAGE, "atp-probe", stage, umask];
         args.extend(names.iter().map(String::as_str));
         let r = match self
             .run_bounded_env("/bin/sh", &args, &[HELPER_PATH.to_owned()])
@@ -170,28 +197,46 @@ impl AgentClient {
             Err(e @ QgaError::Transport(_)) => return Err(e),
             Err(_) => return Ok((None, false)),
         };
-        let (out, staged) = match r.stdout.strip_suffix(STAGED) {
+        let (out, made) = match r.stdout.strip_suffix(STAGED) {
             Some(out) => (out, true),
             None => (&r.stdout[..], false),
         };
-        Ok((conclude(path, &names, out, &r), staged))
+        Ok((conclude(path, &names, out, &r), made))
     }
 }
 
 /// Marks the end of [`PROBE_STAGE`]'s output when it created the staged file.
 const STAGED: &[u8] = b"staged\n";
 
-/// `STAGE NAME...` (the prefixes of a path, see [`prefixes`]; two at least): prints
+/// `STAGE UMASK NAME...` (the prefixes of a path, see [`prefixes`]; two at least): prints
 /// what `stat` prints for the names ([`FORMAT`]) and exits with its status; before
-/// that, when the next-to-last name is a directory of root's without group or other
-/// write bits and the last is absent or a regular file, creates `STAGE` empty and 0600
-/// (`set -C`: not over a name that exists) and prints `staged`. Only `stat` runs besides
-/// the shell; its output is numbers, four per name.
-const PROBE_STAGE: &str = r#"s=$1; shift; n=$#
+/// that, with an empty `UMASK`, when the next-to-last name is a directory of root's
+/// without group or other write bits and the last is absent or a regular file, creates
+/// `STAGE` empty and 0600 (`set -C`: not over a name that exists) and prints `staged`.
+/// With a `UMASK` (`STAGE` is then the last name), only when the last name is absent and
+/// every other is a directory of root's that holds (no group or other write bits, or
+/// sticky with the next name root's; the last without write bits), creates `STAGE` with
+/// that umask and prints `staged`. Only `stat` runs besides the shell; its output is
+/// numbers, four per name.
+const PROBE_STAGE: &str = r#"s=$1; u=$2; shift 2; n=$#
 o=$(stat -c '%f %u %g %i' -- "$@"); r=$?
 [ -z "$o" ] || printf '%s\n' "$o"
 set -f; set -- $o
 [ $# -eq $((4 * n)) ] || [ $# -eq $((4 * n - 4)) ] || exit $r
+if [ -n "$u" ]; then
+  [ $# -eq $((4 * n - 4)) ] || exit $r
+  while [ $# -gt 0 ]; do
+    case "$1" in *[!0-9a-f]*) exit $r ;; esac
+    [ "$2" = 0 ] && [ $((0x$1 & 0xf000)) -eq $((0x4000)) ] || exit $r
+    if [ $((0x$1 & 0x12)) -ne 0 ]; then
+      [ $# -gt 4 ] && [ $((0x$1 & 0x200)) -ne 0 ] && [ "$6" = 0 ] || exit $r
+    fi
+    shift 4
+  done
+  umask "$u"; set -C
+  : >"$s" 2>/dev/null && echo staged
+  exit $r
+fi
 shift $((4 * n - 8))
 case "$1$5" in *[!0-9a-f]*) exit $r ;; esac
 [ "$2" = 0 ] && [ $((0x$1 & 0xf012)) -eq $((0x4000)) ] || exit $r
@@ -328,7 +373,7 @@ mod tests {
         let stage = format!("{}/.atp-test", parent_of(&path));
         let names = prefixes(&path).unwrap();
         let out = std::process::Command::new("/bin/sh")
-            .args(["-c", PROBE_STAGE, "atp-probe", &stage])
+            .args(["-c", PROBE_STAGE, "atp-probe", &stage, ""])
             .args(&names)
             .output()
             .unwrap();
@@ -387,6 +432,80 @@ mod tests {
                 names - usize::from(!there)
             };
             assert_eq!(parse(lines.as_bytes()).unwrap().len(), want, "{rel}: {out}");
+        }
+    }
+
+    /// Runs [`PROBE_STAGE`] in its create mode here for `rel` under `root`, umask 027:
+    /// whether it created the path, and the path's mode when it did.
+    fn probe_create_here(root: &std::path::Path, rel: &str) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = root.join(rel).to_str().unwrap().to_owned();
+        let names = prefixes(&path).unwrap();
+        let existed = std::path::Path::new(&path).exists();
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", PROBE_STAGE, "atp-probe", &path, "027"])
+            .args(&names)
+            .output()
+            .unwrap();
+        let said = String::from_utf8(out.stdout).unwrap().ends_with("staged\n");
+        let made = !existed && std::path::Path::new(&path).exists();
+        assert_eq!(said, made, "{rel}");
+        made.then(|| {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+            std::fs::remove_file(&path).unwrap();
+            mode
+        })
+    }
+
+    #[test]
+    fn the_probe_creates_the_path_only_where_every_directory_holds() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let t = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(t.path()).unwrap();
+        // Created only by root: root's directories are what hold.
+        let root_user = std::fs::metadata(&root)
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap()
+            == 0;
+        // The temp dir's own ancestors (/, /tmp) must hold for anything to be created.
+        let set = |rel: &str, mode| {
+            std::fs::set_permissions(root.join(rel), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        };
+        for dir in [
+            "a",
+            "a/closed",
+            "open",
+            "open/closed",
+            "sticky",
+            "sticky/closed",
+        ] {
+            std::fs::create_dir(root.join(dir)).unwrap();
+        }
+        set("a", 0o755);
+        set("a/closed", 0o700);
+        set("open", 0o777);
+        set("open/closed", 0o700);
+        set("sticky", 0o1777);
+        set("sticky/closed", 0o700);
+        std::fs::write(root.join("a/closed/there"), b"x").unwrap();
+        symlink(root.join("a"), root.join("link")).unwrap();
+        let want = root_user.then_some(0o640);
+        assert_eq!(probe_create_here(&root, "a/closed/new"), want);
+        // A root directory in a sticky one holds (only root may rename it).
+        assert_eq!(probe_create_here(&root, "sticky/closed/new"), want);
+        // Not over what exists; not in an open or sticky directory; not under a
+        // directory others may write to; not through a link.
+        for rel in [
+            "a/closed/there",
+            "a/new",
+            "sticky/new",
+            "open/new",
+            "open/closed/new",
+            "link/closed/new",
+        ] {
+            let here = matches!(rel, "a/new") && root_user;
+            assert_eq!(probe_create_here(&root, rel).is_some(), here, "{rel}");
         }
     }
 

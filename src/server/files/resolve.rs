@@ -75,6 +75,37 @@ pub(super) async fn decide_staged(
     Ok((resolved, stage))
 }
 
+/// [`decide_resolved`] for an in-place upload of a file that may be new: the resolution
+/// also creates the target, empty, with mode `0666 & !umask`, when it is absent and
+/// only root can reach, swap or remove it (see `AgentClient::probe_and_create`). Returns
+/// the resolution and whether the target was created.
+pub(super) async fn decide_created(
+    s: &GuestAgentService,
+    call: &mut Call,
+    client: &AgentClient,
+    mut info: FileInfo,
+    umask: u32,
+) -> Result<(Resolved, bool), Status> {
+    call.beyond(Beyond::FileHelpers)?;
+    let (probed, created) = client
+        .probe_and_create(&info.path, umask)
+        .await
+        .map_err(|e| helper_status(s, call.domain(), e))?;
+    let resolved = match probed {
+        Some(r) => r,
+        None => client
+            .resolve_path(&info.path)
+            .await
+            .map_err(|e| helper_status(s, call.domain(), e))?,
+    };
+    if resolved.path != info.path {
+        debug_assert!(!created, "created a path that resolves elsewhere");
+        info.requested = std::mem::replace(&mut info.path, resolved.path.clone());
+        call.redecide_file(info).await?;
+    }
+    Ok((resolved, created))
+}
+
 /// After `file` was opened on the resolved `path`: proves it is open on the file at
 /// `path` (where the kernel says the agent's descriptor is open, see
 /// [`AgentClient::handle_is`]; a handle that cannot be positioned is refused), or, when

@@ -10,7 +10,9 @@
 //!   target takes the directory's place, and the common finish is one `mv`;
 //! - in place (APPEND, `atomic = false`): a missing target is first created empty in a
 //!   staging directory with its final mode and hard-linked into place; an existing one
-//!   keeps its mode and owner.
+//!   keeps its mode and owner. A new file (CREATE, EXCLUSIVE) whose mode has no bits
+//!   beyond 0666, where every directory on the way is root's and holds and the last is
+//!   closed, is created by the resolution itself with that mode and written at once.
 //!
 //! Mode: `permissions`; else, on replace, the existing target's; else `[files]
 //! new_file_mode`. Windows guests: written in place, no resolution, no staging, no mode.
@@ -115,15 +117,27 @@ pub(crate) async fn write(
     let atomic_write = header.atomic.unwrap_or(true) && mode != pb::WriteMode::Append;
     // Decide on what is really opened (POSIX guests); the limits of a second decision
     // tighten the first's. An atomic upload to a plain path is staged by the same helper.
-    let (target, staged) = if !resolve::resolves(&client, &header.path).await {
-        (None, None)
+    let new_mode = header.permissions.unwrap_or(s.shared.new_file_mode);
+    let (target, staged, created) = if !resolve::resolves(&client, &header.path).await {
+        (None, None, false)
     } else if atomic_write {
         let (t, stage) = resolve::decide_staged(s, call, &client, info).await?;
-        (Some(t), stage)
+        (Some(t), stage, false)
+    } else if matches!(mode, pb::WriteMode::Create | pb::WriteMode::Exclusive)
+        && new_mode & !0o666 == 0
+    {
+        // A new file whose mode a umask can give: made by the resolution itself.
+        let (t, created) =
+            resolve::decide_created(s, call, &client, info, 0o777 & !new_mode).await?;
+        // What it made is written without proof only where the resolution agrees that
+        // only root can reach it; otherwise it is an existing file like any other.
+        let sure = created && t.settled && t.dir_closed && t.existing.is_none();
+        (Some(t), None, sure)
     } else {
         (
             Some(resolve::decide_resolved(s, call, &client, info).await?),
             None,
+            false,
         )
     };
     let job = Job {
@@ -139,6 +153,8 @@ pub(crate) async fn write(
     };
     if atomic_write {
         atomic(&job, &target, staged, &mut stream).await
+    } else if created {
+        created_in_place(&job, &target, &mut stream).await
     } else {
         check_mode(mode, &target)?;
         in_place(&job, &target, &mut stream).await
@@ -308,6 +324,24 @@ async fn in_place(
         let _ = file.close().await;
         return Err(st);
     }
+    job.receive_into(file, stream, false).await
+}
+
+/// In place into the file the resolution created just now (absent before, every
+/// directory on the way root's and holding, the last closed): nobody but root can reach,
+/// swap or remove it, so its handle needs no proof (as a settled read's) and nothing is
+/// staged. A failed write leaves what was written, as any in-place write does.
+async fn created_in_place(
+    job: &Job<'_>,
+    target: &Resolved,
+    stream: &mut Streaming<pb::WriteFileRequest>,
+) -> Result<pb::WriteFileResponse, Status> {
+    tracing::debug!(path = %target.path, "written in place into the file its resolution made");
+    let file = job
+        .client
+        .open(&target.path, "r+")
+        .await
+        .map_err(|e| job.map(e))?;
     job.receive_into(file, stream, false).await
 }
 

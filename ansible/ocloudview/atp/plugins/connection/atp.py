@@ -238,15 +238,17 @@ class Connection(ConnectionBase):
         display.vvv(f"ATP PUT {in_path} TO {out_path}", host=self._domain)
         if not os.path.isfile(in_path):
             raise AnsibleFileNotFound(f"file or module does not exist: {in_path}")
-        # Atomic (the daemon's default) even into Ansible's private temp dir: a new file
-        # written in place costs the guest more helper processes (create it with its mode,
-        # prove the handle) than staging it, which the daemon does with the resolution.
-        # Mode 0600, what the staged file has already (no chmod process): Ansible puts
-        # only into its private temp dir and sets the modes it needs itself afterwards
-        # (`chmod u+rwx`, or ACLs for become).
+        # In place, mode 0600: Ansible puts only new files into its private temp dir (root's,
+        # 0700) and sets the modes it needs itself afterwards (`chmod u+rwx`, or ACLs for
+        # become). There the daemon's resolution creates the file with that mode and the
+        # data goes straight in: one guest process (the resolution's `stat` under its
+        # shell), where an atomic upload also runs the final `mv`. Anywhere else the daemon
+        # takes its usual in-place path; a failed put leaves a partial file, which Ansible
+        # removes with its temp dir.
         self._call(
-            "put", self._client.write_file, self._domain, in_path, out_path, permissions=0o600
-        )
+            "put", self._client.write_file, self._domain, in_path, out_path,
+            atomic=False, permissions=0o600,
+        )  # fmt: skip
 
     def fetch_file(self, in_path, out_path):
         """Copies a guest file to the controller with ReadFile (SHA-256 checked)."""
