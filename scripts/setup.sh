@@ -39,21 +39,24 @@ apt_install() {
   $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  installed "$p" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  apt_install "${missing[@]}"
-  # Installing can remove what was there: a machine image with a backported qemu-utils
-  # loses it to Debian's qemu-system-x86 (they conflict). Install again what is gone.
-  missing=()
+# Installs the packages of PACKAGES that are missing and counts the rounds that did in
+# INSTALLS. (Called as a plain command, never in a condition: `set -e` must stop a
+# failed apt-get.)
+INSTALLS=0
+install_missing() {
+  local missing=() p
   for p in "${PACKAGES[@]}"; do
     installed "$p" || missing+=("$p")
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    apt_install "${missing[@]}"
-  fi
+  [ ${#missing[@]} -eq 0 ] && return 0
+  apt_install "${missing[@]}"
+  INSTALLS=$((INSTALLS + 1))
+}
+install_missing
+# Installing can remove what was there: a machine image with a backported qemu-utils
+# loses it to Debian's qemu-system-x86 (they conflict). So look again after installing.
+if [ "$INSTALLS" -gt 0 ]; then
+  install_missing
 fi
 
 if ! command -v cargo >/dev/null; then
